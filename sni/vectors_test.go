@@ -48,11 +48,15 @@ var vectors = []vectorWant{
 
 func readVector(tb testing.TB, file string) []byte {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join(vectorDir, file))
+	b, err := readFile(file)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return b
+}
+
+func readFile(file string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(vectorDir, file))
 }
 
 // isGREASE reports whether v is an RFC 8701 GREASE value (0x?a?a).
