@@ -202,9 +202,21 @@ func (h *Hello) parseALPN(data cursor) error {
 	h.ALPN = make([]string, 0, n)
 	for len(list) > 0 {
 		p, _ := list.vec8()
-		h.ALPN = append(h.ALPN, string(p))
+		h.ALPN = append(h.ALPN, alpnString(p))
 	}
 	return nil
+}
+
+// alpnString returns p as a string, without allocating for the protocols
+// nearly every client offers.
+func alpnString(p []byte) string {
+	switch string(p) {
+	case "h2":
+		return "h2"
+	case "http/1.1":
+		return "http/1.1"
+	}
+	return string(p)
 }
 
 // parseSupportedVersions reads supported_versions (RFC 8446 4.2.1).

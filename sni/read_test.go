@@ -109,6 +109,25 @@ func TestReadLoopback(t *testing.T) {
 	}
 }
 
+// TestReadCallsPerRecord: when the bytes are all there, a record costs two
+// reads (its header, then its whole body), never one per byte.
+func TestReadCallsPerRecord(t *testing.T) {
+	for _, w := range vectors {
+		wire := readVector(t, w.file)
+		records := 0
+		for rest := wire; len(rest) >= recordHeaderLen; records++ {
+			rest = rest[min(len(rest), recordHeaderLen+(int(rest[3])<<8|int(rest[4]))):]
+		}
+		r := &segmentReader{data: wire}
+		if _, _, err := ReadFrom(r, 0); err != nil {
+			t.Fatalf("%s: %v", w.file, err)
+		}
+		if r.reads != 2*records {
+			t.Errorf("%s: %d Read calls for %d records, want %d", w.file, r.reads, records, 2*records)
+		}
+	}
+}
+
 // TestReadClearsDeadline: after a successful Read with a timeout, the
 // connection has no read deadline left, so a slow upstream exchange later
 // is not cut by the hello timeout.
@@ -357,9 +376,11 @@ type segmentReader struct {
 	sizes []int
 	i     int
 	given int
+	reads int
 }
 
 func (s *segmentReader) Read(p []byte) (int, error) {
+	s.reads++
 	if len(s.data) == 0 {
 		return 0, io.EOF
 	}
