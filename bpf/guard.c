@@ -1,0 +1,588 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//
+// guard.c: edgegate's packet guard. It runs at XDP (or TCX ingress when XDP
+// cannot attach) in front of edgegate's listeners and drops, before a socket
+// buffer is spent on them, packets to a guarded TCP port that cannot be the
+// start of a TLS connection: non-TCP traffic, impossible TCP flags, sources
+// on the blocklist or outside the allow list, and streams whose first bytes
+// are not a TLS ClientHello record header.
+//
+// Layout follows xdp-tools' parsing_helpers.h and Katran: one small inline
+// parser per header that bounds-checks against data_end before reading and
+// advances a cursor; every loop has a fixed, named bound; every packet moves
+// exactly one counter in a per-CPU array indexed by enum verdict.
+//
+// The same core (guard()) is compiled into two entry points, guard_xdp and
+// guard_tc, which only translate the verdict into XDP_* or TC_ACT_* codes.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// Loop bounds. Legitimate traffic needs far less than any of them; a packet
+// that needs more is judged on what the bound allows (see the callers).
+#define VLAN_MAX_DEPTH 2  // 802.1Q and 802.1ad (QinQ)
+#define IPV6_EXT_MAX 8    // extension headers walked before giving up
+#define TLS_PREFIX_LEN 9  // stream bytes checked per flow
+
+#define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of iphdr.frag_off
+
+// TCX return codes (linux/bpf.h of the build host may predate TCX).
+#define TCX_NEXT -1
+#define TCX_DROP 2
+
+// enum verdict indexes the counters map. The Go side keeps the names in the
+// same order (counters.go); a test checks they agree. Append only: pinned
+// counter maps outlive a binary.
+enum verdict {
+	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
+	VERDICT_PASS_SYN,             // SYN without data: flow entry created
+	VERDICT_PASS_TLS,             // new stream bytes checked: ClientHello so far
+	VERDICT_PASS_NO_PAYLOAD,      // tracked flow, segment carries no data
+	VERDICT_PASS_OTHER_SEQ,       // tracked flow, data not at the first unchecked byte
+	VERDICT_PASS_UNTRACKED,       // no flow entry (checked, started before attach, evicted)
+	VERDICT_PASS_FRAGMENT,        // non-first fragment, fragments: pass
+	VERDICT_DROP_NOT_TLS,         // stream does not start like a ClientHello
+	VERDICT_DROP_NON_TCP,         // UDP, SCTP, ... to a guarded port
+	VERDICT_DROP_BAD_FLAGS,       // impossible TCP flag combination
+	VERDICT_DROP_BLOCKED,         // source on the blocklist
+	VERDICT_DROP_NOT_ALLOWED,     // allow-only port, source not in the allow list
+	VERDICT_DROP_FRAGMENT,        // non-first fragment, fragments: drop
+	VERDICT_DROP_MALFORMED,       // truncated or inconsistent headers
+	VERDICT_MAX,
+};
+
+// Flags in struct port_policy.
+#define PORT_ALLOW_ONLY 0x1
+
+// Flags in struct guard_config.
+#define CONFIG_DROP_FRAGMENTS 0x1
+
+struct port_policy {
+	__u32 flags;
+};
+
+struct guard_config {
+	__u32 flags;
+};
+
+// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped
+// (::ffff:a.b.c.d), so one map serves both families.
+struct addr_key {
+	__u8 addr[16];
+};
+
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 family; // 4 or 6: a v4-mapped IPv6 source never aliases an IPv4 flow
+	__u8 pad[3];
+};
+
+// flow_state is what is known about a stream whose first bytes are not yet
+// all checked: next_seq is the sequence number of the first unchecked byte,
+// checked how many of the first TLS_PREFIX_LEN bytes passed, and byte3 the
+// high byte of the record length (checked together with byte 4).
+struct flow_state {
+	__u32 next_seq;
+	__u8 checked;
+	__u8 byte3;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, enum verdict);
+	__type(value, __u64);
+	__uint(max_entries, VERDICT_MAX);
+} counters SEC(".maps");
+
+// Guarded destination ports (host byte order) and their policy.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct port_policy);
+	__uint(max_entries, 1024);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct guard_config);
+	__uint(max_entries, 1);
+} config SEC(".maps");
+
+// Source address -> block expiry in CLOCK_MONOTONIC nanoseconds
+// (bpf_ktime_get_ns). Pinned: a restart keeps the blocks.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct addr_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} blocklist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} allow SEC(".maps");
+
+// Streams whose first bytes are still being checked. The loader overrides
+// max_entries with Config.FlowTableSize. Pinned: a restart keeps them.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow_state);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
+// cursor walks the packet. off is the offset of pos from the start of the
+// packet, kept alongside for the load_bytes helpers.
+struct cursor {
+	void *pos;
+	void *end;
+	__u32 off;
+};
+
+// packet collects what the parsers found.
+struct packet {
+	struct flow_key key;
+	__u8 l4proto;
+	__u8 nonfirst_fragment;
+	__u32 l4_len; // bytes from the L4 header to the end of the IP payload
+};
+
+static __always_inline enum verdict count(enum verdict v)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &v);
+	if (c)
+		*c += 1;
+	return v;
+}
+
+static __always_inline int vlan_proto(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+// parse_eth returns the EtherType after up to VLAN_MAX_DEPTH tags, or -1
+// if the frame is truncated.
+static __always_inline int parse_eth(struct cursor *c)
+{
+	struct ethhdr *eth = c->pos;
+	if ((void *)(eth + 1) > c->end)
+		return -1;
+	c->pos = eth + 1;
+	c->off += sizeof(*eth);
+	__be16 proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (!vlan_proto(proto))
+			break;
+		struct vlan_hdr *vh = c->pos;
+		if ((void *)(vh + 1) > c->end)
+			return -1;
+		proto = vh->encapsulated_proto;
+		c->pos = vh + 1;
+		c->off += sizeof(*vh);
+	}
+	return bpf_ntohs(proto);
+}
+
+static __always_inline void map_v4(__u8 *dst, __be32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+// parse_ipv4 skips the header including options. Returns 0, or -1 if the
+// header is truncated or inconsistent.
+static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 frame_len)
+{
+	struct iphdr *ip = c->pos;
+	if ((void *)(ip + 1) > c->end)
+		return -1;
+	__u32 hlen = ip->ihl * 4;
+	if (hlen < sizeof(*ip))
+		return -1;
+	if (c->pos + hlen > c->end)
+		return -1;
+
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	// BIG TCP (GRO beyond 64 KiB) leaves tot_len 0 at TC; use the frame.
+	if (tot == 0)
+		tot = frame_len - c->off;
+	if (tot < hlen || c->off + tot > frame_len)
+		return -1;
+
+	p->l4proto = ip->protocol;
+	p->l4_len = tot - hlen;
+	p->nonfirst_fragment = (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET)) != 0;
+	p->key.family = 4;
+	map_v4(p->key.saddr, ip->saddr);
+	map_v4(p->key.daddr, ip->daddr);
+
+	c->pos += hlen;
+	c->off += hlen;
+	return 0;
+}
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+#define IPV6_FRAG_OFFSET 0xfff8
+
+// parse_ipv6 skips the header and up to IPV6_EXT_MAX extension headers.
+// Returns 0, or -1 if truncated, inconsistent or the chain is longer than
+// the bound (then the L4 header, and so the port, cannot be found).
+static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 frame_len)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	if ((void *)(ip6 + 1) > c->end)
+		return -1;
+
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	// BIG TCP (GRO beyond 64 KiB) leaves payload_len 0 at TC.
+	if (plen == 0)
+		plen = frame_len - c->off - sizeof(*ip6);
+	if (c->off + sizeof(*ip6) + plen > frame_len)
+		return -1;
+
+	p->key.family = 6;
+	__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->key.daddr, &ip6->daddr, 16);
+	__u8 next = ip6->nexthdr;
+	c->pos = ip6 + 1;
+	c->off += sizeof(*ip6);
+
+	__u32 ext_len = 0;
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		switch (next) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS: {
+			struct ipv6_opt_hdr *h = c->pos;
+			if ((void *)(h + 1) > c->end)
+				return -1;
+			__u32 len = (h->hdrlen + 1) * 8;
+			if (c->pos + len > c->end)
+				return -1;
+			next = h->nexthdr;
+			c->pos += len;
+			c->off += len;
+			ext_len += len;
+			break;
+		}
+		case IPPROTO_FRAGMENT: {
+			struct ipv6_frag_hdr *h = c->pos;
+			if ((void *)(h + 1) > c->end)
+				return -1;
+			if (h->frag_off & bpf_htons(IPV6_FRAG_OFFSET))
+				p->nonfirst_fragment = 1;
+			next = h->nexthdr;
+			c->pos = h + 1;
+			c->off += sizeof(*h);
+			ext_len += sizeof(*h);
+			break;
+		}
+		default:
+			goto done;
+		}
+		if (p->nonfirst_fragment)
+			goto done;
+	}
+	// Still an extension header after the bound: the port is unknowable.
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING ||
+	    next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT)
+		return -1;
+done:
+	if (ext_len > plen)
+		return -1;
+	p->l4proto = next;
+	p->l4_len = plen - ext_len;
+	return 0;
+}
+
+// blocked reports whether the source is on the blocklist with an expiry in
+// the future. Expired entries are left for edgegate (or LRU) to remove, so
+// the data path never races a fresh block written from userspace.
+static __always_inline int blocked(struct packet *p)
+{
+	__u64 *until = bpf_map_lookup_elem(&blocklist, p->key.saddr);
+	return until && *until > bpf_ktime_get_ns();
+}
+
+static __always_inline int allowed(struct packet *p)
+{
+	struct lpm_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, p->key.saddr, 16);
+	return bpf_map_lookup_elem(&allow, &k) != NULL;
+}
+
+// bad_flags reports TCP flag combinations no correct stack sends:
+//   SYN+FIN, SYN+RST: a SYN opens, FIN and RST close;
+//   none of SYN, ACK, RST: after the SYN every segment carries ACK, and the
+//   only ACK-less segments are a SYN and a RST (RFC 9293 3.10.7), so this
+//   covers NULL, FIN, Xmas (FIN+PSH+URG) and PSH-only scans.
+// Deliberately allowed: FIN+RST (not forbidden by RFC 9293 and seen from
+// some stacks), SYN with PSH/URG/ECE/CWR (TFO, ECN set-up), reserved bits
+// (AccECN uses one), SYN+ACK (simultaneous open).
+static __always_inline int bad_flags(struct tcphdr *th)
+{
+	if (th->syn && (th->fin || th->rst))
+		return 1;
+	if (!th->syn && !th->ack && !th->rst)
+		return 1;
+	return 0;
+}
+
+// check_byte judges the byte at stream position pos of a TLS stream: a
+// handshake record (0x16), version 3.1-3.4, length at most 2^14 and a
+// ClientHello (1) as the first handshake message. Bytes 6-8 (handshake
+// length) are not constrained: post-quantum hellos span several records.
+static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
+{
+	switch (pos) {
+	case 0:
+		return b == 0x16;
+	case 1:
+		return b == 0x03;
+	case 2:
+		return b >= 0x01 && b <= 0x04;
+	case 3:
+		st->byte3 = b;
+		return b <= 0x40;
+	case 4:
+		return st->byte3 < 0x40 || b == 0;
+	case 5:
+		return b == 0x01;
+	}
+	return 1;
+}
+
+// check_payload judges the stream bytes a segment carries at the first
+// unchecked position. payload_off is the packet offset of the segment's
+// first data byte and skip how many of its bytes precede next_seq. On
+// success st is advanced; on failure st is left as it was, so a
+// retransmission is judged again.
+static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_state *st,
+					 __u32 payload_off, __u32 skip, __u32 payload_len)
+{
+	__u8 buf[TLS_PREFIX_LEN] = {};
+	__u32 checked = st->checked;
+	if (checked >= TLS_PREFIX_LEN)
+		return 1;
+	__u32 n = payload_len - skip;
+	if (n > TLS_PREFIX_LEN - checked)
+		n = TLS_PREFIX_LEN - checked;
+	// Callers guarantee 1 <= n <= 9, and clang knows it; the verifier does
+	// not, so keep clang from folding the check away.
+	barrier_var(n);
+	if (n < 1 || n > TLS_PREFIX_LEN)
+		return 1;
+
+	long err;
+	if (is_xdp)
+		err = bpf_xdp_load_bytes(ctx, payload_off + skip, buf, n);
+	else
+		err = bpf_skb_load_bytes(ctx, payload_off + skip, buf, n);
+	if (err)
+		return 0;
+
+	struct flow_state next = *st;
+	for (int i = 0; i < TLS_PREFIX_LEN; i++) {
+		if (i >= n)
+			break;
+		if (!check_byte(&next, checked + i, buf[i]))
+			return 0;
+	}
+	next.checked = checked + n;
+	next.next_seq = st->next_seq + n;
+	*st = next;
+	return 1;
+}
+
+// judge_tcp decides a TCP segment to a guarded port once source checks
+// passed.
+static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
+					      struct packet *p)
+{
+	struct tcphdr *th = c->pos;
+	if ((void *)(th + 1) > c->end)
+		return VERDICT_DROP_MALFORMED;
+	__u32 doff = th->doff * 4;
+	if (doff < sizeof(*th) || doff > p->l4_len)
+		return VERDICT_DROP_MALFORMED;
+	if (bad_flags(th))
+		return VERDICT_DROP_BAD_FLAGS;
+
+	__u32 payload_off = c->off + doff;
+	__u32 payload_len = p->l4_len - doff;
+	__u32 seq = bpf_ntohl(th->seq);
+
+	if (th->syn && !th->ack) {
+		struct flow_state st = {.next_seq = seq + 1};
+		enum verdict v = VERDICT_PASS_SYN;
+		if (payload_len > 0) {
+			// TCP Fast Open: the hello rides in the SYN.
+			if (check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
+				v = VERDICT_PASS_TLS;
+			else
+				v = VERDICT_DROP_NOT_TLS;
+		}
+		if (st.checked >= TLS_PREFIX_LEN)
+			bpf_map_delete_elem(&flows, &p->key);
+		else
+			bpf_map_update_elem(&flows, &p->key, &st, BPF_ANY);
+		return v;
+	}
+
+	struct flow_state *cur = bpf_map_lookup_elem(&flows, &p->key);
+	if (!cur)
+		return VERDICT_PASS_UNTRACKED;
+	if (payload_len == 0)
+		return VERDICT_PASS_NO_PAYLOAD;
+
+	// skip: how far next_seq lies into this segment (serial arithmetic).
+	__s32 skip = (__s32)(cur->next_seq - seq);
+	if (skip < 0 || (__u32)skip >= payload_len)
+		return VERDICT_PASS_OTHER_SEQ;
+
+	struct flow_state st = *cur;
+	if (!check_payload(ctx, is_xdp, &st, payload_off, skip, payload_len))
+		return VERDICT_DROP_NOT_TLS;
+	if (st.checked >= TLS_PREFIX_LEN)
+		bpf_map_delete_elem(&flows, &p->key);
+	else
+		bpf_map_update_elem(&flows, &p->key, &st, BPF_EXIST);
+	return VERDICT_PASS_TLS;
+}
+
+// guard is the shared core. frame_len is the packet length from the start
+// of the Ethernet header (it can exceed end - data at TC with paged skbs).
+static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, void *data_end,
+					  __u32 frame_len)
+{
+	struct cursor c = {.pos = data, .end = data_end};
+	struct packet p = {};
+
+	int proto = parse_eth(&c);
+	if (proto < 0)
+		return VERDICT_DROP_MALFORMED;
+
+	int err;
+	if (proto == ETH_P_IP)
+		err = parse_ipv4(&c, &p, frame_len);
+	else if (proto == ETH_P_IPV6)
+		err = parse_ipv6(&c, &p, frame_len);
+	else
+		return VERDICT_PASS_NOT_GUARDED;
+	if (err)
+		return VERDICT_DROP_MALFORMED;
+
+	if (p.nonfirst_fragment) {
+		// No L4 header, so no port: the setting applies to all of them.
+		__u32 zero = 0;
+		struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
+		if (cfg && (cfg->flags & CONFIG_DROP_FRAGMENTS))
+			return VERDICT_DROP_FRAGMENT;
+		return VERDICT_PASS_FRAGMENT;
+	}
+
+	switch (p.l4proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+	case IPPROTO_DCCP:
+		break;
+	default:
+		// ICMP (path MTU discovery), ESP, GRE...: no port to guard.
+		return VERDICT_PASS_NOT_GUARDED;
+	}
+
+	// All of these carry source and destination ports in their first 4 bytes.
+	struct udphdr *ports_hdr = c.pos;
+	if ((void *)(ports_hdr + 1) > c.end || p.l4_len < 4)
+		return VERDICT_DROP_MALFORMED;
+	p.key.sport = ports_hdr->source;
+	p.key.dport = ports_hdr->dest;
+	__u16 dport = bpf_ntohs(ports_hdr->dest);
+	struct port_policy *pol = bpf_map_lookup_elem(&ports, &dport);
+	if (!pol)
+		return VERDICT_PASS_NOT_GUARDED;
+
+	if (blocked(&p))
+		return VERDICT_DROP_BLOCKED;
+	if ((pol->flags & PORT_ALLOW_ONLY) && !allowed(&p))
+		return VERDICT_DROP_NOT_ALLOWED;
+	if (p.l4proto != IPPROTO_TCP)
+		return VERDICT_DROP_NON_TCP;
+
+	return judge_tcp(ctx, is_xdp, &c, &p);
+}
+
+static __always_inline int is_drop(enum verdict v)
+{
+	return v >= VERDICT_DROP_NOT_TLS;
+}
+
+SEC("xdp")
+int guard_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	enum verdict v = count(guard(ctx, 1, data, data_end, data_end - data));
+	return is_drop(v) ? XDP_DROP : XDP_PASS;
+}
+
+// Headers are read with direct packet access; at TC they may sit partly in
+// paged data, so make the first HDR_PULL_LEN bytes linear first.
+#define HDR_PULL_LEN 256
+
+SEC("tc")
+int guard_tc(struct __sk_buff *skb)
+{
+	__u32 linear = skb->data_end - skb->data;
+	if (linear < HDR_PULL_LEN && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < HDR_PULL_LEN ? skb->len : HDR_PULL_LEN);
+
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	enum verdict v = count(guard(skb, 0, data, data_end, skb->len));
+	// TCX_NEXT rather than TCX_PASS, so programs after ours still run.
+	return is_drop(v) ? TCX_DROP : TCX_NEXT;
+}

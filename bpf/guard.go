@@ -1,0 +1,215 @@
+// Package bpf loads edgegate's kernel guard: an eBPF program, attached at
+// XDP or TCX ingress, that drops packets to edgegate's ports which cannot
+// start a TLS connection (see guard.c), plus the maps edgegate writes to
+// steer it (guarded ports, blocklist, allow list) and the counters it reads.
+//
+// Typical use:
+//
+//	g, err := bpf.Open(bpf.Config{Interfaces: []string{"eth0"}, Ports: []uint16{443}}, log)
+//	if err != nil {
+//		// run without the guard, loudly
+//	}
+//	defer g.Close()
+//	off := bpf.NewOffenders(20, time.Minute, 10*time.Minute, nil, 65536, g.Block)
+//	// on a non-TLS connection from addr: off.Offence(addr)
+//
+// Map state that must outlive a restart (flows being checked, the
+// blocklist) is pinned under Config.PinPath; Close detaches the program and
+// leaves the pins, so the next Open picks the state up again.
+package bpf
+
+//go:generate go tool bpf2go -cc clang-19 -target bpfel -type verdict guard guard.c -- -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Mode names how the guard is attached to an interface.
+type Mode string
+
+// Attach modes. ModeAuto tries native XDP, then generic XDP, then TCX.
+const (
+	ModeAuto       Mode = "auto"
+	ModeXDPNative  Mode = "xdp-native"
+	ModeXDPGeneric Mode = "xdp-generic"
+	ModeTCX        Mode = "tcx"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultFlowTableSize = 262144
+	DefaultPinPath       = "/sys/fs/bpf/edgegate/v1"
+)
+
+// Config says where to attach the guard and what it guards. Zero values get
+// the documented defaults.
+type Config struct {
+	// Interfaces to attach to, by name. Empty means load the program and
+	// fill the maps without attaching (useful for tests and dry runs).
+	Interfaces []string
+	// Mode is the attach mode; "" means ModeAuto.
+	Mode Mode
+	// Ports are the guarded TCP destination ports.
+	Ports []uint16
+	// AllowOnly, when non-empty, makes every guarded port allow-list-only:
+	// sources outside these prefixes are dropped.
+	AllowOnly []netip.Prefix
+	// DropFragments drops non-first IP fragments (which carry no port, so
+	// this applies to all traffic on the interface); default is to pass them.
+	DropFragments bool
+	// FlowTableSize bounds the table of streams whose first bytes are
+	// still being checked; default DefaultFlowTableSize.
+	FlowTableSize int
+	// PinPath is the bpffs directory for pinned maps; default
+	// DefaultPinPath. The version component changes when map layouts do.
+	PinPath string
+}
+
+// Guard is a loaded, attached guard. Its methods are safe for concurrent use.
+type Guard struct {
+	log    *slog.Logger
+	cfg    Config
+	objs   guardObjects
+	mu     sync.Mutex // guards links, modes, ports
+	links  []link.Link
+	modes  map[string]string
+	ports  []uint16
+	closed bool
+}
+
+// Open loads the guard, reusing pinned maps under cfg.PinPath if present so
+// that flows and blocks survive a restart, fills the port, allow-list and
+// config maps, and attaches to every interface in cfg.Interfaces. On error
+// nothing stays attached. The caller must Close the Guard.
+func Open(cfg Config, log *slog.Logger) (*Guard, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = ModeAuto
+	}
+	switch cfg.Mode {
+	case ModeAuto, ModeXDPNative, ModeXDPGeneric, ModeTCX:
+	default:
+		return nil, fmt.Errorf("bpf: unknown attach mode %q", cfg.Mode)
+	}
+	if cfg.FlowTableSize == 0 {
+		cfg.FlowTableSize = DefaultFlowTableSize
+	}
+	if cfg.FlowTableSize < 0 {
+		return nil, fmt.Errorf("bpf: flow table size %d is negative", cfg.FlowTableSize)
+	}
+	if cfg.PinPath == "" {
+		cfg.PinPath = DefaultPinPath
+	}
+
+	g := &Guard{log: log, cfg: cfg, modes: make(map[string]string)}
+	if err := g.load(); err != nil {
+		return nil, err
+	}
+	if err := g.fill(); err != nil {
+		g.objs.Close()
+		return nil, err
+	}
+	for _, name := range cfg.Interfaces {
+		l, mode, err := g.attach(name)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.links = append(g.links, l)
+		g.modes[name] = string(mode)
+	}
+	return g, nil
+}
+
+// fill writes the configuration maps, which are not pinned: every Open
+// states the whole configuration.
+func (g *Guard) fill() error {
+	var flags uint32
+	if g.cfg.DropFragments {
+		flags |= configDropFragments
+	}
+	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{Flags: flags}); err != nil {
+		return fmt.Errorf("bpf: write config map: %w", err)
+	}
+	for _, p := range g.cfg.AllowOnly {
+		if err := g.objs.Allow.Put(lpmKey(p), uint8(1)); err != nil {
+			return fmt.Errorf("bpf: allow %s: %w", p, err)
+		}
+	}
+	return g.SetPorts(g.cfg.Ports)
+}
+
+// Flags shared with guard.c.
+const (
+	portAllowOnly       = 0x1
+	configDropFragments = 0x1
+)
+
+// SetPorts replaces the set of guarded destination ports.
+func (g *Guard) SetPorts(ports []uint16) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var pol guardPortPolicy
+	if len(g.cfg.AllowOnly) > 0 {
+		pol.Flags |= portAllowOnly
+	}
+	for _, p := range ports {
+		if err := g.objs.Ports.Put(p, pol); err != nil {
+			return fmt.Errorf("bpf: guard port %d: %w", p, err)
+		}
+	}
+	for _, p := range g.ports {
+		if slices.Contains(ports, p) {
+			continue
+		}
+		if err := g.objs.Ports.Delete(p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("bpf: unguard port %d: %w", p, err)
+		}
+	}
+	g.ports = slices.Clone(ports)
+	return nil
+}
+
+// Modes returns the attach mode actually used per interface.
+func (g *Guard) Modes() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]string, len(g.modes))
+	for k, v := range g.modes {
+		out[k] = v
+	}
+	return out
+}
+
+// Close detaches the guard from every interface and releases the program
+// and map handles. Pinned maps stay for the next Open.
+func (g *Guard) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	var errs []error
+	for _, l := range g.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bpf: detach: %w", err))
+		}
+	}
+	g.links = nil
+	g.modes = map[string]string{}
+	if err := g.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("bpf: close objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
