@@ -1,0 +1,508 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgegate/edgegate/sni"
+)
+
+// Config is edgegate's configuration file, decoded strictly from YAML.
+// Load fills the defaults documented on each field and validates it.
+type Config struct {
+	Listen    []Listener `yaml:"listen"`
+	Unmatched string     `yaml:"unmatched"` // close (default), reset, or a vhost name
+	Timeouts  Timeouts   `yaml:"timeouts"`
+	Metrics   Metrics    `yaml:"metrics"`
+	Log       Log        `yaml:"log"`
+	Limits    Limits     `yaml:"limits"`
+	VHosts    []VHost    `yaml:"vhosts"`
+
+	// File is the path the configuration was loaded from; relative paths
+	// in it resolve against its folder.
+	File string `yaml:"-"`
+	root *yaml.Node
+}
+
+// Listener is one listening address.
+type Listener struct {
+	Address             string   `yaml:"address"`
+	AcceptProxyProtocol bool     `yaml:"accept_proxy_protocol"`
+	TrustedProxies      []string `yaml:"trusted_proxies"`
+
+	trusted []netip.Prefix
+}
+
+// Timeouts bound each step of a connection.
+type Timeouts struct {
+	ClientHello  Duration `yaml:"client_hello"`  // default 5s
+	UpstreamDial Duration `yaml:"upstream_dial"` // default 5s
+	Idle         Duration `yaml:"idle"`          // default 5m
+	Drain        Duration `yaml:"drain"`         // default 30s
+	Handshake    Duration `yaml:"handshake"`     // default 10s (mtls)
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen"` // empty: no metrics endpoint
+}
+
+// Log configures the structured log on stderr.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // text (default) | json
+}
+
+// Limits bounds the ClientHello reader.
+type Limits struct {
+	MaxHelloSize int `yaml:"max_hello_size"` // default 16384 bytes
+}
+
+// VHost is one virtual host: the names it answers and what it does with them.
+type VHost struct {
+	Name       string     `yaml:"name"`
+	Hosts      []string   `yaml:"hosts"`
+	Mode       string     `yaml:"mode"` // passthrough | mtls
+	Upstream   Upstream   `yaml:"upstream"`
+	TLS        *TLS       `yaml:"tls"`
+	ClientAuth *ClientCA  `yaml:"client_auth"`
+	AllowFrom  []string   `yaml:"allow_from"`
+	OnReject   string     `yaml:"on_reject"` // close (default) | reset
+	allowFrom  []netip.Prefix
+}
+
+// Upstream is where a vhost's connections go.
+type Upstream struct {
+	Address       string `yaml:"address"`        // host:port or unix:/path
+	ProxyProtocol string `yaml:"proxy_protocol"` // off | v1 | v2 (default)
+}
+
+// TLS is an mtls vhost's server side.
+type TLS struct {
+	Certificates      []CertFiles `yaml:"certificates"`
+	MinVersion        string      `yaml:"min_version"` // "1.2" (default) | "1.3"
+	ALPN              []string    `yaml:"alpn"`        // default ["http/1.1"]
+	SessionTicketKeys string      `yaml:"session_ticket_keys"`
+}
+
+// CertFiles names a PEM certificate chain and its key.
+type CertFiles struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// ClientCA is what an mtls vhost trusts for client certificates.
+type ClientCA struct {
+	CA         string   `yaml:"ca"` // "cloudflare" (default) or a PEM bundle path
+	SPKISHA256 []string `yaml:"spki_sha256"`
+}
+
+// Duration is a time.Duration written as "5s", "1m30s".
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil || v < 0 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (like 5s or 1m)", n.Line, n.Value)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ConfigError is a configuration problem at a line of a file.
+type ConfigError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// LoadConfig reads, decodes and validates the configuration file at path.
+// Every problem is reported as FILE:LINE: what is wrong.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes and validates configuration bytes; file names them in
+// errors and anchors relative paths.
+func ParseConfig(file string, data []byte) (*Config, error) {
+	cfg := &Config{File: file}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, &ConfigError{File: file, Line: 1, Msg: "empty configuration"}
+	}
+	cfg.root = &root
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, yamlError(file, err)
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var unknownField = regexp.MustCompile(`^field (\S+) not found in type .*$`)
+
+// yamlError turns the decoder's errors into FILE:LINE: errors (the first one;
+// one fix at a time is what an operator can act on).
+func yamlError(file string, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	m := yamlLine.FindStringSubmatch(msgs[0])
+	if m == nil {
+		return &ConfigError{File: file, Msg: strings.TrimPrefix(msgs[0], "yaml: ")}
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg := m[2]
+	if u := unknownField.FindStringSubmatch(msg); u != nil {
+		msg = fmt.Sprintf("unknown key %q", u[1])
+	}
+	msg = strings.Replace(msg, "cannot unmarshal !!", "wrong type: ", 1)
+	return &ConfigError{File: file, Line: line, Msg: msg}
+}
+
+func (c *Config) setDefaults() {
+	if c.Unmatched == "" {
+		c.Unmatched = "close"
+	}
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.Timeouts.ClientHello, 5*time.Second)
+	def(&c.Timeouts.UpstreamDial, 5*time.Second)
+	def(&c.Timeouts.Idle, 5*time.Minute)
+	def(&c.Timeouts.Drain, 30*time.Second)
+	def(&c.Timeouts.Handshake, 10*time.Second)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Limits.MaxHelloSize == 0 {
+		c.Limits.MaxHelloSize = sni.DefaultMaxSize
+	}
+	for i := range c.VHosts {
+		v := &c.VHosts[i]
+		if v.Upstream.ProxyProtocol == "" {
+			v.Upstream.ProxyProtocol = "v2"
+		}
+		if v.OnReject == "" {
+			v.OnReject = "close"
+		}
+		if v.Mode == "mtls" {
+			if v.TLS == nil {
+				v.TLS = &TLS{}
+			}
+			if v.TLS.MinVersion == "" {
+				v.TLS.MinVersion = "1.2"
+			}
+			if v.TLS.ALPN == nil {
+				v.TLS.ALPN = []string{"http/1.1"}
+			}
+			if v.ClientAuth == nil {
+				v.ClientAuth = &ClientCA{}
+			}
+			if v.ClientAuth.CA == "" {
+				v.ClientAuth.CA = "cloudflare"
+			}
+		}
+	}
+}
+
+// errAt is a validation error at the node found by path (keys and indexes
+// from the document root); the nearest existing ancestor gives the line.
+func (c *Config) errAt(msg string, path ...any) error {
+	return &ConfigError{File: c.File, Line: c.line(path...), Msg: msg}
+}
+
+// line returns the line of the node at path, or of its nearest ancestor.
+func (c *Config) line(path ...any) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	n := c.root.Content[0]
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == p {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
+				next = n.Content[p]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+// Path resolves a path from the configuration against the file's folder.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+func (c *Config) validate() error {
+	if len(c.Listen) == 0 {
+		return c.errAt("listen: at least one listener is required", "listen")
+	}
+	seenAddr := map[string]bool{}
+	for i := range c.Listen {
+		l := &c.Listen[i]
+		if _, _, err := net.SplitHostPort(l.Address); err != nil || l.Address == "" {
+			return c.errAt(fmt.Sprintf("listen address %q is not host:port", l.Address), "listen", i, "address")
+		}
+		if seenAddr[l.Address] {
+			return c.errAt(fmt.Sprintf("listen address %q appears twice", l.Address), "listen", i, "address")
+		}
+		seenAddr[l.Address] = true
+		for j, s := range l.TrustedProxies {
+			p, err := parsePrefix(s)
+			if err != nil {
+				return c.errAt(fmt.Sprintf("trusted_proxies: %v", err), "listen", i, "trusted_proxies", j)
+			}
+			l.trusted = append(l.trusted, p)
+		}
+		if len(l.TrustedProxies) > 0 && !l.AcceptProxyProtocol {
+			return c.errAt("trusted_proxies is set but accept_proxy_protocol is false", "listen", i, "trusted_proxies")
+		}
+		if l.AcceptProxyProtocol && len(l.trusted) == 0 {
+			return c.errAt("accept_proxy_protocol needs trusted_proxies (CIDRs allowed to send a PROXY header)", "listen", i, "accept_proxy_protocol")
+		}
+	}
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"client_hello", c.Timeouts.ClientHello}, {"upstream_dial", c.Timeouts.UpstreamDial}, {"handshake", c.Timeouts.Handshake}} {
+		if t.d.D() < 10*time.Millisecond {
+			return c.errAt(fmt.Sprintf("timeouts.%s must be at least 10ms", t.key), "timeouts", t.key)
+		}
+	}
+	if c.Timeouts.Idle.D() < time.Second {
+		return c.errAt("timeouts.idle must be at least 1s", "timeouts", "idle")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return c.errAt(fmt.Sprintf("metrics.listen %q is not host:port", c.Metrics.Listen), "metrics", "listen")
+		}
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return c.errAt(err.Error(), "log", "level")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return c.errAt(fmt.Sprintf("log.format %q: want text or json", c.Log.Format), "log", "format")
+	}
+	if c.Limits.MaxHelloSize < 512 || c.Limits.MaxHelloSize > 1<<20 {
+		return c.errAt("limits.max_hello_size must be between 512 and 1048576", "limits", "max_hello_size")
+	}
+	if len(c.VHosts) == 0 {
+		return c.errAt("vhosts: at least one vhost is required", "vhosts")
+	}
+	names := map[string]bool{}
+	hosts := map[string]string{}
+	for i := range c.VHosts {
+		v := &c.VHosts[i]
+		if err := c.validateVHost(i, v); err != nil {
+			return err
+		}
+		if names[v.Name] {
+			return c.errAt(fmt.Sprintf("vhost name %q is used twice", v.Name), "vhosts", i, "name")
+		}
+		names[v.Name] = true
+		for j, h := range v.Hosts {
+			pat, err := hostPattern(h)
+			if err != nil {
+				return c.errAt(fmt.Sprintf("vhost %q: %v", v.Name, err), "vhosts", i, "hosts", j)
+			}
+			if other, dup := hosts[pat]; dup {
+				return c.errAt(fmt.Sprintf("host %q is already served by vhost %q", h, other), "vhosts", i, "hosts", j)
+			}
+			hosts[pat] = v.Name
+		}
+	}
+	switch c.Unmatched {
+	case "close", "reset":
+	default:
+		if !names[c.Unmatched] {
+			return c.errAt(fmt.Sprintf("unmatched %q: want close, reset or the name of a vhost", c.Unmatched), "unmatched")
+		}
+	}
+	return nil
+}
+
+var vhostName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+func (c *Config) validateVHost(i int, v *VHost) error {
+	at := func(msg string, path ...any) error {
+		return c.errAt(fmt.Sprintf("vhost %q: %s", v.Name, msg), append([]any{"vhosts", i}, path...)...)
+	}
+	if !vhostName.MatchString(v.Name) {
+		return c.errAt(fmt.Sprintf("vhost name %q: want letters, digits, '.', '_' or '-' (at most 63)", v.Name), "vhosts", i, "name")
+	}
+	if len(v.Hosts) == 0 {
+		return at("hosts: at least one host name is required", "hosts")
+	}
+	if err := validateUpstream(v.Upstream); err != nil {
+		return at(err.Error(), "upstream")
+	}
+	switch v.OnReject {
+	case "close", "reset":
+	default:
+		return at(fmt.Sprintf("on_reject %q: want close or reset", v.OnReject), "on_reject")
+	}
+	switch v.Mode {
+	case "passthrough":
+		if v.TLS != nil {
+			return at("tls is only for mode mtls", "tls")
+		}
+		if v.ClientAuth != nil {
+			return at("client_auth is only for mode mtls", "client_auth")
+		}
+		if len(v.AllowFrom) > 0 {
+			return at("allow_from is only for mode mtls", "allow_from")
+		}
+	case "mtls":
+		if len(v.TLS.Certificates) == 0 {
+			return at("tls.certificates: at least one certificate is required", "tls")
+		}
+		for j, cf := range v.TLS.Certificates {
+			if cf.Cert == "" || cf.Key == "" {
+				return at("tls.certificates: cert and key are both required", "tls", "certificates", j)
+			}
+		}
+		if v.TLS.MinVersion != "1.2" && v.TLS.MinVersion != "1.3" {
+			return at(fmt.Sprintf("tls.min_version %q: want \"1.2\" or \"1.3\"", v.TLS.MinVersion), "tls", "min_version")
+		}
+		for j, a := range v.TLS.ALPN {
+			if a == "" || len(a) > 255 {
+				return at("tls.alpn: protocol names are 1 to 255 bytes", "tls", "alpn", j)
+			}
+		}
+		for j, s := range v.AllowFrom {
+			if s == "cloudflare" {
+				continue
+			}
+			p, err := parsePrefix(s)
+			if err != nil {
+				return at(fmt.Sprintf("allow_from: %v (want \"cloudflare\" or a CIDR)", err), "allow_from", j)
+			}
+			v.allowFrom = append(v.allowFrom, p)
+		}
+	case "":
+		return at("mode is required (passthrough or mtls)", "mode")
+	default:
+		return at(fmt.Sprintf("mode %q: want passthrough or mtls", v.Mode), "mode")
+	}
+	return nil
+}
+
+func validateUpstream(u Upstream) error {
+	switch u.ProxyProtocol {
+	case "off", "v1", "v2":
+	default:
+		return fmt.Errorf("upstream.proxy_protocol %q: want off, v1 or v2", u.ProxyProtocol)
+	}
+	if u.Address == "" {
+		return errors.New("upstream.address is required")
+	}
+	if path, ok := strings.CutPrefix(u.Address, "unix:"); ok {
+		if path == "" {
+			return errors.New("upstream.address unix: needs a path")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(u.Address)
+	if err != nil || host == "" {
+		return fmt.Errorf("upstream.address %q: want host:port or unix:/path", u.Address)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("upstream.address %q: bad port", u.Address)
+	}
+	return nil
+}
+
+// parsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// hostPattern validates a vhost host entry and returns its routing form:
+// a normalised name, or "*." + normalised parent for a one-label wildcard.
+func hostPattern(h string) (string, error) {
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		n := sni.NormalizeName(rest)
+		if n == "" || strings.Contains(rest, "*") {
+			return "", fmt.Errorf("host %q is not a valid wildcard (want *.example.com)", h)
+		}
+		return "*." + n, nil
+	}
+	n := sni.NormalizeName(h)
+	if n == "" {
+		return "", fmt.Errorf("host %q is not a valid DNS name", h)
+	}
+	return n, nil
+}
