@@ -1,0 +1,123 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/edgegate/edgegate/sni"
+)
+
+// session is what edgegate knows about one client connection as it moves
+// along the path; it becomes the connection's log line and metrics.
+type session struct {
+	start    time.Time
+	listener string
+	client   netip.AddrPort // the client, after any trusted inbound PROXY header
+	local    netip.AddrPort // the address the client connected to
+	hello    *sni.Hello
+	vhost    *vhost
+	outcome  Outcome
+	reason   string // detail for refusals (e.g. the client certificate problem)
+	toUp     int64  // bytes client -> upstream
+	toClient int64  // bytes upstream -> client
+	err      error
+}
+
+// serveConn carries one accepted connection along the path: inbound PROXY
+// header (if the listener takes one), ClientHello, route, then passthrough
+// or termination. Whatever happens, it ends with one log line and one count.
+func (s *Server) serveConn(c *net.TCPConn, l *listener) {
+	st := s.state.Load()
+	lc := l.cfg.Load()
+	ss := &session{
+		start:    time.Now(),
+		listener: l.name,
+		client:   addrPort(c.RemoteAddr()),
+		local:    addrPort(c.LocalAddr()),
+	}
+	s.metrics.active.Inc()
+	defer func() {
+		s.metrics.active.Dec()
+		s.finish(ss)
+	}()
+
+	var in net.Conn = c
+	if lc.AcceptProxyProtocol {
+		src, dst, rest, err := readInboundProxy(c, lc, st.cfg.Timeouts.ClientHello.D())
+		if err != nil {
+			ss.outcome = OutcomeUntrustedProxy
+			if errors.Is(err, errBadProxyHeader) {
+				ss.outcome = OutcomeBadProxyHeader
+			}
+			closeSilently(c, false)
+			return
+		}
+		ss.client, ss.local, in = src, dst, rest
+	}
+
+	helloStart := time.Now()
+	hello, prefix, err := sni.Read(in, sni.Options{MaxSize: st.cfg.Limits.MaxHelloSize, Timeout: st.cfg.Timeouts.ClientHello.D()})
+	if bc, ok := in.(*bufferedConn); ok && err == nil {
+		// Bytes the PROXY reader buffered beyond the hello belong to the stream.
+		if n := bc.r.Buffered(); n > 0 {
+			extra, _ := bc.r.Peek(n)
+			prefix = append(prefix, extra...)
+		}
+	}
+	s.metrics.helloSeconds.Observe(time.Since(helloStart).Seconds())
+	if err != nil {
+		ss.outcome, ss.err = helloOutcome(err), err
+		closeSilently(c, false)
+		return
+	}
+	ss.hello = hello
+	s.metrics.observeHello(hello)
+
+	v := st.routes.lookup(hello.ServerName)
+	if v == nil {
+		ss.outcome = OutcomeUnknownSNI
+		if hello.ServerName == "" {
+			ss.outcome = OutcomeNoSNI
+		}
+		closeSilently(c, st.routes.unmatchedReset)
+		return
+	}
+	ss.vhost = v
+	switch v.mode {
+	case modePassthrough:
+		s.passthrough(ss, st, c, prefix)
+	case modeMTLS:
+		s.terminate(ss, st, c, prefix)
+	}
+}
+
+// helloOutcome names the way a ClientHello read failed.
+func helloOutcome(err error) Outcome {
+	switch {
+	case errors.Is(err, sni.ErrNotTLS):
+		return OutcomeNotTLS
+	case errors.Is(err, sni.ErrTimeout):
+		return OutcomeHelloTimeout
+	case errors.Is(err, sni.ErrClosed):
+		return OutcomeClosedEarly
+	case errors.Is(err, sni.ErrTooLarge):
+		return OutcomeHelloTooLarge
+	default:
+		return OutcomeBadHello
+	}
+}
+
+// closeSilently ends a connection without writing a byte: FIN, or RST when
+// reset is set (SO_LINGER 0). The FIN is sent by shutdown before close:
+// closing with unread bytes queued makes the kernel send RST instead, and a
+// client must read end-of-stream, not a reset it could tell apart.
+func closeSilently(c *net.TCPConn, reset bool) {
+	if reset {
+		c.SetLinger(0)
+	} else {
+		c.CloseWrite()
+	}
+	c.Close()
+}

@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// NewLogger returns the structured logger the configuration asks for.
+func NewLogger(w io.Writer, c Log) (*slog.Logger, error) {
+	lvl, err := parseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
+}
+
+// finish writes the connection's one log line and counts its outcome.
+// Proxied connections log at info; the noise every open port receives at
+// debug; mtls refusals at info but rate-limited, so a flood cannot fill the
+// disk (the ones left out are summed into the next line that is written).
+func (s *Server) finish(ss *session) {
+	vname, mode := "", ""
+	if ss.vhost != nil {
+		vname, mode = ss.vhost.name, string(ss.vhost.mode)
+	}
+	s.metrics.connections.WithLabelValues(ss.listener, vname, string(ss.outcome)).Inc()
+	if ss.toUp > 0 {
+		s.metrics.bytes.WithLabelValues(vname, "to_upstream").Add(float64(ss.toUp))
+	}
+	if ss.toClient > 0 {
+		s.metrics.bytes.WithLabelValues(vname, "to_client").Add(float64(ss.toClient))
+	}
+
+	level := slog.LevelInfo
+	var suppressed int64
+	switch {
+	case ss.outcome.junk():
+		level = slog.LevelDebug
+	case ss.outcome == OutcomeClientCert || ss.outcome == OutcomeNotAllowed || ss.outcome == OutcomeHandshake:
+		var ok bool
+		if ok, suppressed = s.refusalLog.allow(time.Now()); !ok {
+			return
+		}
+	}
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("client", ss.client.String()),
+		slog.String("listener", ss.listener),
+	}
+	if ss.hello != nil {
+		attrs = append(attrs, slog.String("sni", ss.hello.ServerName))
+		if ss.hello.ServerName == "" && ss.hello.RawServerName != "" {
+			attrs = append(attrs, slog.String("raw_sni", ss.hello.RawServerName))
+		}
+	}
+	attrs = append(attrs,
+		slog.String("vhost", vname),
+		slog.String("mode", mode),
+		slog.String("outcome", string(ss.outcome)),
+	)
+	if ss.reason != "" {
+		attrs = append(attrs, slog.String("reason", ss.reason))
+	}
+	attrs = append(attrs,
+		slog.Int64("bytes_to_upstream", ss.toUp),
+		slog.Int64("bytes_to_client", ss.toClient),
+		slog.Duration("duration", time.Since(ss.start)),
+	)
+	if ss.err != nil {
+		attrs = append(attrs, slog.String("err", ss.err.Error()))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("refusals_not_logged", suppressed))
+	}
+	s.log.LogAttrs(context.Background(), level, "connection", attrs...)
+}
+
+// rateLimit is a token bucket for log lines: burst lines at once, then
+// perSecond a second.
+type rateLimit struct {
+	mu         sync.Mutex
+	perSecond  float64
+	burst      float64
+	tokens     float64
+	last       time.Time
+	suppressed int64
+}
+
+// allow reports whether a line may be written now, and how many were
+// refused since the last one allowed.
+func (r *rateLimit) allow(now time.Time) (bool, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.IsZero() {
+		r.tokens = r.burst
+	} else {
+		r.tokens = min(r.burst, r.tokens+now.Sub(r.last).Seconds()*r.perSecond)
+	}
+	r.last = now
+	if r.tokens < 1 {
+		r.suppressed++
+		return false, 0
+	}
+	r.tokens--
+	n := r.suppressed
+	r.suppressed = 0
+	return true, n
+}

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgegate/edgegate/sni"
+)
+
+// metricsSet holds a server's Prometheus metrics, every name prefixed edgegate_.
+type metricsSet struct {
+	reg          *prometheus.Registry
+	connections  *prometheus.CounterVec // listener, vhost, outcome
+	active       prometheus.Gauge
+	bytes        *prometheus.CounterVec // vhost, direction
+	helloBytes   prometheus.Histogram
+	helloPQ      prometheus.Counter
+	helloSeconds prometheus.Histogram
+	handshake    *prometheus.HistogramVec // vhost
+	rejections   *prometheus.CounterVec   // vhost, reason
+	acceptErrors prometheus.Counter
+	reloads      *prometheus.CounterVec // result
+	generation   prometheus.Gauge
+}
+
+func newMetrics() *metricsSet {
+	m := &metricsSet{
+		reg: prometheus.NewRegistry(),
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_connections_total", Help: "Connections by listener, vhost and outcome.",
+		}, []string{"listener", "vhost", "outcome"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgegate_connections_active", Help: "Connections being served now.",
+		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_bytes_total", Help: "Bytes relayed, by vhost and direction (to_upstream, to_client).",
+		}, []string{"vhost", "direction"}),
+		helloBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "edgegate_client_hello_bytes", Help: "Size of ClientHello messages.",
+			Buckets: []float64{256, 512, 1024, 1536, 2048, 4096, 8192, 16384},
+		}),
+		helloPQ: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_client_hello_post_quantum_total", Help: "ClientHellos carrying a post-quantum key share.",
+		}),
+		helloSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "edgegate_client_hello_seconds", Help: "Time from accept to a complete ClientHello (or failure).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		handshake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgegate_tls_handshake_seconds", Help: "mtls handshake duration, successful or not.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"vhost"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_mtls_rejections_total", Help: "mtls connections refused without a response, by vhost and reason.",
+		}, []string{"vhost", "reason"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_accept_errors_total", Help: "Failed accept calls (e.g. out of file descriptors).",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_config_reload_total", Help: "Configuration reloads by result (ok, error).",
+		}, []string{"result"}),
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgegate_config_generation", Help: "Generation of the configuration in force.",
+		}),
+	}
+	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
+		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metricsSet) observeHello(h *sni.Hello) {
+	m.helloBytes.Observe(float64(h.Length))
+	if h.PostQuantum() {
+		m.helloPQ.Inc()
+	}
+}

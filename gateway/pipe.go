@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// closeWriter is a conn that can half-close (send FIN, keep reading).
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// pipe copies bytes both ways between client and upstream until both
+// directions have ended, propagating a half-close from each side to the
+// other. Between two *net.TCPConn (or a TCP and a Unix conn) io.Copy uses
+// splice, so passthrough bytes never enter user space.
+//
+// A connection on which no byte moves either way for idle is closed. The
+// copy loops wake every idle/4 (a read deadline) to check, so a connection
+// is cut between idle and 1.25×idle after its last byte; the check resumes a
+// copy after the deadline, which loses nothing (a timed-out read took no
+// bytes).
+func pipe(client, upstream net.Conn, idle time.Duration) (toUp, toClient int64, idled bool) {
+	p := &pipeState{idle: idle, tick: idle / 4}
+	p.touch()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		toClient = p.copyHalf(client, upstream)
+	}()
+	toUp = p.copyHalf(upstream, client)
+	wg.Wait()
+	client.Close()
+	upstream.Close()
+	return toUp, toClient, p.idled.Load()
+}
+
+type pipeState struct {
+	idle, tick time.Duration
+	last       atomic.Int64 // unix nanoseconds of the last byte seen either way
+	idled      atomic.Bool
+}
+
+func (p *pipeState) touch() { p.last.Store(time.Now().UnixNano()) }
+
+// copyHalf copies src to dst until src ends, then half-closes dst. An error
+// (reset, idle timeout) closes both conns, which ends the other half too.
+func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
+	var total int64
+	for {
+		src.SetReadDeadline(time.Now().Add(p.tick))
+		n, err := io.Copy(dst, src)
+		total += n
+		if n > 0 {
+			p.touch()
+		}
+		if err == nil {
+			// src sent FIN: pass it on and leave the other direction open.
+			if cw, ok := dst.(closeWriter); ok {
+				cw.CloseWrite()
+			} else {
+				dst.Close()
+			}
+			return total
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if time.Since(time.Unix(0, p.last.Load())) < p.idle {
+				continue
+			}
+			p.idled.Store(true)
+		}
+		src.Close()
+		dst.Close()
+		return total
+	}
+}
