@@ -71,14 +71,14 @@ type Limits struct {
 
 // VHost is one virtual host: the names it answers and what it does with them.
 type VHost struct {
-	Name       string     `yaml:"name"`
-	Hosts      []string   `yaml:"hosts"`
-	Mode       string     `yaml:"mode"` // passthrough | mtls
-	Upstream   Upstream   `yaml:"upstream"`
-	TLS        *TLS       `yaml:"tls"`
-	ClientAuth *ClientCA  `yaml:"client_auth"`
-	AllowFrom  []string   `yaml:"allow_from"`
-	OnReject   string     `yaml:"on_reject"` // close (default) | reset
+	Name       string    `yaml:"name"`
+	Hosts      []string  `yaml:"hosts"`
+	Mode       string    `yaml:"mode"` // passthrough | mtls
+	Upstream   Upstream  `yaml:"upstream"`
+	TLS        *TLS      `yaml:"tls"`
+	ClientAuth *ClientCA `yaml:"client_auth"`
+	AllowFrom  []string  `yaml:"allow_from"`
+	OnReject   string    `yaml:"on_reject"` // close (default) | reset
 	allowFrom  []netip.Prefix
 }
 

@@ -7,11 +7,11 @@ type Outcome string
 // The outcomes. Operators alert and troubleshoot by these names; they are
 // part of edgegate's interface and do not change.
 const (
-	OutcomeProxied             Outcome = "proxied"              // reached its upstream and ended normally
-	OutcomeUnknownSNI          Outcome = "closed_unknown_sni"   // SNI matches no vhost and unmatched is close/reset
-	OutcomeNoSNI               Outcome = "closed_no_sni"        // no usable SNI and unmatched is close/reset
-	OutcomeNotTLS              Outcome = "closed_not_tls"       // first bytes are not a TLS handshake (HTTP, SSH, scanners)
-	OutcomeBadHello            Outcome = "closed_bad_hello"     // TLS, but not a well-formed ClientHello
+	OutcomeProxied             Outcome = "proxied"            // reached its upstream and ended normally
+	OutcomeUnknownSNI          Outcome = "closed_unknown_sni" // SNI matches no vhost and unmatched is close/reset
+	OutcomeNoSNI               Outcome = "closed_no_sni"      // no usable SNI and unmatched is close/reset
+	OutcomeNotTLS              Outcome = "closed_not_tls"     // first bytes are not a TLS handshake (HTTP, SSH, scanners)
+	OutcomeBadHello            Outcome = "closed_bad_hello"   // TLS, but not a well-formed ClientHello
 	OutcomeHelloTooLarge       Outcome = "closed_hello_too_large"
 	OutcomeHelloTimeout        Outcome = "closed_hello_timeout" // no complete ClientHello before timeouts.client_hello
 	OutcomeClosedEarly         Outcome = "closed_early"         // the client left before sending a whole ClientHello

@@ -47,10 +47,10 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		logger = slog.Default()
 	}
 	s := &Server{
-		log:       logger,
-		metrics:   newMetrics(),
-		listeners: map[string]*listener{},
-		conns:     map[net.Conn]struct{}{},
+		log:        logger,
+		metrics:    newMetrics(),
+		listeners:  map[string]*listener{},
+		conns:      map[net.Conn]struct{}{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
 	}
 	s.guardMode.Store("off")
