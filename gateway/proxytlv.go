@@ -1,0 +1,200 @@
+package gateway
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
+)
+
+// maxUniqueIDLen is the PROXY protocol's limit for PP2_TYPE_UNIQUE_ID.
+const maxUniqueIDLen = 128
+
+// tlsTLVs returns the PROXY v2 TLVs that tell the upstream what edgegate
+// learnt terminating a connection, spelled as HAProxy spells them so that
+// nginx and HAProxy configurations written for HAProxy work unchanged:
+//
+//   - PP2_TYPE_ALPN: the negotiated protocol, if any;
+//   - PP2_TYPE_AUTHORITY: sni, the server name as the client sent it, if any;
+//   - PP2_TYPE_SSL: client flags PP2_CLIENT_SSL, plus PP2_CLIENT_CERT_SESS when
+//     the session carries a client certificate and PP2_CLIENT_CERT_CONN when it
+//     was presented on this connection (not resumed); verify is 0 when a client
+//     certificate is present (the caller sends TLS facts only for chains that
+//     passed ClientAuth.Verify) and 1 otherwise. Sub-TLVs: SSL_VERSION
+//     ("TLSv1.3"), SSL_CIPHER (OpenSSL name, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+//     SSL_CN (client leaf's subject CN, when non-empty), and SSL_SIG_ALG and
+//     SSL_KEY_ALG of cert ("ecdsa-with-SHA256", "EC256") when cert is not nil;
+//   - PP2_TYPE_UNIQUE_ID: uniqueID, when not empty (at most 128 bytes).
+//
+// The PROXY protocol specification and HAProxy fill SSL_SIG_ALG and
+// SSL_KEY_ALG from the certificate the frontend presented, that is the
+// server certificate edgegate served; pass that as cert to match them. They
+// describe a single certificate, so the caller decides which one.
+func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueID []byte) ([]proxyproto.TLV, error) {
+	if len(uniqueID) > maxUniqueIDLen {
+		return nil, fmt.Errorf("proxy TLV unique id: %d bytes, limit %d", len(uniqueID), maxUniqueIDLen)
+	}
+	var tlvs []proxyproto.TLV
+	if st.NegotiatedProtocol != "" {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(st.NegotiatedProtocol)})
+	}
+	tlvs = append(tlvs, passthroughTLVs(sni)...)
+
+	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
+	ssl.TLV = append(ssl.TLV,
+		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte(tlsVersionName(st.Version))},
+		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(cipherSuiteName(st.CipherSuite))},
+	)
+	if len(st.PeerCertificates) > 0 {
+		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
+		if !st.DidResume {
+			ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_CONN
+		}
+		ssl.Verify = 0
+		// An empty or non-UTF-8 CN is left out: the specification wants a
+		// UTF-8 string, and readers reject an empty one as malformed.
+		if cn := st.PeerCertificates[0].Subject.CommonName; cn != "" && utf8.ValidString(cn) {
+			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(cn)})
+		}
+	}
+	if cert != nil {
+		ssl.TLV = append(ssl.TLV,
+			proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_SIG_ALG, Value: []byte(certSigAlgName(cert))},
+			proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_KEY_ALG, Value: []byte(certKeyAlgName(cert))},
+		)
+	}
+	sslTLV, err := ssl.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("proxy TLV ssl: %w", err)
+	}
+	tlvs = append(tlvs, sslTLV)
+
+	if len(uniqueID) > 0 {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_UNIQUE_ID, Value: uniqueID})
+	}
+	return tlvs, nil
+}
+
+// passthroughTLVs returns the PROXY v2 TLVs for a connection edgegate did not
+// terminate: only PP2_TYPE_AUTHORITY with the SNI it read from the
+// ClientHello, or none without SNI. The TLS facts are the upstream's own.
+func passthroughTLVs(sni string) []proxyproto.TLV {
+	if sni == "" {
+		return nil
+	}
+	return []proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(sni)}}
+}
+
+// tlsVersionName names a TLS version as OpenSSL's SSL_get_version does,
+// which is what HAProxy sends and nginx's $ssl_protocol shows.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS10:
+		return "TLSv1"
+	}
+	return fmt.Sprintf("unknown(0x%04x)", v)
+}
+
+// openSSLCipherNames maps every suite crypto/tls can negotiate to the name
+// OpenSSL gives it (`openssl ciphers -stdname`), which HAProxy sends in
+// SSL_CIPHER and nginx shows as $ssl_cipher. TLS 1.3 suites keep their IANA
+// names in OpenSSL.
+var openSSLCipherNames = map[uint16]string{
+	tls.TLS_AES_128_GCM_SHA256:       "TLS_AES_128_GCM_SHA256",
+	tls.TLS_AES_256_GCM_SHA384:       "TLS_AES_256_GCM_SHA384",
+	tls.TLS_CHACHA20_POLY1305_SHA256: "TLS_CHACHA20_POLY1305_SHA256",
+
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:       "ECDHE-ECDSA-AES128-GCM-SHA256",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:       "ECDHE-ECDSA-AES256-GCM-SHA384",
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA:          "ECDHE-ECDSA-AES128-SHA",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA:          "ECDHE-ECDSA-AES256-SHA",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256:       "ECDHE-ECDSA-AES128-SHA256",
+	tls.TLS_ECDHE_ECDSA_WITH_RC4_128_SHA:              "ECDHE-ECDSA-RC4-SHA",
+
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:       "ECDHE-RSA-AES128-GCM-SHA256",
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:       "ECDHE-RSA-AES256-GCM-SHA384",
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
+	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA:          "ECDHE-RSA-AES128-SHA",
+	tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA:          "ECDHE-RSA-AES256-SHA",
+	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256:       "ECDHE-RSA-AES128-SHA256",
+	tls.TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA:         "ECDHE-RSA-DES-CBC3-SHA",
+	tls.TLS_ECDHE_RSA_WITH_RC4_128_SHA:              "ECDHE-RSA-RC4-SHA",
+
+	tls.TLS_RSA_WITH_AES_128_GCM_SHA256: "AES128-GCM-SHA256",
+	tls.TLS_RSA_WITH_AES_256_GCM_SHA384: "AES256-GCM-SHA384",
+	tls.TLS_RSA_WITH_AES_128_CBC_SHA:    "AES128-SHA",
+	tls.TLS_RSA_WITH_AES_256_CBC_SHA:    "AES256-SHA",
+	tls.TLS_RSA_WITH_AES_128_CBC_SHA256: "AES128-SHA256",
+	tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA:   "DES-CBC3-SHA",
+	tls.TLS_RSA_WITH_RC4_128_SHA:        "RC4-SHA",
+}
+
+// cipherSuiteName returns the OpenSSL name of a cipher suite, or Go's name
+// for one OpenSSL has no entry for in the table.
+func cipherSuiteName(id uint16) string {
+	if n, ok := openSSLCipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
+}
+
+// certSigAlgName names the algorithm that signed cert as OpenSSL's short
+// object names do (what HAProxy sends in SSL_SIG_ALG).
+func certSigAlgName(cert *x509.Certificate) string {
+	switch cert.SignatureAlgorithm {
+	case x509.MD5WithRSA:
+		return "RSA-MD5"
+	case x509.SHA1WithRSA:
+		return "RSA-SHA1"
+	case x509.SHA256WithRSA:
+		return "RSA-SHA256"
+	case x509.SHA384WithRSA:
+		return "RSA-SHA384"
+	case x509.SHA512WithRSA:
+		return "RSA-SHA512"
+	case x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS:
+		return "RSASSA-PSS"
+	case x509.DSAWithSHA1:
+		return "DSA-SHA1"
+	case x509.DSAWithSHA256:
+		return "dsa_with_SHA256"
+	case x509.ECDSAWithSHA1:
+		return "ecdsa-with-SHA1"
+	case x509.ECDSAWithSHA256:
+		return "ecdsa-with-SHA256"
+	case x509.ECDSAWithSHA384:
+		return "ecdsa-with-SHA384"
+	case x509.ECDSAWithSHA512:
+		return "ecdsa-with-SHA512"
+	case x509.PureEd25519:
+		return "ED25519"
+	}
+	return "UNKNOWN"
+}
+
+// certKeyAlgName names cert's public key as HAProxy does: the algorithm
+// followed by the key size in bits ("RSA2048", "EC256").
+func certKeyAlgName(cert *x509.Certificate) string {
+	switch k := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return fmt.Sprintf("EC%d", k.Curve.Params().BitSize)
+	case ed25519.PublicKey:
+		return "ED25519"
+	}
+	return "UNKNOWN"
+}
