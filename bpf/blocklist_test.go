@@ -1,0 +1,194 @@
+package bpf
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// synFrom returns a SYN from src to the guarded test port.
+func synFrom(src netip.Addr, port uint16) []byte {
+	dst := server4
+	if src.Is6() {
+		dst = server6
+	}
+	return flow{src: src, dst: dst, sport: 40100, dport: port, isn: 7}.syn().bytes()
+}
+
+func TestBlockUnblock(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
+	xdp := entryPoints[0]
+	for _, a := range []netip.Addr{client4, client6} {
+		if err := g.Block(a, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := g.Blocked(a); err != nil || !b {
+			t.Fatalf("Blocked(%s) = %v, %v after Block", a, b, err)
+		}
+		if v := judge(t, g, xdp, synFrom(a, guarded)); v != "drop_blocked" {
+			t.Fatalf("%s: verdict %s, want drop_blocked", a, v)
+		}
+		if err := g.Unblock(a); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := g.Blocked(a); b {
+			t.Fatalf("%s still blocked after Unblock", a)
+		}
+		if v := judge(t, g, xdp, synFrom(a, guarded)); v != "pass_syn" {
+			t.Fatalf("%s: verdict %s after Unblock, want pass_syn", a, v)
+		}
+		if err := g.Unblock(a); err != nil {
+			t.Fatalf("second Unblock: %v", err)
+		}
+	}
+	// A v4-mapped address is the IPv4 source.
+	if err := g.Block(netip.MustParseAddr("::ffff:198.18.0.2"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if v := judge(t, g, xdp, synFrom(client4, guarded)); v != "drop_blocked" {
+		t.Fatalf("v4-mapped block: verdict %s, want drop_blocked", v)
+	}
+	// A block in the past is no block.
+	if err := g.Block(client4, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := g.Blocked(client4); b {
+		t.Fatal("blocked with an expiry in the past")
+	}
+}
+
+func TestBlockExpires(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
+	if err := g.Block(client6, time.Now().Add(300*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if v := judge(t, g, entryPoints[1], synFrom(client6, guarded)); v != "drop_blocked" {
+		t.Fatalf("verdict %s, want drop_blocked", v)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := g.Blocked(client6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !b {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("block did not expire")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := judge(t, g, entryPoints[1], synFrom(client6, guarded)); v != "pass_syn" {
+		t.Fatalf("verdict %s after expiry, want pass_syn", v)
+	}
+}
+
+func TestBlocklistSurvivesReopen(t *testing.T) {
+	needBPF(t)
+	pin := testPinPath(t)
+	cfg := Config{Ports: []uint16{guarded}, PinPath: pin, FlowTableSize: 1024}
+	g1, err := Open(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g1.Block(client4, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFlow(client6, server6, 40200)
+	if v := judge(t, g1, entryPoints[0], f.syn().bytes()); v != "pass_syn" {
+		t.Fatalf("verdict %s, want pass_syn", v)
+	}
+	if err := g1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	g2, err := Open(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if b, err := g2.Blocked(client4); err != nil || !b {
+		t.Fatalf("block lost across Close+Open: %v, %v", b, err)
+	}
+	if v := judge(t, g2, entryPoints[0], synFrom(client4, guarded)); v != "drop_blocked" {
+		t.Fatalf("verdict %s after reopen, want drop_blocked", v)
+	}
+	// The flow entry survived too: its next segment is still judged.
+	if v := judge(t, g2, entryPoints[0], f.data(0, httpGet).bytes()); v != "drop_not_tls" {
+		t.Fatalf("verdict %s for a flow from before the reopen, want drop_not_tls", v)
+	}
+}
+
+func TestFlowTableResizeReplacesPin(t *testing.T) {
+	needBPF(t)
+	pin := testPinPath(t)
+	g1, err := Open(Config{PinPath: pin, FlowTableSize: 1024}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g1.Block(client4, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	g1.Close()
+	g2, err := Open(Config{PinPath: pin, FlowTableSize: 2048}, testLogger(t))
+	if err != nil {
+		t.Fatalf("reopen with another flow table size: %v", err)
+	}
+	defer g2.Close()
+	if got := g2.objs.Flows.MaxEntries(); got != 2048 {
+		t.Fatalf("flow table has %d entries, want 2048", got)
+	}
+	if b, _ := g2.Blocked(client4); !b {
+		t.Fatal("blocklist lost when only the flow table changed size")
+	}
+}
+
+func TestSetPortsAndAllowOnly(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}, AllowOnly: allowed})
+	tc := entryPoints[1]
+	if v := judge(t, g, tc, synFrom(outside4, guarded)); v != "drop_not_allowed" {
+		t.Fatalf("verdict %s, want drop_not_allowed", v)
+	}
+	if v := judge(t, g, tc, synFrom(client6, guarded)); v != "pass_syn" {
+		t.Fatalf("verdict %s, want pass_syn", v)
+	}
+	if err := g.SetPorts([]uint16{notGuarded}); err != nil {
+		t.Fatal(err)
+	}
+	if v := judge(t, g, tc, synFrom(outside4, guarded)); v != "pass_not_guarded" {
+		t.Fatalf("verdict %s after unguarding, want pass_not_guarded", v)
+	}
+	if v := judge(t, g, tc, synFrom(outside6, notGuarded)); v != "drop_not_allowed" {
+		t.Fatalf("verdict %s on the newly guarded port, want drop_not_allowed", v)
+	}
+}
+
+func TestOffendersBlockInKernel(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
+	o := NewOffenders(3, time.Minute, time.Hour, nil, 64, g.Block)
+	for range 2 {
+		o.Offence(client6)
+	}
+	if v := judge(t, g, entryPoints[0], synFrom(client6, guarded)); v != "pass_syn" {
+		t.Fatalf("verdict %s before the threshold, want pass_syn", v)
+	}
+	if !o.Offence(client6) {
+		t.Fatal("third offence did not block")
+	}
+	if v := judge(t, g, entryPoints[0], synFrom(client6, guarded)); v != "drop_blocked" {
+		t.Fatalf("verdict %s after the threshold, want drop_blocked", v)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(Config{Mode: "xdp-fast"}, nil); err == nil || !strings.Contains(err.Error(), "xdp-fast") {
+		t.Fatalf("unknown mode: %v", err)
+	}
+	needBPF(t)
+	_, err := Open(Config{Interfaces: []string{"edgegate-none0"}, PinPath: testPinPath(t)}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "edgegate-none0") {
+		t.Fatalf("missing interface: %v", err)
+	}
+}

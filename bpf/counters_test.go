@@ -1,0 +1,61 @@
+package bpf
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestCollector(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded, allowOnly}, AllowOnly: allowed})
+	for range 3 {
+		judge(t, g, entryPoints[0], synFrom(outside4, guarded))
+	}
+	judge(t, g, entryPoints[1], synFrom(client4, notGuarded))
+
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(g); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"edgegate_bpf_packets_total,verdict=drop_not_allowed": 3,
+		"edgegate_bpf_packets_total,verdict=pass_not_guarded": 1,
+		"edgegate_bpf_packets_total,verdict=pass_tls":         0,
+		"edgegate_bpf_map_entries,map=ports":                  2,
+		"edgegate_bpf_map_entries,map=allow":                  2,
+		"edgegate_bpf_map_entries,map=blocklist":              0,
+		"edgegate_bpf_map_capacity,map=flows":                 1024,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	n := 0
+	for key := range got {
+		if len(key) > len("edgegate_bpf_packets_total") && key[:len("edgegate_bpf_packets_total")] == "edgegate_bpf_packets_total" {
+			n++
+		}
+	}
+	if n != len(Verdicts) {
+		t.Errorf("%d verdict series, want %d", n, len(Verdicts))
+	}
+}
