@@ -164,7 +164,7 @@ func TestDifferential(t *testing.T) {
 			}
 			divergences["Go parsed, edgegate refused: "+reason]++
 		case !g.parsed && err == nil:
-			reason := edgegateOnlyReason(h)
+			reason := edgegateOnlyReason(in, h)
 			divergences["Go refused, edgegate parsed: "+reason]++
 			if strings.HasPrefix(name, "vector/") && name != "vector/openssl-tls13-trailing-dot.bin" {
 				t.Errorf("%s: Go refused a captured hello (%v); edgegate parsed it", name, g.err)
@@ -207,8 +207,18 @@ func goOnlyReason(in []byte, err error) string {
 }
 
 // edgegateOnlyReason explains why edgegate may parse bytes that Go refuses.
-func edgegateOnlyReason(h *Hello) string {
-	if strings.HasSuffix(h.RawServerName, ".") {
+func edgegateOnlyReason(in []byte, h *Hello) string {
+	full := h.RawServerName
+	if len(full) == maxRawServerName {
+		// RawServerName is truncated: find the whole name on the wire by
+		// its uint16 length prefix (not found if a record boundary cuts it).
+		if i := bytes.Index(in, []byte(full)); i >= 2 {
+			if n := int(in[i-2])<<8 | int(in[i-1]); i+n <= len(in) {
+				full = string(in[i : i+n])
+			}
+		}
+	}
+	if strings.HasSuffix(full, ".") {
 		return "trailing-dot SNI (Go refuses; edgegate routes without the dot)"
 	}
 	return "an extension edgegate skips is malformed, or Go's record layer objects (edgegate leaves it to the upstream)"

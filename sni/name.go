@@ -27,6 +27,10 @@ func NormalizeName(name string) string {
 // bytes as name or be ""; when the name is already in routing form it is
 // returned as is, so the common case allocates nothing more.
 func normalize(name []byte, same string) string {
+	if len(same) != len(name) {
+		// A raw name truncated for logs is not the same bytes.
+		same = ""
+	}
 	if n := len(name); n > 0 && name[n-1] == '.' {
 		name = name[:n-1]
 		if same != "" {

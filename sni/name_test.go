@@ -69,6 +69,9 @@ func TestServerNameInHello(t *testing.T) {
 		{"192.0.2.7", "", "192.0.2.7"},
 		{"bad name", "", "bad name"},
 		{long, "", long[:255]},
+		// Found by FuzzRead: a name over 255 bytes with a trailing dot
+		// (testdata/fuzz/FuzzRead/42f8c32aad942832) used to panic.
+		{long + ".", "", long[:255]},
 	}
 	for _, tt := range tests {
 		h, err := Parse(hello(sniExt(tt.sent)))

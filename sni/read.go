@@ -136,8 +136,9 @@ type reader struct {
 // full header.
 func (rd *reader) fill(n int, check func([]byte) error) error {
 	if cap(rd.buf) < n {
-		// Grow to exactly what the current record needs: one copy per record
-		// at most, and the common single-record hello never grows.
+		// Double (up to the cap) rather than grow to exactly n, so a hello in
+		// many tiny records costs O(n) copying, not O(n^2). The common
+		// single-record hello fits initialBuffer and never grows.
 		grown := make([]byte, len(rd.buf), max(n, min(2*cap(rd.buf), rd.max)))
 		copy(grown, rd.buf)
 		rd.buf = grown
