@@ -1,0 +1,240 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Stat summarises one metric over the repetitions of a row.
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+// Spread is the range of the repetitions as a fraction of the median.
+func (s Stat) Spread() float64 {
+	if s.Median == 0 {
+		return 0
+	}
+	return (s.Max - s.Min) / s.Median
+}
+
+func statOf(xs []float64) Stat {
+	if len(xs) == 0 {
+		return Stat{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Stat{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+// Metric keys of Row.Metrics.
+const (
+	mRate      = "rate"           // operations per second, closed loop
+	mCPUPerKOp = "cpu_ms_per_kop" // system CPU ms per 1,000 operations
+	mCoreShare = "core_share"     // fraction of its one core the system used
+	// mPerCoreSec is operations per second of the system's CPU time: the
+	// rate the system would reach on a whole core. It is what ratios
+	// compare, because on two cores the load generator often caps the
+	// measured rate before the system's core is full.
+	mPerCoreSec = "ops_per_core_s"
+	mP50        = "p50_ms" // open-loop latency
+	mP99        = "p99_ms"
+	mAddedP50   = "added_p50_ms" // over direct in the same run
+	mAddedP99   = "added_p99_ms"
+	mLegitRate  = "legit_rate" // legitimate operations per second during a flood
+	mResumed    = "resumed"    // fraction of handshakes that resumed
+	mMiBs       = "mib_s"      // bulk throughput, both directions together
+	mCPUPerGiB  = "cpu_s_per_gib"
+	mKiBPerConn = "kib_per_conn" // Pss per idle connection
+	mFDPerConn  = "fds_per_conn"
+	mConns      = "conns"
+	mNsPerPkt   = "ns_per_pkt"
+)
+
+// Row statuses.
+const (
+	statusOK        = "ok"           // saturated or cost measured
+	statusBaseline  = "baseline"     // direct: nothing to charge CPU to
+	statusNoResult  = "not a result" // neither saturated nor measured
+	statusFailed    = "failed"       // ran but did not do the job
+	statusMissing   = "missing"      // not installed or not built
+	statusNotApplic = "n/a"
+)
+
+// Row is one system in one scenario (and variant).
+type Row struct {
+	Scenario   string          `json:"scenario"`
+	Variant    string          `json:"variant,omitempty"`
+	System     string          `json:"system"`
+	Status     string          `json:"status"`
+	Note       string          `json:"note,omitempty"`
+	Metrics    map[string]Stat `json:"metrics,omitempty"`
+	Failed     int64           `json:"failed_ops"`
+	FirstError string          `json:"first_error,omitempty"`
+}
+
+// minTicks is how much system CPU time (in clock ticks, 10 ms each) a row
+// needs before its cost per operation counts as measured: at 50 ticks the
+// tick granularity is 2%.
+const minTicks = 50
+
+// saturated is the core share above which the system, not the load
+// generator, limited the rate.
+const saturated = 0.9
+
+// measureCfg says how to load a system in one row.
+type measureCfg struct {
+	label string
+	conc  int
+	ops   func(i int) op
+	// latencyRate, when set, adds an open-loop run at that rate per
+	// repetition for p50/p99.
+	latencyRate float64
+	// legit, when set, runs legitConc legitimate clients beside the
+	// closed loop, whose rate is reported as legit_rate.
+	legit     func(i int) op
+	legitConc int
+}
+
+func makeOps(n int, f func(i int) op) []op {
+	ops := make([]op, n)
+	for i := range ops {
+		ops[i] = f(i)
+	}
+	return ops
+}
+
+// measure runs a sanity operation, a warm-up and the repetitions against r
+// and fills row from them.
+func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCfg) {
+	check := m.ops(-1)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err := check(cctx)
+	cancel()
+	if err != nil {
+		row.Status = statusFailed
+		row.Note = "first operation failed: " + err.Error()
+		h.progress("  %s: %s", m.label, row.Note)
+		return
+	}
+	ops := makeOps(m.conc, m.ops)
+	closedLoop(ctx, m.conc, h.opts.Warmup, ops, nil)
+
+	var rates, cpus, shares, perCore, p50s, p99s, legits []float64
+	var totalTicks uint64
+	var failed int64
+	var firstErr error
+	for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
+		var t0, t1 uint64
+		var w0, w1 time.Time
+		window := func(open bool) {
+			if r.pid == 0 {
+				return
+			}
+			if open {
+				t0, w0 = cpuTicks(r.pid), time.Now()
+			} else {
+				t1, w1 = cpuTicks(r.pid), time.Now()
+			}
+		}
+		var legit loopResult
+		var wg sync.WaitGroup
+		if m.legit != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
+			}()
+		}
+		res := closedLoop(ctx, m.conc, h.opts.Duration, ops, window)
+		wg.Wait()
+		failed += res.failed + legit.failed
+		if firstErr == nil {
+			firstErr = res.firstErr
+			if firstErr == nil {
+				firstErr = legit.firstErr
+			}
+		}
+		rates = append(rates, res.rate())
+		line := fmt.Sprintf("  %s rep %d/%d: %.0f ops/s", m.label, rep, h.opts.Reps, res.rate())
+		if m.legit != nil {
+			legits = append(legits, legit.rate())
+			line += fmt.Sprintf(", legit %.0f/s", legit.rate())
+		}
+		if r.pid != 0 {
+			ticks := t1 - t0
+			totalTicks += ticks
+			sec := float64(ticks) / clockTicks
+			share := sec / w1.Sub(w0).Seconds()
+			shares = append(shares, share)
+			if res.ok > 0 && ticks > 0 {
+				cpus = append(cpus, sec*1000/float64(res.ok)*1000)
+				perCore = append(perCore, float64(res.ok)/sec)
+			}
+			line += fmt.Sprintf(", system CPU %.0f%% of a core", share*100)
+		}
+		if res.failed > 0 {
+			line += fmt.Sprintf(", %d failed", res.failed)
+		}
+		if m.latencyRate > 0 {
+			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops))
+			failed += lat.failed
+			if lat.ok > 0 {
+				p50s = append(p50s, ms(percentile(lat.latencies, 0.50)))
+				p99s = append(p99s, ms(percentile(lat.latencies, 0.99)))
+				line += fmt.Sprintf(", at %.0f/s p50 %.2f ms p99 %.2f ms", m.latencyRate, p50s[len(p50s)-1], p99s[len(p99s)-1])
+			}
+			if lat.dropped > 0 {
+				line += fmt.Sprintf(" (%d arrivals dropped)", lat.dropped)
+			}
+		}
+		h.progress("%s", line)
+	}
+	row.Metrics = map[string]Stat{mRate: statOf(rates)}
+	if len(cpus) > 0 {
+		row.Metrics[mCPUPerKOp] = statOf(cpus)
+		row.Metrics[mPerCoreSec] = statOf(perCore)
+	}
+	if len(shares) > 0 {
+		row.Metrics[mCoreShare] = statOf(shares)
+	}
+	if len(p50s) > 0 {
+		row.Metrics[mP50] = statOf(p50s)
+		row.Metrics[mP99] = statOf(p99s)
+	}
+	if len(legits) > 0 {
+		row.Metrics[mLegitRate] = statOf(legits)
+	}
+	row.Failed = failed
+	if firstErr != nil {
+		row.FirstError = firstErr.Error()
+	}
+	row.Status = judge(r, row.Metrics, totalTicks)
+	if total := statOf(rates).Median * h.opts.Duration.Seconds() * float64(len(rates)); failed > 0 && float64(failed) > 0.01*total {
+		row.Note = fmt.Sprintf("%d operations failed (more than 1%%)", failed)
+	}
+}
+
+// judge decides whether a row is a result: the system's core was
+// saturated, or enough CPU time was seen to divide by the operations.
+func judge(r *running, metrics map[string]Stat, ticks uint64) string {
+	if r.direct {
+		return statusBaseline
+	}
+	if metrics[mCoreShare].Median >= saturated || ticks >= minTicks {
+		return statusOK
+	}
+	return statusNoResult
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
