@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/sni"
@@ -23,20 +24,16 @@ type session struct {
 	toUp     int64  // bytes client -> upstream
 	toClient int64  // bytes upstream -> client
 	err      error
+	cut      atomic.Bool // closed by Shutdown at the drain deadline
 }
 
 // serveConn carries one accepted connection along the path: inbound PROXY
 // header (if the listener takes one), ClientHello, route, then passthrough
 // or termination. Whatever happens, it ends with one log line and one count.
-func (s *Server) serveConn(c *net.TCPConn, l *listener) {
+func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 	st := s.state.Load()
 	lc := l.cfg.Load()
-	ss := &session{
-		start:    time.Now(),
-		listener: l.name,
-		client:   addrPort(c.RemoteAddr()),
-		local:    addrPort(c.LocalAddr()),
-	}
+	ss.client, ss.local = addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	s.metrics.active.Inc()
 	defer func() {
 		s.metrics.active.Dec()

@@ -66,13 +66,14 @@ func (s *Server) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		tc, ok := c.(*net.TCPConn)
-		if !ok || !s.track(c) {
+		ss := &session{start: time.Now(), listener: l.name}
+		if !ok || !s.track(c, ss) {
 			c.Close()
 			continue
 		}
 		go func() {
 			defer s.untrack(c)
-			s.serveConn(tc, l)
+			s.serveConn(tc, l, ss)
 		}()
 	}
 }

@@ -41,6 +41,9 @@ func parseLevel(s string) (slog.Level, error) {
 // debug; mtls refusals at info but rate-limited, so a flood cannot fill the
 // disk (the ones left out are summed into the next line that is written).
 func (s *Server) finish(ss *session) {
+	if ss.cut.Load() && ss.outcome == OutcomeProxied {
+		ss.outcome = OutcomeShutdown
+	}
 	vname, mode := "", ""
 	if ss.vhost != nil {
 		vname, mode = ss.vhost.name, string(ss.vhost.mode)

@@ -3,8 +3,10 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -441,4 +443,174 @@ vhosts:
 	s.waitCount(t, "127.0.0.1:0", "", OutcomeUnknownSNI, 200)
 	s.waitCount(t, "127.0.0.1:0", "dead", OutcomeUpstreamUnreachable, 200)
 	s.waitCount(t, "127.0.0.1:0", "", OutcomeClosedEarly, 200)
+}
+
+// TestPassthroughUnixUpstream forwards to a Unix socket upstream.
+func TestPassthroughUnixUpstream(t *testing.T) {
+	up := newUpstream(t, "unix", t.TempDir()+"/up.sock", true, []byte("unix reply"))
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts: [{name: u, hosts: [go.example.test], mode: passthrough, upstream: {address: %q}}]
+`, up.address()))
+	hello := readHello(t, "go-pq.bin")
+	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hello)
+	c.(*net.TCPConn).CloseWrite()
+	uc := up.next(t)
+	if !bytes.Equal(uc.data, hello) {
+		t.Fatalf("upstream got %d bytes", len(uc.data))
+	}
+	checkHeader(t, uc.header, "v2", c, "go")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, _ := io.ReadAll(c); string(b) != "unix reply" {
+		t.Fatalf("client got %q", b)
+	}
+}
+
+// TestIdleTimeout closes a proxied connection on which nothing moves, and
+// keeps one that trickles.
+func TestIdleTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+timeouts: {idle: 1s}
+vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {address: %q}}]
+`, ln.Addr().String()))
+	hello := readHello(t, "go-pq.bin")
+	upstreamEOF := make(chan error, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, err := io.Copy(io.Discard, c)
+				upstreamEOF <- err
+			}()
+		}
+	}()
+
+	// Trickle a byte every 300ms for 3s: longer than idle, never idle.
+	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(hello)
+	for range 10 {
+		time.Sleep(300 * time.Millisecond)
+		if _, err := c.Write([]byte{0}); err != nil {
+			t.Fatalf("trickling connection cut: %v", err)
+		}
+	}
+	if got := s.count("127.0.0.1:0", "idle", OutcomeIdleTimeout); got != 0 {
+		t.Fatal("a trickling connection was counted idle")
+	}
+	c.Close()
+	<-upstreamEOF
+
+	// Silent after the hello: cut after about a second, both sides closed.
+	c, err = net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hello)
+	expectSilentClose(t, c)
+	if err := <-upstreamEOF; err != nil {
+		t.Fatalf("upstream side: %v", err)
+	}
+	s.waitCount(t, "127.0.0.1:0", "idle", OutcomeIdleTimeout, 1)
+}
+
+// TestShutdownDrains lets an open connection finish during a graceful stop,
+// refuses new ones, and cuts what is left at the drain deadline.
+func TestShutdownDrains(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts: [{name: d, hosts: [go.example.test], mode: passthrough, upstream: {address: %q, proxy_protocol: "off"}}]
+`, ln.Addr().String()))
+	addr := s.addr(t, "127.0.0.1:0")
+	// The upstream echoes.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	hello := readHello(t, "go-pq.bin")
+	open := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(hello)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
+			t.Fatalf("echo of the hello: %v", err)
+		}
+		return c
+	}
+	finishing, stuck := open(), open()
+	defer stuck.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+
+	// New connections are refused once the listener is closed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting during shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The open connection still works, then finishes on its own.
+	finishing.Write([]byte("still here"))
+	buf := make([]byte, 10)
+	finishing.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(finishing, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("open connection during drain: %q, %v", buf, err)
+	}
+	finishing.Close()
+	// The other never finishes: cut at the drain deadline.
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the drain deadline", err)
+	}
+	stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(stuck); err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("connection left open after the drain deadline")
+		}
+	}
+	s.waitCount(t, "127.0.0.1:0", "d", OutcomeShutdown, 1)
+	s.waitCount(t, "127.0.0.1:0", "d", OutcomeProxied, 1)
 }

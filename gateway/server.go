@@ -27,7 +27,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by configured address
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]*session
 	closing   bool
 	wg        sync.WaitGroup // connection handlers
 	acceptWG  sync.WaitGroup // accept loops
@@ -50,7 +50,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		log:        logger,
 		metrics:    newMetrics(),
 		listeners:  map[string]*listener{},
-		conns:      map[net.Conn]struct{}{},
+		conns:      map[net.Conn]*session{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
 	}
 	s.guardMode.Store("off")
@@ -218,13 +218,13 @@ func (s *Server) reload(cfg *Config) error {
 
 // track registers a connection so Shutdown can close it; it returns false
 // when the server is already closing.
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) track(c net.Conn, ss *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = ss
 	s.wg.Add(1)
 	return true
 }
@@ -259,11 +259,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		s.mu.Lock()
 		n := len(s.conns)
-		for c := range s.conns {
+		for c, ss := range s.conns {
+			ss.cut.Store(true)
 			c.Close()
 		}
 		s.mu.Unlock()
-		s.log.Warn("drain timeout: closed connections still open", "connections", n)
+		if n > 0 {
+			s.log.Warn("drain timeout: closed connections still open", "connections", n)
+		}
 		<-done
 	}
 	if s.http != nil {
