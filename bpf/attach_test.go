@@ -1,0 +1,563 @@
+package bpf
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The namespaces' addresses: 198.18.0.0/15 and 2001:2::/48 are reserved
+// for benchmarking and never routed.
+var (
+	nsServer4 = netip.MustParseAddr("198.18.0.1")
+	nsClient4 = netip.MustParseAddr("198.18.0.2")
+	nsServer6 = netip.MustParseAddr("2001:2::1")
+	nsClient6 = netip.MustParseAddr("2001:2::2")
+)
+
+const (
+	nsPort     = 443
+	serverVeth = "egs0"
+	clientVeth = "egc0"
+	smallMSS   = 88 // Linux's minimum: a post-quantum hello needs ~20 segments
+	waitLimit  = 30 * time.Second
+)
+
+var netnsSeq atomic.Int32
+
+// testNetns is a server and a client namespace joined by a veth pair.
+type testNetns struct {
+	server, client string
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newTestNetns(t testing.TB) *testNetns {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("iproute2 missing: %v", err)
+		}
+		t.Skipf("iproute2 missing: %v", err)
+	}
+	id := fmt.Sprintf("%d-%d", os.Getpid(), netnsSeq.Add(1))
+	n := &testNetns{server: "egsrv-" + id, client: "egcli-" + id}
+	for _, ns := range []string{n.server, n.client} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	run(t, "ip", "link", "add", serverVeth, "netns", n.server, "type", "veth", "peer", "name", clientVeth, "netns", n.client)
+	for _, c := range []struct {
+		ns, dev string
+		a4, a6  netip.Addr
+	}{{n.server, serverVeth, nsServer4, nsServer6}, {n.client, clientVeth, nsClient4, nsClient6}} {
+		run(t, "ip", "-n", c.ns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", c.ns, "addr", "add", c.a4.String()+"/30", "dev", c.dev)
+		run(t, "ip", "-n", c.ns, "addr", "add", c.a6.String()+"/64", "dev", c.dev, "nodad")
+		run(t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
+	}
+	return n
+}
+
+// inNetns runs f on an OS thread that has joined the named namespace. The
+// thread is never unlocked, so the runtime discards it afterwards; sockets
+// created by f keep the namespace for their lifetime.
+func inNetns[T any](name string, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns %s: %w", name, err)}
+			return
+		}
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}
+
+// testCert returns a self-signed certificate for edgegate.test and a pool
+// trusting it.
+func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "edgegate.test"},
+		DNSNames:     []string{"edgegate.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// nsServer is the listener edgegate would own: each accepted connection is
+// handed to the test, which decides what to do with it.
+type nsServer struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+func startServer(t testing.TB, n *testNetns) *nsServer {
+	t.Helper()
+	ln, err := inNetns(n.server, func() (net.Listener, error) {
+		return net.Listen("tcp", fmt.Sprintf(":%d", nsPort))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &nsServer{ln: ln, conns: make(chan net.Conn, 16)}
+	go func() {
+		defer close(s.conns)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for c := range s.conns {
+			c.Close()
+		}
+	})
+	return s
+}
+
+func (s *nsServer) accept(t testing.TB) net.Conn {
+	t.Helper()
+	select {
+	case c, ok := <-s.conns:
+		if !ok {
+			t.Fatal("listener closed")
+		}
+		return c
+	case <-time.After(waitLimit):
+		t.Fatal("no connection accepted")
+	}
+	return nil
+}
+
+// dial connects from the client namespace with a small MSS.
+func dial(n *testNetns, dst netip.Addr, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, smallMSS)
+		})
+		return errors.Join(err, serr)
+	}}
+	return inNetns(n.client, func() (net.Conn, error) {
+		return d.Dial("tcp", netip.AddrPortFrom(dst, nsPort).String())
+	})
+}
+
+// splitConn writes its first Write in pieces of 1, 4 and 4 bytes and the
+// rest, so the hello's first segments are as short as they can be.
+type splitConn struct {
+	net.Conn
+	done bool
+}
+
+func (c *splitConn) Write(b []byte) (int, error) {
+	if c.done {
+		return c.Conn.Write(b)
+	}
+	c.done = true
+	n := 0
+	for _, size := range []int{1, 4, 4, len(b)} {
+		size = min(size, len(b)-n)
+		if size == 0 {
+			break
+		}
+		m, err := c.Conn.Write(b[n : n+size])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// waitCounter waits until verdict's counter reaches at least want.
+func waitCounter(t testing.TB, g *Guard, verdict string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		c, err := g.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c[verdict] >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter %s stayed at %d, want %d (all: %v)", verdict, c[verdict], want, c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func counter(t testing.TB, g *Guard, verdict string) uint64 {
+	t.Helper()
+	c, err := g.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c[verdict]
+}
+
+// tlsExchange completes a post-quantum TLS handshake from the client
+// namespace through the guard, then a ping/pong. It returns an error rather
+// than failing the test so that load generators can call it.
+func tlsExchange(n *testNetns, s *nsServer, cert tls.Certificate, pool *x509.CertPool,
+	dst netip.Addr, split bool) error {
+	raw, err := dial(n, dst, waitLimit)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	var sc net.Conn
+	select {
+	case sc = <-s.conns:
+		if sc == nil {
+			return errors.New("listener closed")
+		}
+	case <-time.After(waitLimit):
+		return errors.New("no connection accepted")
+	}
+	defer sc.Close()
+
+	srvErr := make(chan error, 1)
+	go func() {
+		sc.SetDeadline(time.Now().Add(waitLimit))
+		ts := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(ts, buf); err != nil {
+			srvErr <- fmt.Errorf("server read: %w", err)
+			return
+		}
+		_, err := ts.Write([]byte("pong"))
+		srvErr <- err
+	}()
+
+	var conn net.Conn = raw
+	if split {
+		conn = &splitConn{Conn: raw}
+	}
+	raw.SetDeadline(time.Now().Add(waitLimit))
+	tc := tls.Client(conn, &tls.Config{
+		ServerName:       "edgegate.test",
+		RootCAs:          pool,
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768},
+	})
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("handshake to %s through the guard: %w", dst, err)
+	}
+	if _, err := tc.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(tc, buf); err != nil || string(buf) != "pong" {
+		return fmt.Errorf("read pong: %q, %v", buf, err)
+	}
+	return <-srvErr
+}
+
+// junkNeverArrives sends bytes that are not a ClientHello and checks that
+// the guard drops the segment and its retransmission while the server's
+// socket reads nothing.
+func junkNeverArrives(t testing.TB, n *testNetns, s *nsServer, g *Guard, dst netip.Addr, junk []byte) {
+	t.Helper()
+	before := counter(t, g, "drop_not_tls")
+	c, err := dial(n, dst, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := s.accept(t)
+	defer sc.Close()
+
+	var got atomic.Int64
+	readDone := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			m, err := sc.Read(buf)
+			got.Add(int64(m))
+			if err != nil {
+				readDone <- err
+				return
+			}
+		}
+	}()
+	if _, err := c.Write(junk); err != nil {
+		t.Fatal(err)
+	}
+	// The first transmission and one retransmission were both dropped.
+	waitCounter(t, g, "drop_not_tls", before+2)
+	sc.SetReadDeadline(time.Now())
+	err = <-readDone
+	if got.Load() != 0 {
+		t.Fatalf("server read %d bytes of %q", got.Load(), junk)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server read ended with %v, want the deadline", err)
+	}
+}
+
+// blockedThenPasses has a source fail handshakes until Offenders blocks it,
+// checks that its next SYN is dropped in the kernel, and that the same
+// connection attempt completes once the block expires.
+func blockedThenPasses(t testing.TB, n *testNetns, s *nsServer, g *Guard, cert tls.Certificate, dst netip.Addr) {
+	t.Helper()
+	const blockFor = 1500 * time.Millisecond
+	off := NewOffenders(2, time.Minute, blockFor, nil, 64, g.Block)
+	blocked := false
+	for i := 0; i < 2; i++ {
+		c, err := dial(n, dst, waitLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := s.accept(t)
+		go func() {
+			// A client that names a host edgegate does not serve: refused.
+			tc := tls.Client(c, &tls.Config{ServerName: "unknown.test", InsecureSkipVerify: true})
+			tc.SetDeadline(time.Now().Add(waitLimit))
+			tc.Handshake()
+			c.Close()
+		}()
+		sc.SetDeadline(time.Now().Add(waitLimit))
+		ts := tls.Server(sc, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			if h.ServerName != "edgegate.test" {
+				return nil, fmt.Errorf("unknown server name %q", h.ServerName)
+			}
+			return &tls.Config{Certificates: []tls.Certificate{cert}}, nil
+		}})
+		if err := ts.Handshake(); err == nil {
+			t.Fatal("handshake with an unknown name succeeded")
+		}
+		src := sc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+		blocked = off.Offence(src)
+		sc.Close()
+	}
+	if !blocked {
+		t.Fatal("two refused handshakes did not block the source")
+	}
+	client := nsClient4
+	if dst.Is6() {
+		client = nsClient6
+	}
+	if b, err := g.Blocked(client); err != nil || !b {
+		t.Fatalf("Blocked(%s) = %v, %v after Offenders blocked it", client, b, err)
+	}
+
+	before := counter(t, g, "drop_blocked")
+	dialed := make(chan error, 1)
+	var c net.Conn
+	go func() {
+		var err error
+		c, err = dial(n, dst, waitLimit)
+		dialed <- err
+	}()
+	waitCounter(t, g, "drop_blocked", before+1)
+	// The SYN retransmission after the block expired gets through.
+	if err := <-dialed; err != nil {
+		t.Fatalf("dial after the block expired: %v", err)
+	}
+	c.Close()
+	s.accept(t).Close()
+}
+
+func TestAttachedGuard(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	s := startServer(t, n)
+	cert, pool := testCert(t)
+	pin := testPinPath(t)
+
+	for _, mode := range []Mode{ModeXDPNative, ModeXDPGeneric, ModeTCX} {
+		t.Run(string(mode), func(t *testing.T) {
+			cfg := Config{Interfaces: []string{serverVeth}, Mode: mode, Ports: []uint16{nsPort},
+				PinPath: pin, FlowTableSize: 1024}
+			g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			if got := g.Modes()[serverVeth]; got != string(mode) {
+				t.Fatalf("attached as %q, want %q", got, mode)
+			}
+
+			for _, dst := range []netip.Addr{nsServer4, nsServer6} {
+				before := counter(t, g, "pass_tls")
+				for _, split := range []bool{false, true} {
+					if err := tlsExchange(n, s, cert, pool, dst, split); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if counter(t, g, "pass_tls") < before+2 {
+					t.Fatalf("%s: handshakes passed without the guard judging them", dst)
+				}
+				for _, junk := range [][]byte{httpGet, sshBanner, []byte("\x8c\x01\xfe\x33random-bytes\x00\xff")} {
+					junkNeverArrives(t, n, s, g, dst, junk)
+				}
+			}
+			blockedThenPasses(t, n, s, g, cert, nsServer4)
+		})
+	}
+}
+
+func TestAutoModeOnVeth(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	cfg := Config{Interfaces: []string{serverVeth}, Ports: []uint16{nsPort}, PinPath: testPinPath(t), FlowTableSize: 1024}
+	g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	// veth has a native XDP implementation, so auto must pick it.
+	if got := g.Modes()[serverVeth]; got != string(ModeXDPNative) {
+		t.Fatalf("auto attached as %q, want xdp-native", got)
+	}
+}
+
+// TestRestartKeepsBlocklist restarts the guard (Close, Open on the same pin
+// path) while a client keeps completing handshakes, and checks that a
+// blocked source stays blocked in the new instance.
+func TestRestartKeepsBlocklist(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	s := startServer(t, n)
+	cert, pool := testCert(t)
+	cfg := Config{Interfaces: []string{serverVeth}, Mode: ModeTCX, Ports: []uint16{nsPort},
+		PinPath: testPinPath(t), FlowTableSize: 1024}
+	open := func() *Guard {
+		g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+
+	g1 := open()
+	if err := g1.Block(nsClient6, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Load: IPv4 handshakes back to back across the restart.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var handshakes atomic.Int64
+	loadErr := make(chan error, 1)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := tlsExchange(n, s, cert, pool, nsServer4, false); err != nil {
+				loadErr <- err
+				return
+			}
+			handshakes.Add(1)
+		}
+	})
+	waitHandshakes := func(want int64) {
+		t.Helper()
+		for handshakes.Load() < want {
+			select {
+			case err := <-loadErr:
+				t.Fatalf("handshake under load: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitHandshakes(3)
+	if err := g1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g2 := open()
+	defer g2.Close()
+	waitHandshakes(handshakes.Load() + 3)
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-loadErr:
+		t.Fatalf("handshake under load: %v", err)
+	default:
+	}
+
+	if b, err := g2.Blocked(nsClient6); err != nil || !b {
+		t.Fatalf("block lost across restart: %v, %v", b, err)
+	}
+	dialed := make(chan error, 1)
+	var c net.Conn
+	go func() {
+		var err error
+		c, err = dial(n, nsServer6, waitLimit)
+		dialed <- err
+	}()
+	waitCounter(t, g2, "drop_blocked", 1)
+	if err := g2.Unblock(nsClient6); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dialed; err != nil {
+		t.Fatalf("dial after unblock: %v", err)
+	}
+	c.Close()
+	s.accept(t).Close()
+}
