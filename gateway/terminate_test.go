@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -336,4 +338,85 @@ func (c *stallConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return c.Conn.Write(p)
+}
+
+// TestSharedTicketKeys runs two gateways with one session_ticket_keys file,
+// as instances behind one balancer: a session made on A resumes on B. A key
+// file of the wrong size is refused with FILE:LINE.
+func TestSharedTicketKeys(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	keyFile := filepath.Join(p.dir, "tickets.key")
+	key := make([]byte, 64)
+	rand.Read(key)
+	os.WriteFile(keyFile, key, 0o600)
+	cfg := mtlsConfig(p, "127.0.0.1:0", up.address(), "")
+	cfg = strings.Replace(cfg, "    tls:\n", "    tls:\n      session_ticket_keys: "+keyFile+"\n", 1)
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cache := ticketFrom(t, a.addr(t, "127.0.0.1:0"), "app.example.test", p, version, p.clients["valid"])
+		up.next(t)
+		c, _, err := dialTLS(t, b.addr(t, "127.0.0.1:0"), &tls.Config{ServerName: "app.example.test", RootCAs: p.roots,
+			MinVersion: version, MaxVersion: version, ClientSessionCache: cache})
+		if err != nil || !c.ConnectionState().DidResume {
+			t.Fatalf("%s: session from A on B: err %v, want a resumed handshake", tls.VersionName(version), err)
+		}
+		c.Write([]byte("PING\n"))
+		c.CloseWrite()
+		if r, _ := io.ReadAll(c); string(r) != "PONG" {
+			t.Fatalf("resumed on B: got %q", r)
+		}
+		c.Close()
+		up.next(t)
+	}
+
+	os.WriteFile(keyFile, key[:40], 0o600)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "e.yaml"), []byte(cfg), 0o644)
+	c, err := LoadConfig(filepath.Join(dir, "e.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewServer(c, nil); err == nil || !strings.Contains(err.Error(), "e.yaml:8: ") || !strings.Contains(err.Error(), "32-byte keys") {
+		t.Fatalf("short key file: %v; want FILE:LINE and the reason", err)
+	}
+}
+
+// BenchmarkMTLSHandshake measures full TLS 1.3 handshakes with a client
+// certificate through the gateway (including the upstream dial and PROXY
+// header), with and without the verified-chain cache, on loopback.
+func BenchmarkMTLSHandshake(b *testing.B) {
+	p := newPKI(b)
+	up := newUpstream(b, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	go func() {
+		for range up.got {
+		}
+	}()
+	s := startServer(b, mtlsConfig(p, "127.0.0.1:0", up.address(), ""))
+	addr := s.addr(b, "127.0.0.1:0")
+	for _, cached := range []bool{true, false} {
+		name := map[bool]string{true: "cache", false: "nocache"}[cached]
+		b.Run(name, func(b *testing.B) {
+			auth := s.state.Load().vhosts["app"].mtls.auth
+			saved := auth.Cache
+			if !cached {
+				auth.Cache = nil
+			}
+			defer func() { auth.Cache = saved }()
+			cfg := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]},
+				MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}
+			b.ResetTimer()
+			for b.Loop() {
+				c, _, err := dialTLS(b, addr, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Write([]byte("PING\n"))
+				c.CloseWrite()
+				io.ReadAll(c)
+				c.Close()
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+		})
+	}
 }
