@@ -42,3 +42,21 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCryptoTLSHello is the baseline for BenchmarkReadFrom: Go's own
+// crypto/tls server reading the same bytes over a net.Pipe up to
+// GetConfigForClient (goroutines and pipe included, as a real server pays).
+func BenchmarkCryptoTLSHello(b *testing.B) {
+	for _, file := range benchVectors[:2] {
+		wire := readVector(b, file)
+		b.Run(file, func(b *testing.B) {
+			b.SetBytes(int64(len(wire)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if g := goServerName(wire); !g.parsed {
+					b.Fatal(g.err)
+				}
+			}
+		})
+	}
+}
