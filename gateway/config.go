@@ -64,9 +64,14 @@ type Log struct {
 	Format string `yaml:"format"` // text (default) | json
 }
 
-// Limits bounds the ClientHello reader.
+// Limits bound what connections may take.
 type Limits struct {
-	MaxHelloSize int `yaml:"max_hello_size"` // default 16384 bytes
+	MaxHelloSize   int      `yaml:"max_hello_size"`  // default 16384 bytes
+	MaxConnections int      `yaml:"max_connections"` // concurrent connections in all; 0 = no limit
+	PerSource      int      `yaml:"per_source"`      // concurrent connections per client address; 0 = no limit
+	NeverLimit     []string `yaml:"never_limit"`     // "cloudflare" and/or CIDRs exempt from per_source
+
+	neverLimit []netip.Prefix
 }
 
 // VHost is one virtual host: the names it answers and what it does with them.
@@ -348,6 +353,23 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxHelloSize < 512 || c.Limits.MaxHelloSize > 1<<20 {
 		return c.errAt("limits.max_hello_size must be between 512 and 1048576", "limits", "max_hello_size")
+	}
+	if c.Limits.MaxConnections < 0 {
+		return c.errAt("limits.max_connections must not be negative", "limits", "max_connections")
+	}
+	if c.Limits.PerSource < 0 {
+		return c.errAt("limits.per_source must not be negative", "limits", "per_source")
+	}
+	for j, s := range c.Limits.NeverLimit {
+		if s == "cloudflare" {
+			c.Limits.neverLimit = append(c.Limits.neverLimit, CloudflarePrefixes()...)
+			continue
+		}
+		p, err := parsePrefix(s)
+		if err != nil {
+			return c.errAt(fmt.Sprintf("limits.never_limit: %v (want \"cloudflare\" or a CIDR)", err), "limits", "never_limit", j)
+		}
+		c.Limits.neverLimit = append(c.Limits.neverLimit, p)
 	}
 	if len(c.VHosts) == 0 {
 		return c.errAt("vhosts: at least one vhost is required", "vhosts")

@@ -33,7 +33,6 @@ type session struct {
 func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 	st := s.state.Load()
 	lc := l.cfg.Load()
-	ss.client, ss.local = addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	s.metrics.active.Inc()
 	defer func() {
 		s.metrics.active.Dec()

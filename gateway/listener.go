@@ -66,13 +66,22 @@ func (s *Server) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		tc, ok := c.(*net.TCPConn)
-		ss := &session{start: time.Now(), listener: l.name}
+		ss := &session{start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
 		if !ok || !s.track(c, ss) {
 			c.Close()
 			continue
 		}
+		peer := ss.client.Addr()
+		if o, ok := s.admission.admit(peer, &s.state.Load().cfg.Limits); !ok {
+			ss.outcome = o
+			closeSilently(tc, false)
+			s.finish(ss)
+			s.untrack(c)
+			continue
+		}
 		go func() {
 			defer s.untrack(c)
+			defer s.admission.release(peer)
 			s.serveConn(tc, l, ss)
 		}()
 	}

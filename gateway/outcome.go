@@ -24,6 +24,8 @@ const (
 	OutcomeHandshake           Outcome = "closed_handshake"     // mtls: the TLS handshake failed or timed out
 	OutcomeIdleTimeout         Outcome = "closed_idle"          // proxied, then silent for timeouts.idle
 	OutcomeShutdown            Outcome = "closed_shutdown"      // cut at the end of the drain on stop
+	OutcomeLimit               Outcome = "closed_limit"         // limits.max_connections reached; closed at accept
+	OutcomeSourceLimit         Outcome = "closed_source_limit"  // limits.per_source reached for this address; closed at accept
 )
 
 // junk reports whether an outcome is the expected noise of an open port
@@ -31,7 +33,8 @@ const (
 func (o Outcome) junk() bool {
 	switch o {
 	case OutcomeUnknownSNI, OutcomeNoSNI, OutcomeNotTLS, OutcomeBadHello, OutcomeHelloTooLarge,
-		OutcomeHelloTimeout, OutcomeClosedEarly, OutcomeUntrustedProxy, OutcomeBadProxyHeader:
+		OutcomeHelloTimeout, OutcomeClosedEarly, OutcomeUntrustedProxy, OutcomeBadProxyHeader,
+		OutcomeLimit, OutcomeSourceLimit:
 		return true
 	}
 	return false

@@ -38,6 +38,7 @@ type Server struct {
 	guardMode atomic.Value
 	// refusalLog bounds the log lines written for refused mtls connections.
 	refusalLog rateLimit
+	admission  admission
 }
 
 // NewServer compiles cfg (loading every certificate and CA it names) into a
