@@ -1,10 +1,20 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	proxyproto "github.com/pires/go-proxyproto"
 )
@@ -86,4 +96,102 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 		s.waitCount(t, "[::1]:0", "", OutcomeUntrustedProxy, 1)
 	})
 	up.expectNone(t)
+}
+
+// TestMain lets the test binary double as a client process that holds
+// connections (see holdConnections).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("EDGEGATE_TEST_HOLD"); addr != "" {
+		holdConnections(addr)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// holdConnections opens 64 connections to addr, each with a partial hello,
+// says "ready", and holds them until its stdin closes.
+func holdConnections(addr string) {
+	var conns []net.Conn
+	for range 64 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Write([]byte{0x16, 0x03, 0x01})
+		conns = append(conns, c)
+	}
+	fmt.Println("ready", len(conns))
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// TestAcceptOutOfFiles runs the gateway out of file descriptors: accept
+// fails, the gateway backs off (no spinning, no exit) and counts it, and it
+// serves again as soon as descriptors are free.
+func TestAcceptOutOfFiles(t *testing.T) {
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("ok"))
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+timeouts: {client_hello: 30s}
+vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {address: %q}}]
+`, up.address()))
+	addr := s.addr(t, "127.0.0.1:0")
+
+	// The clients live in another process, so only the gateway's side of
+	// each connection counts against this process's limit.
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), "EDGEGATE_TEST_HOLD="+addr)
+	stdin, _ := holder.StdinPipe()
+	stdout, _ := holder.StdoutPipe()
+
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Wait()
+	defer stdin.Close()
+	lim := old
+	lim.Cur = uint64(fdCount(t) + 16)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+			restored = true
+		}
+	}
+	defer restore()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		t.Fatalf("holder: %q", line)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for testutil.ToFloat64(s.metrics.acceptErrors) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("accept never failed; the limit did not bite")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Backing off: over a second, a handful of failed accepts, not thousands.
+	before := testutil.ToFloat64(s.metrics.acceptErrors)
+	time.Sleep(time.Second)
+	if n := testutil.ToFloat64(s.metrics.acceptErrors) - before; n > 50 {
+		t.Fatalf("%v accept errors in a second: spinning", n)
+	}
+	restore()
+	stdin.Close()
+	holder.Wait()
+
+	hello := readHello(t, "go-pq.bin")
+	deadline = time.Now().Add(20 * time.Second)
+	for !proxied(t, dialFrom(t, "127.0.0.1", addr), hello) {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not recover")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
