@@ -64,6 +64,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// Caught before the instructions are printed: whoever reads them may
+	// press Ctrl-C at once, and the demo must still clean up its files.
+	sigs := make(chan os.Signal, 1)
+	if !*selfCheck {
+		notifyStop(sigs)
+	}
 	d, err := startDemo(*listen, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgegate demo:", err)
@@ -74,8 +80,6 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return d.check(stdout)
 	}
 	d.printInstructions(stdout)
-	sigs := make(chan os.Signal, 1)
-	notifyStop(sigs)
 	<-sigs
 	return 0
 }

@@ -111,19 +111,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// Signals are caught before the listeners open: a stop that arrives as
+	// soon as the gateway accepts must drain it, not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
 	log.Info("edgegate running", "version", buildVersion(), "config", path, "listeners", len(cfg.Listen), "vhosts", len(cfg.VHosts))
-	return serveUntilSignal(srv, path, cfg, log)
+	return serveUntilSignal(sigs, srv, path, cfg, log)
 }
 
 // serveUntilSignal reloads on SIGHUP and drains on SIGTERM or SIGINT.
-func serveUntilSignal(srv *gateway.Server, path string, cfg *gateway.Config, log *slog.Logger) int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+func serveUntilSignal(sigs <-chan os.Signal, srv *gateway.Server, path string, cfg *gateway.Config, log *slog.Logger) int {
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			next, err := gateway.LoadConfig(path)
