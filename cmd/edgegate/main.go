@@ -129,11 +129,12 @@ func serveUntilSignal(sigs <-chan os.Signal, srv *gateway.Server, path string, c
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			next, err := gateway.LoadConfig(path)
-			if err == nil {
-				err = srv.Reload(next)
-			}
 			if err != nil {
 				log.Error("reload refused; keeping the running configuration", "err", err)
+				continue
+			}
+			// Reload logs its own refusal; logging it here too wrote it twice.
+			if srv.Reload(next) != nil {
 				continue
 			}
 			cfg = next
