@@ -1,0 +1,281 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// model is a reference implementation, in Go, of the rules guard.c
+// applies to TCP and UDP packets to and around one guarded port. The fuzz
+// test runs the same packets through the kernel and through the model and
+// requires the same verdict.
+type model struct {
+	blocked map[netip.Addr]bool
+	flows   map[modelKey]*modelFlow
+}
+
+type modelKey struct {
+	src          netip.Addr
+	sport, dport uint16
+}
+
+type modelFlow struct {
+	next    uint32
+	checked int
+	byte3   byte
+}
+
+func newModel() *model {
+	return &model{blocked: map[netip.Addr]bool{}, flows: map[modelKey]*modelFlow{}}
+}
+
+func (m *model) judge(p pkt) string {
+	if p.dport != guarded {
+		return "pass_not_guarded"
+	}
+	if m.blocked[p.src] {
+		return "drop_blocked"
+	}
+	if p.proto != 0 && p.proto != protoTCP {
+		return "drop_non_tcp"
+	}
+	syn, ack, fin, rst := p.flags&tcpSYN != 0, p.flags&tcpACK != 0, p.flags&tcpFIN != 0, p.flags&tcpRST != 0
+	if syn && (fin || rst) || !syn && !ack && !rst {
+		return "drop_bad_flags"
+	}
+	key := modelKey{p.src, p.sport, p.dport}
+	if syn && !ack {
+		st := &modelFlow{next: p.seq + 1}
+		v := "pass_syn"
+		if len(p.payload) > 0 {
+			v = "drop_not_tls"
+			if next, ok := st.check(p.payload); ok {
+				st, v = next, "pass_tls"
+			}
+		}
+		if st.checked >= 9 {
+			delete(m.flows, key)
+		} else {
+			m.flows[key] = st
+		}
+		return v
+	}
+	st, ok := m.flows[key]
+	if !ok {
+		return "pass_untracked"
+	}
+	if len(p.payload) == 0 {
+		return "pass_no_payload"
+	}
+	skip := int32(st.next - p.seq)
+	if skip < 0 || int(skip) >= len(p.payload) {
+		return "pass_other_seq"
+	}
+	next, ok := st.check(p.payload[skip:])
+	if !ok {
+		return "drop_not_tls"
+	}
+	if next.checked >= 9 {
+		delete(m.flows, key)
+	} else {
+		m.flows[key] = next
+	}
+	return "pass_tls"
+}
+
+// check judges the bytes b at the flow's first unchecked position and
+// returns the advanced state.
+func (st *modelFlow) check(b []byte) (*modelFlow, bool) {
+	next := *st
+	n := min(len(b), 9-st.checked)
+	for i := range n {
+		pos := st.checked + i
+		v := b[i]
+		ok := true
+		switch pos {
+		case 0:
+			ok = v == 0x16
+		case 1:
+			ok = v == 0x03
+		case 2:
+			ok = v >= 1 && v <= 4
+		case 3:
+			next.byte3 = v
+			ok = v <= 0x40
+		case 4:
+			ok = next.byte3 < 0x40 || v == 0
+		case 5:
+			ok = v == 0x01
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	next.checked += n
+	next.next += uint32(n)
+	return &next, true
+}
+
+// tlsish maps fuzz byte b to a byte for stream position pos: usually the
+// value a ClientHello has there (or a boundary value), sometimes b itself,
+// so random inputs reach every check.
+func tlsish(pos int, b byte) byte {
+	if b >= 0xc0 {
+		return b
+	}
+	switch pos {
+	case 0:
+		return 0x16
+	case 1:
+		return 0x03
+	case 2:
+		return 1 + b%4
+	case 3:
+		return b % 0x42 // 0x41 is the first too-long value
+	case 5:
+		return 0x01
+	}
+	return b
+}
+
+// opReader hands out fuzz input bytes, then zeros.
+type opReader struct{ b []byte }
+
+func (r *opReader) byte() byte {
+	if len(r.b) == 0 {
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+// runModelOps decodes data into packets on two flows (IPv4 and IPv6,
+// ISNs from the input), runs each through the kernel (XDP or TC, chosen
+// by the input) and through the model, and fails on a different verdict.
+func runModelOps(t testing.TB, g *Guard, data []byte) {
+	resetState(t, g)
+	m := newModel()
+	r := &opReader{data}
+	var isn [2]uint32
+	for i := range isn {
+		isn[i] = binary.BigEndian.Uint32([]byte{r.byte(), r.byte(), r.byte(), r.byte()})
+	}
+	flows := [2]flow{
+		{src: client4, dst: server4, sport: 41000, dport: guarded, isn: isn[0]},
+		{src: client6, dst: server6, sport: 41001, dport: guarded, isn: isn[1]},
+	}
+	for op := 0; len(r.b) > 0 && op < 64; op++ {
+		o := r.byte()
+		fi := int(o>>3) & 1
+		f := flows[fi]
+		ep := entryPoints[o>>7]
+		var p pkt
+		switch o & 7 {
+		case 0:
+			p = f.syn()
+			p.flags |= r.byte() & (tcpFIN | tcpRST | tcpACK | tcpPSH | tcpECE | tcpCWR)
+		case 1, 2, 3:
+			off := int(int8(r.byte())) / 4
+			n := int(r.byte() % 14)
+			payload := make([]byte, n)
+			for i := range payload {
+				payload[i] = tlsish(off+i, r.byte())
+			}
+			p = f.data(off, payload)
+			if o&7 == 3 {
+				p.flags = r.byte()
+			}
+		case 4:
+			n := int(r.byte()%12) + 1
+			payload := make([]byte, n)
+			for i := range payload {
+				payload[i] = tlsish(i, r.byte())
+			}
+			p = f.synData(payload)
+		case 5:
+			p = f.ack()
+			if b := r.byte(); b&1 != 0 {
+				p.proto = protoUDP
+			} else if b&2 != 0 {
+				p.dport = notGuarded
+			}
+		case 6:
+			if r.byte()&1 != 0 {
+				if err := g.Block(f.src, time.Now().Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+				m.blocked[f.src] = true
+			} else {
+				if err := g.Unblock(f.src); err != nil {
+					t.Fatal(err)
+				}
+				delete(m.blocked, f.src)
+			}
+			continue
+		case 7:
+			p = f.data(0, nil)
+			p.flags = r.byte()
+		}
+		want := m.judge(p)
+		if got := judge(t, g, ep, p.bytes()); got != want {
+			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel %s, model %s",
+				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, got, want)
+		}
+	}
+}
+
+func FuzzVerdicts(f *testing.F) {
+	for _, seed := range [][]byte{
+		{0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe, 0, 0, 1, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 36, 5, 1, 1, 1, 1, 1},
+		{1, 2, 3, 4, 5, 6, 7, 8, 8, 0, 4, 5, 0x16, 3, 1, 0, 0x20, 2, 0, 2, 0x10, 9, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5},
+		{0, 0, 0, 0, 0, 0, 0, 0, 6, 1, 0, 0, 5, 1, 14, 0, 6, 0, 0, 0, 7, 0},
+		{9, 9, 9, 9, 9, 9, 9, 9, 0x80, 0, 0x81, 0, 1, 0xff, 0x82, 1, 1, 0x40, 3, 2, 3, 0x40, 0x41},
+	} {
+		f.Add(seed)
+	}
+	g := openTestGuard(f, Config{Ports: []uint16{guarded}})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		runModelOps(t, g, data)
+	})
+}
+
+// TestModelRandom runs a few thousand pseudo-random op sequences through
+// the kernel and the model on every test run, not only under -fuzz.
+func TestModelRandom(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
+	rnd := rand.New(rand.NewPCG(4, 443))
+	n := 400
+	if testing.Short() {
+		n = 50
+	}
+	for range n {
+		data := make([]byte, 8+rnd.IntN(120))
+		for i := range data {
+			data[i] = byte(rnd.UintN(256))
+		}
+		func() {
+			defer func() {
+				if t.Failed() {
+					t.Logf("input: % x", data)
+				}
+			}()
+			runModelOps(t, g, data)
+		}()
+	}
+	// The generator must reach every rule, or agreement proves little.
+	c, err := g.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"pass_not_guarded", "pass_syn", "pass_tls", "pass_no_payload", "pass_other_seq",
+		"pass_untracked", "drop_not_tls", "drop_non_tcp", "drop_bad_flags", "drop_blocked"} {
+		if c[v] == 0 {
+			t.Errorf("random ops never produced %s (counters %v)", v, c)
+		}
+	}
+	t.Logf("verdicts over %d sequences: %v", n, c)
+}
