@@ -1,0 +1,394 @@
+package main_test
+
+import (
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/edgegate/edgegate/gateway/testpki"
+)
+
+func TestVersion(t *testing.T) {
+	stdout, stderr, code := runEdgegate(t, "version")
+	if code != 0 {
+		t.Fatalf("edgegate version exited %d; stderr: %s", code, stderr)
+	}
+	want := regexp.MustCompile(`^edgegate \S+ \(` + regexp.QuoteMeta(runtime.Version()) + `, ` + runtime.GOOS + `/` + runtime.GOARCH + `\)\n$`)
+	if !want.MatchString(stdout) {
+		t.Errorf("edgegate version printed %q; want one line matching %s", stdout, want)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		complaint string // expected on stderr before the usage
+	}{
+		{args: nil, code: 2},
+		{args: []string{"launch"}, code: 2, complaint: `edgegate: unknown command "launch"`},
+		{args: []string{"--config", "x.yaml"}, code: 2, complaint: `edgegate: unknown command "--config"`},
+		{args: []string{"check", "--config", "x.yaml", "extra"}, code: 2, complaint: `unexpected argument "extra"`},
+		{args: []string{"run", "--bogus"}, code: 2, complaint: "flag provided but not defined: -bogus"},
+	} {
+		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
+			stdout, stderr, code := runEdgegate(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit status %d, want %d", code, tc.code)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q, want nothing (usage errors go to stderr)", stdout)
+			}
+			if !strings.Contains(stderr, tc.complaint) {
+				t.Errorf("stderr %q does not say %q", stderr, tc.complaint)
+			}
+			if tc.complaint == "" || strings.HasPrefix(tc.complaint, "edgegate: unknown") {
+				if !strings.Contains(stderr, "usage:") || !strings.Contains(stderr, "edgegate check --config FILE") {
+					t.Errorf("stderr does not show the usage:\n%s", stderr)
+				}
+			}
+		})
+	}
+	stdout, _, code := runEdgegate(t, "help")
+	if code != 0 || !strings.Contains(stdout, "edgegate run --config FILE") {
+		t.Errorf("edgegate help: exit %d, stdout %q; want 0 and the usage", code, stdout)
+	}
+}
+
+// checkPKI writes a server certificate and a CA bundle into dir, as
+// app.crt, app.key and clients-ca.crt, and returns the SPKI pin of a client
+// certificate in hex.
+func checkPKI(t *testing.T, dir string) (pin string) {
+	t.Helper()
+	ca, err := testpki.NewCA("check test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Server("app.e2e.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testpki.WritePEM(dir, "app", srv); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "clients-ca.crt", string(ca.PEM))
+	cli, err := ca.Client("pinned client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(testpki.SPKISHA256(cli.Leaf))
+}
+
+// routeRows returns the route table rows of check's output, as fields.
+func routeRows(stdout string) [][]string {
+	var rows [][]string
+	for _, l := range strings.Split(stdout, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "warning:") && !strings.HasSuffix(l, ": ok") {
+			rows = append(rows, f)
+		}
+	}
+	return rows
+}
+
+func warningLines(stdout string) []string {
+	var ws []string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, "warning: ") {
+			ws = append(ws, l)
+		}
+	}
+	return ws
+}
+
+func TestCheckPrintsRoutes(t *testing.T) {
+	dir := t.TempDir()
+	checkPKI(t, dir)
+	// Certificate paths are relative: they resolve against the config's
+	// folder, while the binary runs in another one.
+	cfg := writeFile(t, dir, "good.yaml", yamlf(`
+listen:
+  - address: "127.0.0.1:8443"
+unmatched: close
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test", "*.static.e2e.test"]
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001", proxy_protocol: v1}
+  - name: app
+    hosts: ["App.E2E.test"]
+    mode: mtls
+    tls:
+      certificates: [{cert: app.crt, key: app.key}]
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "unix:/run/app.sock"}
+`))
+	stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("check exited %d; stderr: %s", code, stderr)
+	}
+	if first := strings.SplitN(stdout, "\n", 2)[0]; first != cfg+": ok" {
+		t.Errorf("first line %q, want %q", first, cfg+": ok")
+	}
+	rows := routeRows(stdout)
+	want := [][]string{
+		{"HOST", "VHOST", "MODE", "UPSTREAM", "PROXY"},
+		{"www.e2e.test", "www", "passthrough", "127.0.0.1:9001", "v1"},
+		{"*.static.e2e.test", "www", "passthrough", "127.0.0.1:9001", "v1"},
+		{"app.e2e.test", "app", "mtls", "unix:/run/app.sock", "v2"}, // host normalised, proxy_protocol defaulted
+		{"(no", "SNI", "or", "unknown)", "close"},
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Errorf("route table:\n%s\nwant rows %v", stdout, want)
+	}
+	if ws := warningLines(stdout); len(ws) != 0 {
+		t.Errorf("unexpected warnings for a config with its own client CA: %q", ws)
+	}
+	if stderr != "" {
+		t.Errorf("stderr %q, want nothing", stderr)
+	}
+}
+
+func TestCheckWarnings(t *testing.T) {
+	dir := t.TempDir()
+	pin := checkPKI(t, dir)
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want [][]string // each warning must contain all of its strings
+	}{
+		{
+			name: "shared Cloudflare CA without pins",
+			yaml: `
+listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth: {ca: cloudflare}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{{`vhost "app"`, "shared origin-pull CA", "without spki_sha256 pins", "any Cloudflare customer", "pin it"}},
+		},
+		{
+			name: "Cloudflare CA by default, without pins",
+			yaml: `
+listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{{`vhost "app"`, "without spki_sha256 pins", "any Cloudflare customer"}},
+		},
+		{
+			name: "shared Cloudflare CA with a pin",
+			yaml: `
+listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth: {ca: cloudflare, spki_sha256: ["` + pin + `"]}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+		},
+		{
+			name: "passthrough and mtls share an upstream",
+			yaml: `
+listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001"}
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth: {ca: cloudflare, spki_sha256: ["` + pin + `"]}
+    upstream: {address: "127.0.0.1:9001"}
+`,
+			want: [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml", yamlf("%s", tc.yaml))
+			stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+			if code != 0 {
+				t.Fatalf("check exited %d (warnings are not errors); stderr: %s", code, stderr)
+			}
+			if !strings.HasPrefix(stdout, cfg+": ok\n") {
+				t.Errorf("stdout does not start with %q:\n%s", cfg+": ok", stdout)
+			}
+			ws := warningLines(stdout)
+			if len(ws) != len(tc.want) {
+				t.Fatalf("got %d warnings, want %d:\n%s", len(ws), len(tc.want), stdout)
+			}
+			for i, parts := range tc.want {
+				for _, p := range parts {
+					if !strings.Contains(ws[i], p) {
+						t.Errorf("warning %q does not say %q", ws[i], p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// configLine is a broken config's one line, marked "#!" where the error is.
+var checkErr = regexp.MustCompile(`^(.+):(\d+): (.+)\n$`)
+
+func TestCheckBrokenConfig(t *testing.T) {
+	dir := t.TempDir()
+	checkPKI(t, dir)
+	const www = `
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001"}
+`
+	for _, tc := range []struct {
+		name string
+		yaml string // the line with the error carries the comment "#!"
+		msg  []string
+	}{
+		{
+			name: "unknown top-level key",
+			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ncolour: blue #!\nvhosts:" + www,
+			msg:  []string{`unknown key "colour"`},
+		},
+		{
+			name: "unknown vhost key",
+			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + "    upstreams: [] #!\n",
+			msg:  []string{`unknown key "upstreams"`},
+		},
+		{
+			name: "bad mode",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: tunnel #!
+    upstream: {address: "127.0.0.1:9001"}
+`,
+			msg: []string{`vhost "www"`, `mode "tunnel"`, "passthrough or mtls"},
+		},
+		{
+			name: "bad duration",
+			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ntimeouts:\n  idle: 5m\n  drain: soon #!\nvhosts:" + www,
+			msg:  []string{`"soon" is not a duration`},
+		},
+		{
+			name: "wrong type",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: www
+    hosts: www.e2e.test #!
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001"}
+`,
+			msg: []string{"wrong type"},
+		},
+		{
+			name: "bad upstream port",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: passthrough
+    upstream: #!
+      address: "127.0.0.1:99999"
+`,
+			msg: []string{`upstream.address "127.0.0.1:99999"`, "bad port"},
+		},
+		{
+			name: "bad log format",
+			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nlog:\n  level: debug\n  format: xml #!\nvhosts:" + www,
+			msg:  []string{`log.format "xml"`},
+		},
+		{
+			name: "host served twice",
+			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + `  - name: www2
+    hosts:
+      - "other.e2e.test"
+      - "WWW.e2e.test." #!
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9003"}
+`,
+			msg: []string{`"WWW.e2e.test."`, `already served by vhost "www"`},
+		},
+		{
+			name: "missing certificate file",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - {cert: app.crt, key: app.key}
+        - {cert: missing.crt, key: app.key} #!
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			msg: []string{`vhost "app"`, "missing.crt", "no such file"},
+		},
+		{
+			name: "missing client CA file",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth:
+      ca: nowhere.pem #!
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			msg: []string{`vhost "app"`, "client_auth.ca", "nowhere.pem"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantLine := 0
+			for i, l := range strings.Split(tc.yaml, "\n") {
+				if strings.HasSuffix(l, "#!") {
+					wantLine = i + 1
+				}
+			}
+			if wantLine == 0 {
+				t.Fatal("test case has no line marked #!")
+			}
+			cfg := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.yaml)
+			stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+			if code != 1 {
+				t.Errorf("exit status %d, want 1", code)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q, want nothing", stdout)
+			}
+			m := checkErr.FindStringSubmatch(stderr)
+			if m == nil {
+				t.Fatalf("stderr %q is not one line FILE:LINE: message", stderr)
+			}
+			if m[1] != cfg {
+				t.Errorf("error names file %q, want %q", m[1], cfg)
+			}
+			if line, _ := strconv.Atoi(m[2]); line != wantLine {
+				t.Errorf("error at line %d, want %d: %s", line, wantLine, stderr)
+			}
+			for _, s := range tc.msg {
+				if !strings.Contains(m[3], s) {
+					t.Errorf("message %q does not say %q", m[3], s)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,139 @@
+package main_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// expectClosedSilently dials addr with a TLS ClientHello for sni and
+// asserts the gateway closes it without a byte (an unknown name).
+func expectClosedSilently(t *testing.T, addr, sni string, up *tlsUpstream) {
+	t.Helper()
+	_, err := dialEcho(addr, sni, up.roots)
+	if err == nil {
+		t.Fatalf("TLS to %s succeeded; want the connection closed for an unknown name", sni)
+	}
+	if !strings.Contains(err.Error(), "EOF") && !strings.Contains(err.Error(), "reset") {
+		t.Errorf("TLS to %s: %v; want end-of-stream with no response", sni, err)
+	}
+}
+
+// expectProxied makes one exchange through the gateway for sni.
+func expectProxied(t *testing.T, addr, sni string, up *tlsUpstream) {
+	t.Helper()
+	ec, err := dialEcho(addr, sni, up.roots)
+	if err != nil {
+		t.Fatalf("TLS through edgegate for %s: %v", sni, err)
+	}
+	defer ec.conn.Close()
+	if uc := up.next(t); uc.err != nil || uc.sni != sni {
+		t.Fatalf("upstream: sni %q, %v; want %s", uc.sni, uc.err, sni)
+	}
+	if got, err := ec.roundTrip("hi " + sni); err != nil || got != "hi "+sni {
+		t.Fatalf("round trip for %s: %q, %v", sni, got, err)
+	}
+}
+
+// TestReloadOnSIGHUP: SIGHUP with a new vhost routes new connections to it
+// on the same listener; SIGHUP with a broken file (a YAML error, then a
+// missing certificate) keeps the running configuration and logs FILE:LINE.
+func TestReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	www := newTLSUpstream(t, "www.e2e.test")
+	news := newTLSUpstream(t, "new.e2e.test")
+	listen, metrics := freeAddr(t), freeAddr(t)
+	base := gatewayConfig(listen, metrics, www.ln.Addr().String(), "debug", "json", "30s")
+	p, cfg := startGateway(t, base, true)
+
+	expectProxied(t, listen, "www.e2e.test", www)
+	expectClosedSilently(t, listen, "new.e2e.test", news)
+
+	// An open connection must survive the reload untouched.
+	held, err := dialEcho(listen, "www.e2e.test", www.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.conn.Close()
+	www.next(t)
+
+	added := base + yamlf(`
+  - name: new
+    hosts: ["new.e2e.test"]
+    mode: passthrough
+    upstream: {address: %q}
+`, news.ln.Addr().String())
+	writeFile(t, filepath.Dir(cfg), "edgegate.yaml", added)
+	p.signal(t, syscall.SIGHUP)
+	p.stderr.waitJSON(t, "the reload to generation 2", func(r map[string]any) bool {
+		return r["msg"] == "configuration reloaded" && r["generation"] == 2.0
+	})
+	expectProxied(t, listen, "new.e2e.test", news)
+	expectProxied(t, listen, "www.e2e.test", www)
+	if got, err := held.roundTrip("still here"); err != nil || got != "still here" {
+		t.Fatalf("connection opened before the reload: %q, %v", got, err)
+	}
+	if code, h := getHealthz(t, metrics); code != 200 || h.Generation != 2 {
+		t.Errorf("/healthz after the reload: %d %+v, want generation 2", code, h)
+	}
+
+	// Broken files: each is refused with FILE:LINE and generation 2 serves on.
+	missingCert := added + yamlf(`
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates: [{cert: missing.crt, key: missing.key}]
+    upstream: {address: "127.0.0.1:9"}
+`)
+	for i, broken := range []struct {
+		name, yaml, key string
+	}{
+		{"unknown key", added + "    proxy_protocl: v1\n", `unknown key "proxy_protocl"`},
+		{"missing certificate", missingCert, "missing.crt"},
+	} {
+		wantLine := strings.Count(broken.yaml, "\n")
+		if broken.key == "missing.crt" {
+			wantLine = strings.Count(added, "\n") + 5
+		}
+		writeFile(t, filepath.Dir(cfg), "edgegate.yaml", broken.yaml)
+		p.signal(t, syscall.SIGHUP)
+		wantPrefix := fmt.Sprintf("%s:%d: ", cfg, wantLine)
+		rec := p.stderr.waitJSON(t, "the refused reload ("+broken.name+")", func(r map[string]any) bool {
+			e, _ := r["err"].(string)
+			return r["msg"] == "reload refused; keeping the running configuration" && strings.Contains(e, broken.key)
+		})
+		if e := rec["err"].(string); !strings.HasPrefix(e, wantPrefix) {
+			t.Errorf("%s: err %q, want it to start with %q", broken.name, e, wantPrefix)
+		}
+		if rec["level"] != "ERROR" {
+			t.Errorf("%s: logged at %v, want ERROR", broken.name, rec["level"])
+		}
+		expectProxied(t, listen, "new.e2e.test", news)
+		expectProxied(t, listen, "www.e2e.test", www)
+		if code, h := getHealthz(t, metrics); code != 200 || h.Generation != 2 {
+			t.Errorf("%s: /healthz after the refused reload: %d %+v, want generation 2", broken.name, code, h)
+		}
+		refusals := 0
+		for _, r := range p.stderr.records(t) {
+			if r["msg"] == "reload refused; keeping the running configuration" {
+				refusals++
+			}
+		}
+		if refusals != i+1 {
+			t.Errorf("after %d broken reloads the log has %d refusal records, want one each", i+1, refusals)
+		}
+	}
+	if got, err := held.roundTrip("still here after the refusals"); err != nil || got != "still here after the refusals" {
+		t.Fatalf("connection opened before the reloads: %q, %v", got, err)
+	}
+
+	p.signal(t, syscall.SIGTERM)
+	held.roundTrip("quit")
+	held.conn.Close()
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit status %d, want 0", code)
+	}
+}

@@ -1,0 +1,188 @@
+package main_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stopSignals are the two signals that stop edgegate gracefully.
+var stopSignals = []struct {
+	name string
+	sig  syscall.Signal
+}{{"SIGTERM", syscall.SIGTERM}, {"SIGINT", syscall.SIGINT}}
+
+// waitDraining waits until /healthz reports the drain. The flag is set in
+// the same step that closes the listeners, so from then on they are closed.
+func waitDraining(t *testing.T, metrics string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		code, h := getHealthz(t, metrics)
+		if h.Draining {
+			if code != http.StatusServiceUnavailable {
+				t.Errorf("/healthz while draining: status %d, want 503", code)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/healthz never reported draining after the stop signal")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// expectRefused asserts that a new connection to addr is refused.
+func expectRefused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err == nil {
+		c.Close()
+		t.Fatalf("connected to %s while draining; want the connection refused", addr)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial %s while draining: %v, want connection refused", addr, err)
+	}
+}
+
+// TestGracefulStop: on SIGTERM or SIGINT edgegate stops accepting at once,
+// a proxied connection that is still exchanging bytes keeps working until
+// it ends on its own, and then the process exits 0 without waiting for the
+// drain timeout.
+func TestGracefulStop(t *testing.T) {
+	t.Parallel()
+	for _, s := range stopSignals {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			up := newTLSUpstream(t, "www.e2e.test")
+			listen, metrics := freeAddr(t), freeAddr(t)
+			// A drain far longer than any wait below: an exit seen here
+			// comes from the connection finishing, not from the timer.
+			p, _ := startGateway(t, gatewayConfig(listen, metrics, up.ln.Addr().String(), "info", "text", "10m"), false)
+
+			ec, err := dialEcho(listen, "www.e2e.test", up.roots)
+			if err != nil {
+				t.Fatalf("TLS through edgegate: %v", err)
+			}
+			defer ec.conn.Close()
+			if uc := up.next(t); uc.err != nil {
+				t.Fatalf("upstream: %v", uc.err)
+			}
+			if got, err := ec.roundTrip("before the signal"); err != nil || got != "before the signal" {
+				t.Fatalf("round trip: %q, %v", got, err)
+			}
+
+			p.signal(t, s.sig)
+			p.stderr.waitFor(t, "the drain", func(l string) bool {
+				return strings.Contains(l, `msg="stopping: draining connections"`) && strings.Contains(l, "drain=10m0s")
+			})
+			waitDraining(t, metrics)
+			expectRefused(t, listen)
+
+			for i := range 50 {
+				line := fmt.Sprintf("during the drain %d", i)
+				if got, err := ec.roundTrip(line); err != nil || got != line {
+					t.Fatalf("round trip %d while draining: %q, %v", i, got, err)
+				}
+			}
+			if !p.running() {
+				t.Fatal("edgegate exited while a connection was still open")
+			}
+			expectRefused(t, listen)
+
+			// The upstream ends the conversation; the connection finishes.
+			if got, err := ec.roundTrip("quit"); err != nil || got != "bye" {
+				t.Fatalf("quit: %q, %v", got, err)
+			}
+			ec.conn.Close()
+			if code := p.wait(t); code != 0 {
+				t.Fatalf("exit status %d, want 0", code)
+			}
+			out := p.stderr.text()
+			if !strings.Contains(out, "msg=stopped") {
+				t.Errorf("no 'stopped' line in the log")
+			}
+			if strings.Contains(out, "drain timeout") {
+				t.Errorf("the log says the drain timed out; the connection ended on its own")
+			}
+			if !strings.Contains(out, "outcome=proxied") {
+				t.Errorf("the drained connection was not logged as proxied")
+			}
+		})
+	}
+}
+
+// TestDrainTimeout: a connection that does not finish is cut when
+// timeouts.drain ends, and the process still exits 0.
+func TestDrainTimeout(t *testing.T) {
+	t.Parallel()
+	for _, s := range stopSignals {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			up := newTLSUpstream(t, "www.e2e.test")
+			listen, metrics := freeAddr(t), freeAddr(t)
+			p, _ := startGateway(t, gatewayConfig(listen, metrics, up.ln.Addr().String(), "info", "text", "1s"), false)
+
+			ec, err := dialEcho(listen, "www.e2e.test", up.roots)
+			if err != nil {
+				t.Fatalf("TLS through edgegate: %v", err)
+			}
+			defer ec.conn.Close()
+			if uc := up.next(t); uc.err != nil {
+				t.Fatalf("upstream: %v", uc.err)
+			}
+
+			p.signal(t, s.sig)
+			waitDraining(t, metrics)
+			expectRefused(t, listen)
+			if got, err := ec.roundTrip("while draining"); err != nil || got != "while draining" {
+				t.Fatalf("round trip while draining: %q, %v", got, err)
+			}
+
+			// Keep talking: this connection never ends on its own. The
+			// pause only paces the loop.
+			ended := make(chan error, 1)
+			go func() {
+				for i := 0; ; i++ {
+					line := fmt.Sprintf("ping %d", i)
+					got, err := ec.roundTrip(line)
+					if err == nil && got != line {
+						err = fmt.Errorf("sent %q, got %q back", line, got)
+					}
+					if err != nil {
+						ended <- err
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+
+			if code := p.wait(t); code != 0 {
+				t.Fatalf("exit status %d, want 0", code)
+			}
+			select {
+			case err := <-ended:
+				if strings.Contains(err.Error(), "got") {
+					t.Fatalf("bytes corrupted before the cut: %v", err)
+				}
+			case <-time.After(waitLimit):
+				t.Fatal("the connection still works after edgegate exited")
+			}
+			out := p.stderr.text()
+			for _, want := range []string{
+				`msg="drain timeout: closed connections still open" connections=1`,
+				`msg="stopped after the drain timeout"`,
+				"outcome=closed_shutdown",
+			} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the log does not say %s", want)
+				}
+			}
+		})
+	}
+}
