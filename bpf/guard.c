@@ -23,7 +23,6 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
-#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -435,6 +434,11 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	return 1;
 }
 
+struct l4_ports {
+	__be16 source;
+	__be16 dest;
+};
+
 // judge_tcp decides a TCP segment to a guarded port once source checks
 // passed.
 static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
@@ -534,9 +538,10 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 		return VERDICT_PASS_NOT_GUARDED;
 	}
 
-	// All of these carry source and destination ports in their first 4 bytes.
-	struct udphdr *ports_hdr = c.pos;
-	if ((void *)(ports_hdr + 1) > c.end || p.l4_len < 4)
+	// All of these carry source and destination ports in their first 4
+	// bytes; the rest of the header is only read once the port is guarded.
+	struct l4_ports *ports_hdr = c.pos;
+	if ((void *)(ports_hdr + 1) > c.end || p.l4_len < sizeof(*ports_hdr))
 		return VERDICT_DROP_MALFORMED;
 	p.key.sport = ports_hdr->source;
 	p.key.dport = ports_hdr->dest;

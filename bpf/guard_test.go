@@ -486,7 +486,10 @@ func tlsTable(t testing.TB) []struct {
 			one(func() pkt { p := f4.syn(); p.totLenDelta = 1; return p }(), "drop_malformed"),
 			one(func() pkt { p := f4.syn(); p.totLenDelta = -15; return p }(), "drop_malformed"),
 			one(pkt{src: client4, dst: server4, l4: []byte{1, 2}}, "drop_malformed"),
+			one(pkt{src: client4, dst: server4, l4: []byte{0x9c, 0x40, 0x01, 0xbb, 0, 0}}, "drop_malformed"),
 		)},
+		{name: "truncated tcp to an unguarded port passes", steps: one(
+			pkt{src: client4, dst: server4, l4: []byte{0x9c, 0x40, 0x1f, 0x90, 0, 0}}, "pass_not_guarded")},
 		{name: "malformed tcp to an unguarded port passes", steps: one(func() pkt {
 			p := withPort(f4.syn(), notGuarded)
 			p.doff = 2

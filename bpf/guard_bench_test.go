@@ -1,0 +1,99 @@
+package bpf
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// trivialProgram returns a program of the given type that only returns
+// ret: the floor a guard path is compared against.
+func trivialProgram(b *testing.B, typ ebpf.ProgramType, ret int32) *ebpf.Program {
+	b.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         typ,
+		License:      "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	return p
+}
+
+// BenchmarkVerdicts measures nanoseconds per packet for each verdict path
+// of both entry points with BPF_PROG_TEST_RUN, and the ratio to a trivial
+// program of the same type run on the same packet in the same benchmark.
+func BenchmarkVerdicts(b *testing.B) {
+	g := openTestGuard(b, Config{Ports: []uint16{guarded}})
+	hello := clientHello(b)
+	f4 := newFlow(client4, server4, 42001)
+	f6 := newFlow(client6, server6, 42002)
+	f6.vlans = []uint16{0x88a8, 0x8100}
+	f6.ext = []extHdr{{protoHopOpts, []byte{1, 4, 0, 0, 0, 0}}, {protoDstOpts, []byte{1, 4, 0, 0, 0, 0}}}
+	blockedFlow := newFlow(outside4, server4, 42003)
+	if err := g.Block(outside4, time.Now().Add(time.Hour)); err != nil {
+		b.Fatal(err)
+	}
+	withFlags := func(p pkt, flags uint8) pkt { p.flags = flags; return p }
+	udp := f4.data(0, []byte("quic"))
+	udp.proto = protoUDP
+	unguarded := f4.syn()
+	unguarded.dport = notGuarded
+
+	paths := []struct {
+		name    string
+		setup   []pkt // sent once, to put a flow in the state the path needs
+		p       pkt
+		verdict string
+	}{
+		{name: "pass_not_guarded", p: unguarded, verdict: "pass_not_guarded"},
+		{name: "pass_syn", p: f4.syn(), verdict: "pass_syn"},
+		{name: "pass_tls_tfo_9_bytes_checked", p: f4.synData(hello[:1000]), verdict: "pass_tls"},
+		{name: "pass_untracked", p: f4.data(1000, hello[1000:]), verdict: "pass_untracked"},
+		{name: "pass_other_seq", setup: []pkt{f4.syn()}, p: f4.data(500, hello[500:1000]), verdict: "pass_other_seq"},
+		{name: "drop_not_tls", setup: []pkt{f4.syn()}, p: f4.data(0, httpGet), verdict: "drop_not_tls"},
+		{name: "drop_not_tls_ipv6_qinq_ext", setup: []pkt{f6.syn()}, p: f6.data(0, httpGet), verdict: "drop_not_tls"},
+		{name: "drop_blocked", p: blockedFlow.syn(), verdict: "drop_blocked"},
+		{name: "drop_bad_flags", p: withFlags(f4.syn(), tcpSYN|tcpFIN), verdict: "drop_bad_flags"},
+		{name: "drop_non_tcp", p: udp, verdict: "drop_non_tcp"},
+	}
+	baselines := map[string]*ebpf.Program{
+		"xdp": trivialProgram(b, ebpf.XDP, xdpPass),
+		"tc":  trivialProgram(b, ebpf.SchedCLS, -1),
+	}
+	for _, ep := range entryPoints {
+		for _, path := range paths {
+			b.Run(ep.name+"/"+path.name, func(b *testing.B) {
+				resetState(b, g)
+				if err := g.Block(outside4, time.Now().Add(time.Hour)); err != nil {
+					b.Fatal(err)
+				}
+				for _, p := range path.setup {
+					judge(b, g, ep, p.bytes())
+				}
+				frame := path.p.bytes()
+				if v := judge(b, g, ep, frame); v != path.verdict {
+					b.Fatalf("benchmark packet gets %s, want %s", v, path.verdict)
+				}
+				_, base, err := baselines[ep.name].Benchmark(frame, b.N, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				_, d, err := ep.prog(g).Benchmark(frame, b.N, b.ResetTimer)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+				b.ReportMetric(float64(base.Nanoseconds()), "baseline-ns/pkt")
+				if base > 0 {
+					b.ReportMetric(float64(d)/float64(base), "x-baseline")
+				}
+			})
+		}
+	}
+}
