@@ -16,6 +16,14 @@ var (
 	idleMTLSSystems = []string{sysEdgegate, sysNginx, sysHAProxy, sysGoTLS}
 )
 
+// Descriptor budget of a system: the hard limit of a process here, less a
+// reserve for listeners, logs and connections still closing.
+const (
+	fdLimit   = 20000
+	fdReserve = 500
+	idleProbe = 100
+)
+
 // idleReps is how many fresh starts each idle row measures: memory is not
 // returned to the system after connections close (Go's heap, allocators),
 // so every repetition needs a new process.
@@ -85,6 +93,29 @@ func (h *harness) idleOnce(ctx context.Context, r *running, idleHello []byte) (k
 	fd0 := openFDs(r.pid)
 
 	n = h.opts.IdleConns
+	// Probe with a few connections how many descriptors the system spends
+	// on each, and hold no more than fit under its descriptor limit, so
+	// the run measures every system instead of exhausting one of them.
+	var probe []net.Conn
+	for range idleProbe {
+		c, err := h.openIdle(ctx, r, idleHello)
+		if err != nil {
+			for _, c := range probe {
+				c.Close()
+			}
+			return 0, 0, 0, fmt.Errorf("probe connection: %w", err)
+		}
+		probe = append(probe, c)
+	}
+	if per := float64(openFDs(r.pid)-fd0) / idleProbe; per > 0 {
+		n = min(n, int(float64(fdLimit-fdReserve-fd0)/per))
+	}
+	for _, c := range probe {
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	pss0, _ = memoryKiB(r.pid)
+	fd0 = openFDs(r.pid)
 	conns := make([]net.Conn, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

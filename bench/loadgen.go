@@ -69,13 +69,14 @@ func closedLoop(ctx context.Context, conc int, dur time.Duration, ops []op, wind
 	}
 	start := time.Now()
 	end := start.Add(dur)
+	windowClosed := make(chan struct{})
 	timer := time.AfterFunc(dur, func() {
 		stop.Store(true)
 		if window != nil {
 			window(false)
 		}
+		close(windowClosed)
 	})
-	defer timer.Stop()
 	for i := range conc {
 		wg.Add(1)
 		go func() {
@@ -100,13 +101,15 @@ func closedLoop(ctx context.Context, conc int, dur time.Duration, ops []op, wind
 	// Workers stuck in an operation past the deadline hold the result back
 	// only as long as their own operation timeout.
 	wg.Wait()
-	if !stop.Load() {
-		// The context ended the run early; close the window now.
-		timer.Stop()
-		stop.Store(true)
+	if timer.Stop() {
+		// The context ended the run before the timer fired; close the
+		// window now.
 		if window != nil {
 			window(false)
 		}
+	} else {
+		// The timer fired: wait until its window sample is taken.
+		<-windowClosed
 	}
 	elapsed := min(time.Since(start), dur)
 	var all []time.Duration

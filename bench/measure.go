@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,6 +59,11 @@ const (
 	mKiBPerConn = "kib_per_conn" // Pss per idle connection
 	mFDPerConn  = "fds_per_conn"
 	mConns      = "conns"
+	// mOthersSys and mOthersLoad are the shares of the system's and the
+	// load generator's cores that other processes took during the
+	// repetitions: a busy machine, not a property of the system.
+	mOthersSys  = "others_on_system_cpu"
+	mOthersLoad = "others_on_load_cpu"
 	mNsPerPkt   = "ns_per_pkt"
 )
 
@@ -130,7 +136,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	ops := makeOps(m.conc, m.ops)
 	closedLoop(ctx, m.conc, h.opts.Warmup, ops, nil)
 
-	var rates, cpus, shares, perCore, p50s, p99s, legits []float64
+	var rates, cpus, shares, perCore, p50s, p99s, legits, othersSys, othersLoad []float64
 	var totalTicks uint64
 	var failed int64
 	var firstErr error
@@ -149,6 +155,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		}
 		var legit loopResult
 		var wg sync.WaitGroup
+		noise := startInterference(r.pid, !h.opts.NoPin)
 		if m.legit != nil {
 			wg.Add(1)
 			go func() {
@@ -165,13 +172,15 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 				firstErr = legit.firstErr
 			}
 		}
+		oSys, oLoad := noise.others(r.pid)
+		othersSys, othersLoad = append(othersSys, oSys), append(othersLoad, oLoad)
 		rates = append(rates, res.rate())
 		line := fmt.Sprintf("  %s rep %d/%d: %.0f ops/s", m.label, rep, h.opts.Reps, res.rate())
 		if m.legit != nil {
 			legits = append(legits, legit.rate())
 			line += fmt.Sprintf(", legit %.0f/s", legit.rate())
 		}
-		if r.pid != 0 {
+		if r.pid != 0 && t1 >= t0 {
 			ticks := t1 - t0
 			totalTicks += ticks
 			sec := float64(ticks) / clockTicks
@@ -185,6 +194,9 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		}
 		if res.failed > 0 {
 			line += fmt.Sprintf(", %d failed", res.failed)
+		}
+		if oSys > busyMachine || oLoad > busyMachine {
+			line += fmt.Sprintf(" [machine busy: others took %.0f%% of CPU %d, %.0f%% of CPU %d]", oSys*100, systemCPU, oLoad*100, loadCPU)
 		}
 		if m.latencyRate > 0 {
 			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops))
@@ -215,14 +227,28 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	if len(legits) > 0 {
 		row.Metrics[mLegitRate] = statOf(legits)
 	}
+	row.Metrics[mOthersSys], row.Metrics[mOthersLoad] = statOf(othersSys), statOf(othersLoad)
 	row.Failed = failed
 	if firstErr != nil {
 		row.FirstError = firstErr.Error()
 	}
 	row.Status = judge(r, row.Metrics, totalTicks)
+	row.Note = busyNote(row.Metrics)
 	if total := statOf(rates).Median * h.opts.Duration.Seconds() * float64(len(rates)); failed > 0 && float64(failed) > 0.01*total {
-		row.Note = fmt.Sprintf("%d operations failed (more than 1%%)", failed)
+		row.Note = strings.TrimSpace(row.Note + fmt.Sprintf(" %d operations failed (more than 1%%)", failed))
 	}
+}
+
+// busyMachine is the share of a core taken by other processes above which a
+// repetition is flagged: its figures are disturbed.
+const busyMachine = 0.10
+
+func busyNote(m map[string]Stat) string {
+	s, l := m[mOthersSys].Max, m[mOthersLoad].Max
+	if s <= busyMachine && l <= busyMachine {
+		return ""
+	}
+	return fmt.Sprintf("machine busy: other processes took up to %.0f%% of the system's CPU and %.0f%% of the load generator's", s*100, l*100)
 }
 
 // judge decides whether a row is a result: the system's core was

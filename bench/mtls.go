@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -194,7 +195,7 @@ func runMTLSResumed(ctx context.Context, h *harness, sc *scenario) []Row {
 			f := float64(resumed.Load()) / float64(n)
 			row.Metrics[mResumed] = Stat{Median: f * 100, Min: f * 100, Max: f * 100, N: 1}
 			if f < 0.9 {
-				row.Note = fmt.Sprintf("only %.0f%% of handshakes resumed", f*100)
+				row.Note = strings.TrimSpace(fmt.Sprintf("only %.0f%% of handshakes resumed. %s", f*100, row.Note))
 			}
 		}
 	})

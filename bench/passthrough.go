@@ -108,7 +108,11 @@ func runPassthroughConnect(ctx context.Context, h *harness, sc *scenario) []Row 
 // around each repetition.
 func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 	return h.eachSystem(ctx, sc, "", passthroughSystems, flavorPassthrough, func(r *running, row *Row) {
-		c, err := dialer.DialContext(ctx, "tcp", r.addr)
+		addr := r.addr
+		if r.direct {
+			addr = h.ups.bulk.addr()
+		}
+		c, err := dialer.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			row.Status, row.Note = statusFailed, err.Error()
 			return
@@ -155,9 +159,10 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 			row.Status, row.Note = statusFailed, fmt.Sprintf("no data flowing after warm-up (%d bytes up, %d down)", up.Load(), down.Load())
 			return
 		}
-		var mibs, cpuPerGiB, shares []float64
+		var mibs, cpuPerGiB, shares, othersSys, othersLoad []float64
 		var totalTicks uint64
 		for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
+			noise := startInterference(r.pid, !h.opts.NoPin)
 			u0, d0, w0 := up.Load(), down.Load(), time.Now()
 			var t0 uint64
 			if r.pid != 0 {
@@ -168,13 +173,15 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 			case <-ctx.Done():
 			}
 			u1, d1, w1 := up.Load(), down.Load(), time.Now()
+			oSys, oLoad := noise.others(r.pid)
+			othersSys, othersLoad = append(othersSys, oSys), append(othersLoad, oLoad)
 			bytesMoved := float64(u1 - u0 + d1 - d0)
 			el := w1.Sub(w0).Seconds()
 			mibs = append(mibs, bytesMoved/el/(1<<20))
 			line := fmt.Sprintf("  %s rep %d/%d: %.0f MiB/s up, %.0f MiB/s down", r.system, rep, h.opts.Reps,
 				float64(u1-u0)/el/(1<<20), float64(d1-d0)/el/(1<<20))
 			if r.pid != 0 {
-				ticks := cpuTicks(r.pid) - t0
+				ticks := max(cpuTicks(r.pid), t0) - t0
 				totalTicks += ticks
 				sec := float64(ticks) / clockTicks
 				shares = append(shares, sec/el)
@@ -185,11 +192,12 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 			}
 			h.progress("%s", line)
 		}
-		row.Metrics = map[string]Stat{mMiBs: statOf(mibs)}
+		row.Metrics = map[string]Stat{mMiBs: statOf(mibs), mOthersSys: statOf(othersSys), mOthersLoad: statOf(othersLoad)}
 		if len(shares) > 0 {
 			row.Metrics[mCoreShare] = statOf(shares)
 			row.Metrics[mCPUPerGiB] = statOf(cpuPerGiB)
 		}
 		row.Status = judge(r, row.Metrics, totalTicks)
+		row.Note = busyNote(row.Metrics)
 	})
 }

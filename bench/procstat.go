@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat. Linux
@@ -19,6 +20,9 @@ const clockTicks = 100
 // the parent links in /proc. nginx runs a master and a worker, and a system
 // under test may fork helpers: its cost is the cost of all of them.
 func procTree(root int) []int {
+	if root <= 0 {
+		return nil
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return []int{root}
@@ -144,4 +148,76 @@ func openFDs(root int) int {
 		}
 	}
 	return n
+}
+
+// cpuBusy returns the user, nice and system ticks that /proc/stat counts
+// for one CPU. Interrupt and softirq time is left out: loopback traffic of
+// the run itself is handled there, on whichever CPU.
+func cpuBusy(cpu int) uint64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	prefix := fmt.Sprintf("cpu%d ", cpu)
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			return 0
+		}
+		var t uint64
+		for _, s := range f[1:4] {
+			v, _ := strconv.ParseUint(s, 10, 64)
+			t += v
+		}
+		return t
+	}
+	return 0
+}
+
+// selfTicks is the CPU time of the harness process alone (load generator
+// and upstreams), without the systems it started.
+func selfTicks() uint64 {
+	st, err := readStat(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return st.utime + st.stime
+}
+
+// interference samples how much CPU time processes other than the run's own
+// took on the system's and the load generator's cores. A shared machine
+// shows up here instead of silently skewing the figures.
+// Without pinning the split between the cores means nothing, and the
+// sampler reports zero.
+type interference struct {
+	pinned                   bool
+	sys0, load0, sut0, self0 uint64
+	at                       time.Time
+}
+
+func startInterference(sutPID int, pinned bool) interference {
+	i := interference{pinned: pinned, sys0: cpuBusy(systemCPU), load0: cpuBusy(loadCPU), self0: selfTicks(), at: time.Now()}
+	if sutPID != 0 {
+		i.sut0 = cpuTicks(sutPID)
+	}
+	return i
+}
+
+// others returns the share of the system CPU and of the load CPU used by
+// other processes since start.
+func (i interference) others(sutPID int) (onSystem, onLoad float64) {
+	el := time.Since(i.at).Seconds() * clockTicks
+	if el <= 0 || !i.pinned {
+		return 0, 0
+	}
+	var sut uint64
+	if sutPID != 0 {
+		sut = cpuTicks(sutPID) - i.sut0
+	}
+	sys := float64(cpuBusy(systemCPU)-i.sys0) - float64(sut)
+	load := float64(cpuBusy(loadCPU)-i.load0) - float64(selfTicks()-i.self0)
+	return max(sys, 0) / el, max(load, 0) / el
 }

@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The gotls baseline runs as a re-executed test binary.
+	RunChild()
+	os.Exit(m.Run())
+}
+
+// need skips (or, under CI=true, fails) a test whose tool is not installed.
+func need(t *testing.T, bin string) string {
+	t.Helper()
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed; CI must install it", bin)
+		}
+		t.Skipf("%s is not installed", bin)
+	}
+	return p
+}
+
+func testParams(t *testing.T, f flavor) configParams {
+	t.Helper()
+	dir := t.TempDir()
+	pki, err := makePKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := freePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return configParams{
+		Flavor: f, Listen: addrs[0], ConnectNames: []string{"go.example.test", "chromium.example.test"},
+		Connect: addrs[1], Bulk: addrs[2], Idle: addrs[3], ClosedAddr: addrs[4], HTTP: addrs[5],
+		CAFile: pki.caFile, ServerCert: pki.serverCert, ServerKey: pki.serverKey, ServerPEM: pki.serverPEM,
+		RunDir: dir,
+	}
+}
+
+// The generated configs are accepted by the real nginx and HAProxy, so a
+// comparison never runs a peer with a config it would have refused.
+func TestGeneratedConfigsPassTheirChecks(t *testing.T) {
+	for _, f := range []flavor{flavorPassthrough, flavorMTLS} {
+		t.Run("nginx-"+f.String(), func(t *testing.T) {
+			bin := need(t, "nginx")
+			p := testParams(t, f)
+			file := filepath.Join(p.RunDir, "nginx.conf")
+			if err := os.WriteFile(file, []byte(nginxConfig(p)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "-t", "-c", file, "-e", filepath.Join(p.RunDir, "error.log")).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "test is successful") {
+				t.Fatalf("nginx -t rejected the generated config: %v\n%s\n%s", err, out, nginxConfig(p))
+			}
+		})
+		t.Run("haproxy-"+f.String(), func(t *testing.T) {
+			bin := need(t, "haproxy")
+			p := testParams(t, f)
+			file := filepath.Join(p.RunDir, "haproxy.cfg")
+			if err := os.WriteFile(file, []byte(haproxyConfig(p)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "-c", "-f", file).CombinedOutput()
+			if err != nil || strings.Contains(string(out), "WARNING") {
+				t.Fatalf("haproxy -c rejected or warned about the generated config: %v\n%s\n%s", err, out, haproxyConfig(p))
+			}
+		})
+	}
+}
+
+// Every route of the passthrough job appears in every system's config, and
+// only the mtls config terminates TLS.
+func TestConfigsCarryTheSameRoutes(t *testing.T) {
+	p := testParams(t, flavorPassthrough)
+	for name, text := range map[string]string{"nginx": nginxConfig(p), "haproxy": haproxyConfig(p), "edgegate": edgegateConfig(p)} {
+		for _, r := range p.passRoutes() {
+			if !strings.Contains(text, r[0]) || !strings.Contains(text, r[1]) {
+				t.Errorf("%s passthrough config lacks route %s -> %s", name, r[0], r[1])
+			}
+		}
+		if strings.Contains(text, p.ServerCert) {
+			t.Errorf("%s passthrough config loads a certificate", name)
+		}
+	}
+	m := testParams(t, flavorMTLS)
+	for name, text := range map[string]string{"nginx": nginxConfig(m), "haproxy": haproxyConfig(m), "edgegate": edgegateConfig(m)} {
+		if !strings.Contains(text, m.CAFile) || !strings.Contains(text, m.HTTP) {
+			t.Errorf("%s mtls config does not verify against %s or forward to %s:\n%s", name, m.CAFile, m.HTTP, text)
+		}
+	}
+}
+
+// The upstreams read exactly one ClientHello, however many records it
+// spans, so they answer every captured hello and nothing more.
+func TestReadHelloConsumesWholeHello(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "testdata", "hellos", "*.bin"))
+	gen, err := goClientHello(connectName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string][]byte{"generated": gen}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs[filepath.Base(f)] = b
+	}
+	for name, hello := range inputs {
+		trailer := []byte("after")
+		r := bufio.NewReader(bytes.NewReader(append(bytes.Clone(hello), trailer...)))
+		n, err := readHello(r)
+		if err != nil || n != len(hello) {
+			t.Errorf("%s: readHello = %d, %v; want %d bytes", name, n, err, len(hello))
+			continue
+		}
+		rest, _ := r.Peek(len(trailer))
+		if !bytes.Equal(rest, trailer) {
+			t.Errorf("%s: readHello consumed bytes after the hello", name)
+		}
+	}
+	if _, err := readHello(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n\r\n"))); err == nil {
+		t.Error("readHello accepted plain HTTP")
+	}
+}
+
+func TestLoadHellosNamesAndSNI(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hellos, err := loadHellos(filepath.Join(root, "testdata", "hellos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, h := range hellos {
+		got[h.Name] = h.ServerName
+	}
+	if got["go-pq"] != "go.example.test" || got["chromium"] != "chromium.example.test" {
+		t.Errorf("loadHellos = %v; want go-pq and chromium with their SNIs", got)
+	}
+	hellos, err = loadHellos(t.TempDir())
+	if err != nil || len(hellos) != 1 || hellos[0].ServerName != connectName {
+		t.Errorf("empty folder: got %+v, %v; want one generated hello for %s", hellos, err, connectName)
+	}
+}
+
+func TestStatOf(t *testing.T) {
+	s := statOf([]float64{3, 1, 2, 10})
+	if s.Median != 2.5 || s.Min != 1 || s.Max != 10 || s.N != 4 {
+		t.Errorf("statOf = %+v", s)
+	}
+	if s := statOf([]float64{4, 1, 2}); s.Median != 2 {
+		t.Errorf("odd median = %v", s.Median)
+	}
+}
+
+// The CPU time read from /proc grows when the process burns CPU, which is
+// what every cost-per-operation figure rests on.
+func TestCPUTicksSeeWork(t *testing.T) {
+	before := cpuTicks(os.Getpid())
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	if after := cpuTicks(os.Getpid()); after <= before {
+		t.Errorf("cpuTicks did not grow after 300ms of work: %d -> %d (x=%d)", before, after, x)
+	}
+	if pss, rss := memoryKiB(os.Getpid()); pss == 0 || rss == 0 {
+		t.Errorf("memoryKiB = %d, %d", pss, rss)
+	}
+	if openFDs(os.Getpid()) < 3 {
+		t.Error("openFDs sees fewer than stdin, stdout and stderr")
+	}
+}
+
+func TestRatiosAgainstBestPeer(t *testing.T) {
+	row := func(sys, status string, v float64) Row {
+		return Row{Scenario: "mtls-full", Variant: "x25519", System: sys, Status: status,
+			Metrics: map[string]Stat{mPerCoreSec: {Median: v, Min: v, Max: v, N: 3}}}
+	}
+	r := &Report{Rows: []Row{
+		row(sysEdgegate, statusOK, 3000), row(sysNginx, statusOK, 800), row(sysHAProxy, statusOK, 1000),
+		row(sysGoTLS, statusOK, 3500), row(sysDirect, statusBaseline, 9000),
+	}}
+	r.computeRatios()
+	if len(r.Ratios) != 1 || r.Ratios[0].BestPeer != sysHAProxy || r.Ratios[0].Ratio != 3 {
+		t.Fatalf("ratios = %+v; want edgegate 3000 / haproxy 1000 = 3", r.Ratios)
+	}
+	// A peer row that is not a result is never the yardstick.
+	r.Rows[2].Status = statusNoResult
+	r.computeRatios()
+	if r.Ratios[0].BestPeer != sysNginx {
+		t.Errorf("best peer = %s; want nginx once haproxy is not a result", r.Ratios[0].BestPeer)
+	}
+	if svg := r.SVG(); !strings.Contains(svg, "<svg") || !strings.Contains(svg, "3.75") {
+		t.Errorf("chart lacks edgegate's ratio 3.75:\n%s", svg)
+	}
+	if md := r.Markdown(); !strings.Contains(md, "**3.75**") {
+		t.Errorf("markdown lacks the ratio:\n%s", md)
+	}
+}
+
+// The harness in quick mode, against every system installed here, with tiny
+// durations: each row produces numbers and the output folder gets the
+// report, the JSON, the chart and the configs.
+func TestQuickHarness(t *testing.T) {
+	for _, bin := range []string{"nginx", "haproxy", "go"} {
+		need(t, bin)
+	}
+	out := t.TempDir()
+	var progress bytes.Buffer
+	rep, err := Run(context.Background(), Options{
+		Out:         out,
+		Quick:       true,
+		Scenarios:   []string{"passthrough-connect", "mtls-full", "mtls-reject"},
+		Duration:    300 * time.Millisecond,
+		Warmup:      100 * time.Millisecond,
+		Reps:        2,
+		Concurrency: 4,
+		NoPin:       true,
+		Progress:    &progress,
+	}, "go test")
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, progress.String())
+	}
+	if len(rep.Missing) > 0 {
+		t.Fatalf("systems missing: %v", rep.Missing)
+	}
+	seen := map[string]bool{}
+	for _, row := range rep.Rows {
+		seen[row.Scenario+"/"+row.System] = true
+		if row.Status == statusFailed || row.Status == statusMissing {
+			t.Errorf("%s/%s %s: %s %s (%s)", row.Scenario, row.Variant, row.System, row.Status, row.Note, row.FirstError)
+			continue
+		}
+		if rate := row.Metrics[mRate]; rate.Median <= 0 || rate.N != 2 {
+			t.Errorf("%s/%s %s: rate %+v; want two repetitions with operations", row.Scenario, row.Variant, row.System, rate)
+		}
+		if row.System != sysDirect {
+			if _, ok := row.Metrics[mCoreShare]; !ok {
+				t.Errorf("%s/%s %s: no CPU share measured", row.Scenario, row.Variant, row.System)
+			}
+		}
+	}
+	for _, want := range []string{
+		"passthrough-connect/edgegate", "passthrough-connect/nginx", "passthrough-connect/haproxy", "passthrough-connect/direct",
+		"mtls-full/edgegate", "mtls-full/nginx", "mtls-full/haproxy", "mtls-full/gotls", "mtls-full/direct",
+		"mtls-reject/edgegate", "mtls-reject/nginx", "mtls-reject/haproxy", "mtls-reject/gotls",
+	} {
+		if !seen[want] {
+			t.Errorf("no row for %s", want)
+		}
+	}
+	for _, f := range []string{"report.md", "results.json", "chart.svg",
+		"configs/edgegate-passthrough.yaml", "configs/nginx-mtls.conf", "configs/haproxy-mtls.cfg", "configs/gotls-mtls.json"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("output %s missing or empty: %v", f, err)
+		}
+	}
+	var back Report
+	b, _ := os.ReadFile(filepath.Join(out, "results.json"))
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Rows) != len(rep.Rows) || back.Machine.Kernel == "" {
+		t.Errorf("results.json does not round-trip the report: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("progress:\n%s", progress.String())
+	}
+}
