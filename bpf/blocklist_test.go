@@ -192,3 +192,18 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("missing interface: %v", err)
 	}
 }
+
+func TestProxyProtocolPorts(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded, proxyPort}, ProxyProtocolPorts: []uint16{proxyPort}})
+	xdp := entryPoints[0]
+	f := newFlow(client4, server4, 40300)
+	f.dport = proxyPort
+	if v := judge(t, g, xdp, f.data(0, proxyV2).bytes()); v != "pass_proxy_port" {
+		t.Fatalf("PROXY header on a proxy-protocol port: %s, want pass_proxy_port", v)
+	}
+	f.dport = guarded
+	judge(t, g, xdp, f.syn().bytes())
+	if v := judge(t, g, xdp, f.data(0, proxyV2).bytes()); v != "drop_not_tls" {
+		t.Fatalf("PROXY header on a plain TLS port: %s, want drop_not_tls", v)
+	}
+}

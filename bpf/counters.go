@@ -25,6 +25,7 @@ var Verdicts = []string{
 	"drop_not_allowed", // allow-only port, source outside the allow list
 	"drop_fragment",    // non-first IP fragment, fragments dropped
 	"drop_malformed",   // truncated or inconsistent headers
+	"pass_proxy_port",  // port expects an inbound PROXY header: first bytes not checked
 }
 
 // Counters returns packets per verdict, summed over CPUs.

@@ -58,11 +58,16 @@ enum verdict {
 	VERDICT_DROP_NOT_ALLOWED,     // allow-only port, source not in the allow list
 	VERDICT_DROP_FRAGMENT,        // non-first fragment, fragments: drop
 	VERDICT_DROP_MALFORMED,       // truncated or inconsistent headers
+	VERDICT_PASS_PROXY_PORT,      // port expects a PROXY header first: bytes not checked
 	VERDICT_MAX,
 };
 
-// Flags in struct port_policy.
+// Flags in struct port_policy. PORT_PROXY_HEADER marks a listener that
+// accepts an inbound PROXY protocol header before the ClientHello: its
+// streams do not start with a TLS record, so their first bytes are not
+// checked (every other rule still applies).
 #define PORT_ALLOW_ONLY 0x1
+#define PORT_PROXY_HEADER 0x2
 
 // Flags in struct guard_config.
 #define CONFIG_DROP_FRAGMENTS 0x1
@@ -442,7 +447,7 @@ struct l4_ports {
 // judge_tcp decides a TCP segment to a guarded port once source checks
 // passed.
 static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
-					      struct packet *p)
+					      struct packet *p, __u32 port_flags)
 {
 	struct tcphdr *th = c->pos;
 	if ((void *)(th + 1) > c->end)
@@ -452,6 +457,8 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 		return VERDICT_DROP_MALFORMED;
 	if (bad_flags(th))
 		return VERDICT_DROP_BAD_FLAGS;
+	if (port_flags & PORT_PROXY_HEADER)
+		return VERDICT_PASS_PROXY_PORT;
 
 	__u32 payload_off = c->off + doff;
 	__u32 payload_len = p->l4_len - doff;
@@ -557,12 +564,12 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	if (p.l4proto != IPPROTO_TCP)
 		return VERDICT_DROP_NON_TCP;
 
-	return judge_tcp(ctx, is_xdp, &c, &p);
+	return judge_tcp(ctx, is_xdp, &c, &p, pol->flags);
 }
 
 static __always_inline int is_drop(enum verdict v)
 {
-	return v >= VERDICT_DROP_NOT_TLS;
+	return v >= VERDICT_DROP_NOT_TLS && v <= VERDICT_DROP_MALFORMED;
 }
 
 SEC("xdp")

@@ -59,6 +59,11 @@ type Config struct {
 	Mode Mode
 	// Ports are the guarded TCP destination ports.
 	Ports []uint16
+	// ProxyProtocolPorts are those of Ports whose listeners accept an
+	// inbound PROXY protocol header: their streams start with that header,
+	// not a ClientHello, so the first-bytes check is skipped for them
+	// (blocklist, allow list, non-TCP and flag rules still apply).
+	ProxyProtocolPorts []uint16
 	// AllowOnly, when non-empty, makes every guarded port allow-list-only:
 	// sources outside these prefixes are dropped.
 	AllowOnly []netip.Prefix
@@ -152,18 +157,23 @@ func (g *Guard) fill() error {
 // Flags shared with guard.c.
 const (
 	portAllowOnly       = 0x1
+	portProxyHeader     = 0x2
 	configDropFragments = 0x1
 )
 
-// SetPorts replaces the set of guarded destination ports.
+// SetPorts replaces the set of guarded destination ports. Ports listed in
+// Config.ProxyProtocolPorts keep that treatment.
 func (g *Guard) SetPorts(ports []uint16) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var pol guardPortPolicy
-	if len(g.cfg.AllowOnly) > 0 {
-		pol.Flags |= portAllowOnly
-	}
 	for _, p := range ports {
+		var pol guardPortPolicy
+		if len(g.cfg.AllowOnly) > 0 {
+			pol.Flags |= portAllowOnly
+		}
+		if slices.Contains(g.cfg.ProxyProtocolPorts, p) {
+			pol.Flags |= portProxyHeader
+		}
 		if err := g.objs.Ports.Put(p, pol); err != nil {
 			return fmt.Errorf("bpf: guard port %d: %w", p, err)
 		}

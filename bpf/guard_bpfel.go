@@ -69,7 +69,8 @@ const (
 	guardVerdictVERDICT_DROP_NOT_ALLOWED guardVerdict = 11
 	guardVerdictVERDICT_DROP_FRAGMENT    guardVerdict = 12
 	guardVerdictVERDICT_DROP_MALFORMED   guardVerdict = 13
-	guardVerdictVERDICT_MAX              guardVerdict = 14
+	guardVerdictVERDICT_PASS_PROXY_PORT  guardVerdict = 14
+	guardVerdictVERDICT_MAX              guardVerdict = 15
 )
 
 // Names of all BPF objects in the ELF.

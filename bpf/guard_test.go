@@ -219,6 +219,7 @@ const (
 	guarded    = 443
 	allowOnly  = 8443
 	notGuarded = 8080
+	proxyPort  = 8444
 )
 
 var (
@@ -495,6 +496,19 @@ func tlsTable(t testing.TB) []struct {
 			p.doff = 2
 			return p
 		}(), "pass_not_guarded")},
+		{name: "proxy protocol port: first bytes not checked, other rules apply", setup: func(t testing.TB, g *Guard) {
+			if err := g.objs.Ports.Put(uint16(proxyPort), guardPortPolicy{Flags: portProxyHeader}); err != nil {
+				t.Fatal(err)
+			}
+		}, steps: seq(
+			one(withPort(f4.syn(), proxyPort), "pass_proxy_port"),
+			one(withPort(f4.data(0, proxyV1), proxyPort), "pass_proxy_port"),
+			one(withPort(f6.data(0, proxyV2), proxyPort), "pass_proxy_port"),
+			one(withPort(withFlags(f4.syn(), tcpSYN|tcpFIN), proxyPort), "drop_bad_flags"),
+			one(withPort(withProto(f4.data(0, nil), protoUDP), proxyPort), "drop_non_tcp"),
+			one(f4.syn(), "pass_syn"),
+			one(f4.data(0, proxyV1), "drop_not_tls"),
+		)},
 		{name: "blocked", setup: func(t testing.TB, g *Guard) {
 			for _, a := range []netip.Addr{client4, client6} {
 				if err := g.Block(a, time.Now().Add(time.Hour)); err != nil {
