@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -44,6 +45,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "go build edgegate: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
+	}
+	if raceEnabled {
+		// The race runtime sleeps a second at exit so late reports get
+		// out; a tenth is enough for these short processes and keeps the
+		// many runs of the binary from adding up.
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=100"))
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -283,12 +290,17 @@ func msgIs(msg string) func(map[string]any) bool {
 	return func(r map[string]any) bool { return r["msg"] == msg }
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago. The binary is given fixed ports because it does not print the port
-// it bound when asked for port 0.
+// freeAddr returns an address for the binary to listen on: a random
+// address in 127.0.0.0/8 with a port that was free on it a moment ago. The
+// binary is given fixed ports because it does not print the port it bound
+// when asked for port 0. The random address keeps two picks from ever
+// naming the same socket: edgegate listens with SO_REUSEPORT, so a port
+// handed out twice would silently share connections between two gateways
+// instead of failing.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,6 +130,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("connection opened before the reloads: %q, %v", got, err)
 	}
 
+	_, page := httpGet(t, "http://"+metrics+"/metrics")
+	if v, ok := metricValue(page, "edgegate_config_reload_total", `result="ok"`); !ok || v != 1 {
+		t.Errorf("edgegate_config_reload_total{result=\"ok\"} = %v (present %t), want 1", v, ok)
+	}
+	if !strings.Contains(page, "\nedgegate_config_generation 2\n") {
+		t.Error("edgegate_config_generation is not 2")
+	}
+
 	p.signal(t, syscall.SIGTERM)
 	held.roundTrip("quit")
 	held.conn.Close()

@@ -194,6 +194,9 @@ func TestRunJSONLogAndMetrics(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
+	if out := p.stdout.text(); strings.TrimSpace(out) != "" {
+		t.Errorf("run wrote to stdout (the log belongs on stderr): %q", out)
+	}
 	perClient := map[string][]map[string]any{}
 	for _, r := range p.stderr.records(t) {
 		for _, k := range []string{"time", "level", "msg"} {
@@ -252,6 +255,53 @@ func TestRunJSONLogAndMetrics(t *testing.T) {
 		}
 		if down, _ := r[0]["bytes_to_client"].(float64); down < 100 {
 			t.Errorf("bytes_to_client %v, want at least the server's handshake", r[0]["bytes_to_client"])
+		}
+	}
+}
+
+// TestRunRefusesToStart: `edgegate run` with a broken file exits 1 with the
+// FILE:LINE error alone on stderr, and with an address it cannot bind exits
+// 1 saying which, instead of running without a listener.
+func TestRunRefusesToStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	broken := writeFile(t, dir, "broken.yaml", yamlf(`
+listen:
+  - address: "127.0.0.1:0"
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001", proxy_protocol: v3}
+`))
+	stdout, stderr, code := runEdgegate(t, "run", "--config", broken)
+	if code != 1 || stdout != "" {
+		t.Errorf("run with a broken config: exit %d, stdout %q; want 1 and nothing", code, stdout)
+	}
+	if want := broken + `:7: vhost "www": upstream.proxy_protocol "v3": want off, v1 or v2` + "\n"; stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+
+	// Held without SO_REUSEPORT, so edgegate cannot share it.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct{ name, listen, metrics string }{
+		{"listener", busy.Addr().String(), freeAddr(t)},
+		{"metrics", freeAddr(t), busy.Addr().String()},
+	} {
+		cfg := writeFile(t, dir, tc.name+".yaml", gatewayConfig(tc.listen, tc.metrics, "127.0.0.1:9001", "info", "json", "30s"))
+		stdout, stderr, code := runEdgegate(t, "run", "--config", cfg)
+		if code != 1 || stdout != "" {
+			t.Errorf("%s address in use: exit %d, stdout %q; want 1 and nothing", tc.name, code, stdout)
+		}
+		if !strings.Contains(stderr, `"msg":"start failed"`) || !strings.Contains(stderr, busy.Addr().String()) || !strings.Contains(stderr, "address already in use") {
+			t.Errorf("%s address in use: stderr does not say why:\n%s", tc.name, stderr)
+		}
+		if strings.Contains(stderr, "edgegate running") {
+			t.Errorf("%s address in use: edgegate claims to be running:\n%s", tc.name, stderr)
 		}
 	}
 }

@@ -186,3 +186,25 @@ func TestDrainTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestStopAtOnce: a stop signal that arrives as soon as the gateway says it
+// runs still drains and exits 0; it must never take the default action and
+// kill the process.
+func TestStopAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, s := range stopSignals {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := writeFile(t, t.TempDir(), "edgegate.yaml", gatewayConfig(freeAddr(t), "", "127.0.0.1:9001", "info", "text", "30s"))
+			p := startEdgegate(t, "run", "--config", cfg)
+			p.stderr.waitFor(t, "that it is running", func(l string) bool { return strings.Contains(l, `msg="edgegate running"`) })
+			p.signal(t, s.sig)
+			if code := p.wait(t); code != 0 {
+				t.Fatalf("exit status %d, want 0", code)
+			}
+			if !strings.Contains(p.stderr.text(), "msg=stopped") {
+				t.Error("no 'stopped' line in the log")
+			}
+		})
+	}
+}
