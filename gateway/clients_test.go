@@ -224,7 +224,7 @@ func TestCurlMTLS(t *testing.T) {
 				path := "/" + version.name + "-" + tc.client
 				args := append([]string{
 					"-sS", "--max-time", "15", "--cacert", f.p.caFile,
-					"--resolve", tc.sni + ":" + f.port + ":127.0.0.1",
+					"--resolve", tc.sni + ":" + f.port + ":127.0.0.1", "--interface", clientSourceAddr,
 					"-o", "-", "-w", "\n--curl-- %{http_code} %{local_port}",
 				}, version.flags...)
 				if files, ok := f.certs[tc.client]; ok {
@@ -244,7 +244,7 @@ func TestCurlMTLS(t *testing.T) {
 					if code != 0 || status != "200" {
 						t.Fatalf("curl exit %d, status %s, stderr %q; want 200", code, status, stderr)
 					}
-					if want := "hello from upstream\nclient 127.0.0.1:" + localPort + "\n"; body != want {
+					if want := "hello from upstream\nclient " + clientSourceAddr + ":" + localPort + "\n"; body != want {
 						t.Fatalf("curl got %q; want %q (the origin names curl's own port)", body, want)
 					}
 					return
@@ -289,7 +289,7 @@ func TestOpenSSLMTLS(t *testing.T) {
 		for _, tc := range clientMatrix {
 			t.Run("TLS"+version+"/"+tc.client+"@"+tc.sni, func(t *testing.T) {
 				args := []string{"s_client", "-connect", "127.0.0.1:" + f.port, "-servername", tc.sni,
-					"-CAfile", f.p.caFile, "-verify_return_error", "-msg", "-ign_eof", "-tls" + version}
+					"-bind", clientSourceAddr + ":0", "-CAfile", f.p.caFile, "-verify_return_error", "-msg", "-ign_eof", "-tls" + version}
 				if files, ok := f.certs[tc.client]; ok {
 					// -cert_chain sends the intermediate along with the leaf.
 					args = append(args, "-cert", files[0], "-key", files[1], "-cert_chain", files[0])
@@ -297,7 +297,7 @@ func TestOpenSSLMTLS(t *testing.T) {
 				request := "GET /openssl HTTP/1.1\r\nHost: " + tc.sni + "\r\nConnection: close\r\n\r\n"
 				if tc.reason == "" {
 					stdout, stderr, code := runTool(t, request, openssl, args...)
-					if code != 0 || !strings.Contains(stdout, "HTTP/1.1 200 OK") || !strings.Contains(stdout, "hello from upstream\nclient 127.0.0.1:") {
+					if code != 0 || !strings.Contains(stdout, "HTTP/1.1 200 OK") || !strings.Contains(stdout, "hello from upstream\nclient "+clientSourceAddr+":") {
 						t.Fatalf("openssl exit %d; want the origin's 200\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 					}
 					return

@@ -28,6 +28,10 @@ func needBinary(t *testing.T, name string) string {
 	if err == nil {
 		return path
 	}
+	// Debian installs nginx in /usr/sbin, which is not on every user's PATH.
+	if _, serr := os.Stat("/usr/sbin/" + name); serr == nil {
+		return "/usr/sbin/" + name
+	}
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s not found (%v); CI must install it", name, err)
 	}
@@ -35,10 +39,10 @@ func needBinary(t *testing.T, name string) string {
 	return ""
 }
 
-// nginxClientAddr is the loopback address end-to-end clients connect from.
-// It differs from 127.0.0.1, where edgegate dials nginx from, so an access
-// log showing it can only have learnt it from the PROXY header.
-const nginxClientAddr = "127.0.0.2"
+// clientSourceAddr is the loopback address end-to-end clients connect from.
+// It differs from 127.0.0.1, where edgegate dials its upstream from, so an
+// upstream that reports it can only have learnt it from the PROXY header.
+const clientSourceAddr = "127.0.0.2"
 
 // nginxBody is what nginx answers on every path of its PROXY listener.
 const nginxBody = "hello from nginx\n"
@@ -285,6 +289,27 @@ func (n *nginxUpstream) waitLine(t *testing.T, request string) accessLine {
 	}
 }
 
+// probe sends one request straight to the PROXY listener, as edgegate
+// would, and waits for its access log line. nginx accepts one listening
+// socket's connections in arrival order, so once the probe is logged any
+// connection edgegate opened before it has been accepted (and counted by
+// stub_status), and any request it carried has been served.
+func (n *nginxUpstream) probe(t *testing.T, path string) {
+	t.Helper()
+	c, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprintf(c, "PROXY TCP4 192.0.2.1 127.0.0.1 1234 443\r\nGET %s HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n", path)
+	b, err := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200") {
+		t.Fatalf("nginx probe got %q, %v", b, err)
+	}
+	n.waitLine(t, "GET "+path+" HTTP/1.1")
+}
+
 // nginxGatewayConfig is edgegate in front of nginx: the same nginx behind
 // three mtls vhosts, with PROXY v2 (app), v1 (v1) and a pinned client key.
 func nginxGatewayConfig(p *pki, upstream string) string {
@@ -361,7 +386,7 @@ func TestNginxMTLS(t *testing.T) {
 						Certificates: []tls.Certificate{p.clients[tc.client]},
 					},
 					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-						d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(nginxClientAddr)}}
+						d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientSourceAddr)}}
 						c, err := d.DialContext(ctx, "tcp", gw)
 						if err == nil {
 							local = c.LocalAddr().(*net.TCPAddr)
@@ -390,10 +415,10 @@ func TestNginxMTLS(t *testing.T) {
 				l := ng.waitLine(t, "GET "+path+" HTTP/1.1")
 				logged++
 				clientPort := strconv.Itoa(local.Port)
-				if l.remoteAddr != nginxClientAddr || l.remotePort != clientPort {
+				if l.remoteAddr != clientSourceAddr || l.remotePort != clientPort {
 					t.Errorf("nginx $remote_addr:$remote_port = %s:%s; want the client %s", l.remoteAddr, l.remotePort, local)
 				}
-				if l.ppAddr != nginxClientAddr || l.ppPort != clientPort {
+				if l.ppAddr != clientSourceAddr || l.ppPort != clientPort {
 					t.Errorf("nginx PROXY source %s:%s; want the client %s", l.ppAddr, l.ppPort, local)
 				}
 				if l.ppServer != gw {
@@ -415,6 +440,7 @@ func TestNginxMTLS(t *testing.T) {
 			{"self-signed", "app.example.test", "unknown_issuer"},
 			{"other-ca", "app.example.test", "unknown_issuer"},
 			{"expired", "app.example.test", "expired"},
+			{"not-yet-valid", "app.example.test", "not_yet_valid"},
 			{"server-auth-only", "app.example.test", "bad_key_usage"},
 			{"none", "v1.example.test", "no_certificate"},
 			{"valid", "pinned.example.test", "pin_mismatch"},
@@ -433,18 +459,22 @@ func TestNginxMTLS(t *testing.T) {
 				expectRefused(t, c, rc, err)
 				waitRejections(t, s, vhost, tc.reason, rejected+1)
 
-				// The status request is the only connection nginx accepted
-				// since the last one: edgegate never dialled it.
-				if got := ng.accepts(t); got != accepts+1 {
-					t.Errorf("nginx accepted %d connections during a refused handshake; want none", got-accepts-1)
+				probe := "/probe-" + vname + "-" + tc.client + "-" + vhost
+				ng.probe(t, probe)
+				logged++
+				// Since the first status request nginx accepted the probe
+				// and the second status request, nothing else: edgegate
+				// never dialled it.
+				if got := ng.accepts(t); got != accepts+2 {
+					t.Errorf("nginx accepted %d connections during a refused handshake; want none", got-accepts-2)
 				}
-				if got := len(ng.lines(t)); got != lines {
-					t.Errorf("nginx access log gained %d lines for a refused client; want none", got-lines)
+				if got := ng.lines(t)[lines:]; len(got) != 1 || got[0].request != "GET "+probe+" HTTP/1.1" {
+					t.Errorf("nginx access log gained %v for a refused client; want only the probe", got)
 				}
 			})
 		}
 	}
 	if got := len(ng.lines(t)); got != logged {
-		t.Fatalf("nginx access log has %d lines; want %d, one per accepted request", got, logged)
+		t.Fatalf("nginx access log has %d lines; want %d, one per accepted request and probe", got, logged)
 	}
 }
