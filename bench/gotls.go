@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +39,12 @@ func RunChild() {
 	case "gotls":
 		if err := runGoTLS(os.Getenv(childConfigEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "gotls:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "edgegate":
+		if err := runGatewayChild(os.Getenv(childConfigEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "edgegate (profiled):", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -81,19 +86,11 @@ func runGoTLS(configFile string) error {
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"http/1.1"},
 	}
-	if prof := os.Getenv(childProfileEnv); prof != "" {
-		f, err := os.Create(prof)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
+	stopProfile, err := startProfile()
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err

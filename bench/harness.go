@@ -53,8 +53,10 @@ type Options struct {
 	// idle-connections (default 9000; quick 1000). It is capped so that
 	// every process stays under the 20,000-descriptor limit.
 	IdleConns int
-	// Profile writes CPU profiles of the Go systems (gotls, and edgegate
-	// through EDGEGATE_CPUPROFILE) into Out/profiles.
+	// Profile writes CPU profiles of the Go systems into Out/profiles,
+	// with their top entries: gotls, and edgegate run as its gateway
+	// package inside a child of the harness (same code as the binary's
+	// `run`, plus runtime/pprof).
 	Profile bool
 	// Edgegate is the edgegate binary; empty builds ./cmd/edgegate.
 	Edgegate string
@@ -346,11 +348,22 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 	pin := !h.opts.NoPin
 	switch s {
 	case sysEdgegate:
-		env := []string{"GOMAXPROCS=1"}
 		if h.opts.Profile {
-			env = append(env, "EDGEGATE_CPUPROFILE="+filepath.Join(h.out, "profiles", "edgegate-"+tag+".pprof"))
+			// The gateway package in a child of the harness, which
+			// writes a CPU profile (see runGatewayChild).
+			prof := filepath.Join(h.out, "profiles", "edgegate-"+tag+".pprof")
+			env := []string{"GOMAXPROCS=1", childEnv + "=edgegate", childConfigEnv + "=" + cfg, childProfileEnv + "=" + prof}
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			r, err := startProcess(ctx, s, f, addr, logPath, pin, env, self)
+			if r != nil {
+				r.profile = prof
+			}
+			return r, err
 		}
-		return startProcess(ctx, s, f, addr, logPath, pin, env, h.bin[s], "run", "--config", cfg)
+		return startProcess(ctx, s, f, addr, logPath, pin, []string{"GOMAXPROCS=1"}, h.bin[s], "run", "--config", cfg)
 	case sysNginx:
 		return startProcess(ctx, s, f, addr, logPath, pin, nil, h.bin[s], "-c", cfg, "-e", filepath.Join(h.out, "logs", "nginx-error.log"))
 	case sysHAProxy:
@@ -360,10 +373,16 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 			return nil, errors.New("gotls only does the mtls job")
 		}
 		env := []string{"GOMAXPROCS=1", childEnv + "=gotls", childConfigEnv + "=" + cfg}
+		var prof string
 		if h.opts.Profile {
-			env = append(env, childProfileEnv+"="+filepath.Join(h.out, "profiles", "gotls-"+tag+".pprof"))
+			prof = filepath.Join(h.out, "profiles", "gotls-"+tag+".pprof")
+			env = append(env, childProfileEnv+"="+prof)
 		}
-		return startProcess(ctx, s, f, addr, logPath, pin, env, h.bin[s])
+		r, err := startProcess(ctx, s, f, addr, logPath, pin, env, h.bin[s])
+		if r != nil {
+			r.profile = prof
+		}
+		return r, err
 	}
 	return nil, fmt.Errorf("unknown system %s", s)
 }

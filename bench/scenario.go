@@ -157,6 +157,9 @@ func (h *harness) eachSystem(ctx context.Context, sc *scenario, variant string, 
 		}
 		body(r, &row)
 		r.stop()
+		if r.profile != "" {
+			profileTop(ctx, r.profile)
+		}
 		rows = append(rows, row)
 	}
 	return rows

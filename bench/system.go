@@ -41,6 +41,8 @@ type running struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *os.File
+	// profile is the CPU profile the process writes until stopped.
+	profile string
 }
 
 // pgid returns the process group the harness started the system in, so
