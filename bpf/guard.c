@@ -15,7 +15,13 @@
 // exactly one counter in a per-CPU array indexed by enum verdict.
 //
 // The same core (guard()) is compiled into two entry points, guard_xdp and
-// guard_tc, which only translate the verdict into XDP_* or TC_ACT_* codes.
+// guard_tc, which only translate the verdict into XDP_* or TCX_* codes.
+//
+// It is a prefilter, not the authority: edgegate parses every ClientHello
+// again in userspace. What it cannot see (TCP checksums are not verified, so
+// a corrupt segment that the kernel later discards still advances the
+// check; bytes after a fragment boundary or past the 9th) is left to that
+// second look.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -28,8 +34,10 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-// Loop bounds. Legitimate traffic needs far less than any of them; a packet
-// that needs more is judged on what the bound allows (see the callers).
+// Loop bounds. Legitimate traffic needs far less than any of them. A frame
+// with a third VLAN tag is not parsed (pass_not_guarded: the host stack does
+// not deliver it to edgegate either); an IPv6 packet whose extension chain
+// is longer than IPV6_EXT_MAX hides its port and is dropped as malformed.
 #define VLAN_MAX_DEPTH 2  // 802.1Q and 802.1ad (QinQ)
 #define IPV6_EXT_MAX 8    // extension headers walked before giving up
 #define TLS_PREFIX_LEN 9  // stream bytes checked per flow
@@ -41,8 +49,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define TCX_DROP 2
 
 // enum verdict indexes the counters map. The Go side keeps the names in the
-// same order (counters.go); a test checks they agree. Append only: pinned
-// counter maps outlive a binary.
+// same order (counters.go); a test checks they agree. Append only, so a
+// verdict keeps its index across versions.
 enum verdict {
 	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
 	VERDICT_PASS_SYN,             // SYN without data: flow entry created
