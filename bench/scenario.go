@@ -42,6 +42,8 @@ var (
 	colFD        = column{mFDPerConn, "fds / conn", "%.2f", 1}
 	colConns     = column{mConns, "idle conns", "%.0f", 1}
 	colNs        = column{mNsPerPkt, "ns / packet", "%.1f", 1}
+	colTrivialNs = column{mTrivialNs, "trivial program ns / packet", "%.1f", 1}
+	colXTrivial  = column{mXTrivial, "× trivial", "%.2f", 1}
 )
 
 // scenarios lists the scenarios in the order of issue 5.
@@ -107,7 +109,7 @@ var scenarios = []*scenario{
 		about:        "nanoseconds per packet for each verdict of the eBPF guard against a trivial XDP_PASS program",
 		primary:      mNsPerPkt,
 		higherBetter: false,
-		columns:      []column{colNs},
+		columns:      []column{colNs, colTrivialNs, colXTrivial},
 		run:          runBPFProgram,
 	},
 }
