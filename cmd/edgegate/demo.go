@@ -195,9 +195,14 @@ func (d *demo) upstream(tc *tls.Config, who string) (string, error) {
 
 type connKey struct{}
 
+// close stops the demo. Connections get a moment to finish: the last
+// request has just been answered, and cutting its connection would log it
+// as closed_shutdown (with a drain-timeout warning) instead of proxied.
 func (d *demo) close() {
 	if d.srv != nil {
-		d.srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		d.srv.Shutdown(ctx)
+		cancel()
 	}
 	for _, ln := range d.ups {
 		ln.Close()
