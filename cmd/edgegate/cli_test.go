@@ -243,7 +243,7 @@ vhosts:
 	}
 }
 
-// configLine is a broken config's one line, marked "#!" where the error is.
+// checkErr is the one line check prints on stderr for a broken file.
 var checkErr = regexp.MustCompile(`^(.+):(\d+): (.+)\n$`)
 
 func TestCheckBrokenConfig(t *testing.T) {

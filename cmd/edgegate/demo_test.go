@@ -62,9 +62,20 @@ func TestDemoCheck(t *testing.T) {
 	if strings.Contains(out, "FAIL") {
 		t.Errorf("demo --check reports a failure:\n%s", out)
 	}
-	// The gateway's own account of the refusal.
-	if log := stderr.String(); !strings.Contains(log, "outcome=closed_client_cert reason=no_certificate") {
-		t.Errorf("the demo's log does not record the refusal:\n%s", log)
+	// The gateway's own account: both good requests proxied, the other
+	// refused, and nothing cut short when the demo stops.
+	log := stderr.String()
+	for _, want := range []string{
+		"sni=www.demo.test vhost=www mode=passthrough outcome=proxied",
+		"sni=app.demo.test vhost=app mode=mtls outcome=proxied",
+		"sni=app.demo.test vhost=app mode=mtls outcome=closed_client_cert reason=no_certificate",
+	} {
+		if strings.Count(log, want) != 1 {
+			t.Errorf("the demo's log does not have one line with %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "drain timeout") || strings.Contains(log, "closed_shutdown") {
+		t.Errorf("the demo cut connections when it stopped:\n%s", log)
 	}
 	expectEmptyDir(t, tmp)
 }

@@ -17,6 +17,9 @@ var stopSignals = []struct {
 	sig  syscall.Signal
 }{{"SIGTERM", syscall.SIGTERM}, {"SIGINT", syscall.SIGINT}}
 
+// errCorrupt marks an echo that came back different.
+var errCorrupt = errors.New("bytes corrupted")
+
 // waitDraining waits until /healthz reports the drain. The flag is set in
 // the same step that closes the listeners, so from then on they are closed.
 func waitDraining(t *testing.T, metrics string) {
@@ -137,22 +140,21 @@ func TestDrainTimeout(t *testing.T) {
 				t.Fatalf("upstream: %v", uc.err)
 			}
 
-			p.signal(t, s.sig)
-			waitDraining(t, metrics)
-			expectRefused(t, listen)
-			if got, err := ec.roundTrip("while draining"); err != nil || got != "while draining" {
-				t.Fatalf("round trip while draining: %q, %v", got, err)
+			if got, err := ec.roundTrip("before the signal"); err != nil || got != "before the signal" {
+				t.Fatalf("round trip: %q, %v", got, err)
 			}
 
 			// Keep talking: this connection never ends on its own. The
-			// pause only paces the loop.
+			// pause only paces the loop. (Refusing new connections while
+			// draining is TestGracefulStop's; here the drain is too short
+			// to assert anything in it without racing the clock.)
 			ended := make(chan error, 1)
 			go func() {
 				for i := 0; ; i++ {
 					line := fmt.Sprintf("ping %d", i)
 					got, err := ec.roundTrip(line)
 					if err == nil && got != line {
-						err = fmt.Errorf("sent %q, got %q back", line, got)
+						err = fmt.Errorf("%w: sent %q, got %q back", errCorrupt, line, got)
 					}
 					if err != nil {
 						ended <- err
@@ -161,14 +163,15 @@ func TestDrainTimeout(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}()
+			p.signal(t, s.sig)
 
 			if code := p.wait(t); code != 0 {
 				t.Fatalf("exit status %d, want 0", code)
 			}
 			select {
 			case err := <-ended:
-				if strings.Contains(err.Error(), "got") {
-					t.Fatalf("bytes corrupted before the cut: %v", err)
+				if errors.Is(err, errCorrupt) {
+					t.Fatal(err)
 				}
 			case <-time.After(waitLimit):
 				t.Fatal("the connection still works after edgegate exited")
