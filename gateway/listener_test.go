@@ -108,12 +108,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// holdConnections opens 64 connections to addr, each with a partial hello,
-// says "ready", and holds them until its stdin closes.
+// holdConnections opens up to 1,024 connections to addr, each with a partial hello,
+// says "ready", and holds them until its stdin closes. It starts when
+// the parent writes a line.
 func holdConnections(addr string) {
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n') // wait for the parent's go
 	var conns []net.Conn
-	for range 64 {
-		c, err := net.Dial("tcp", addr)
+	for range 1024 {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err != nil {
 			break
 		}
@@ -121,7 +124,7 @@ func holdConnections(addr string) {
 		conns = append(conns, c)
 	}
 	fmt.Println("ready", len(conns))
-	io.Copy(io.Discard, os.Stdin)
+	io.Copy(io.Discard, in)
 }
 
 // TestAcceptOutOfFiles runs the gateway out of file descriptors: accept
@@ -152,8 +155,19 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 	}
 	defer holder.Wait()
 	defer stdin.Close()
+	// Earlier tests' sockets may still be closing: let the count settle
+	// before basing the limit on it.
+	n, same := fdCount(t), 0
+	for i := 0; i < 400 && same < 10; i++ {
+		time.Sleep(50 * time.Millisecond)
+		if m := fdCount(t); m == n {
+			same++
+		} else {
+			n, same = m, 0
+		}
+	}
 	lim := old
-	lim.Cur = uint64(fdCount(t) + 16)
+	lim.Cur = uint64(n + 16)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +179,7 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 		}
 	}
 	defer restore()
+	io.WriteString(stdin, "go\n")
 	line, _ := bufio.NewReader(stdout).ReadString('\n')
 	if !strings.HasPrefix(line, "ready") {
 		t.Fatalf("holder: %q", line)
@@ -172,7 +187,7 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 	deadline := time.Now().Add(20 * time.Second)
 	for testutil.ToFloat64(s.metrics.acceptErrors) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("accept never failed; the limit did not bite")
+			t.Fatalf("accept never failed; the limit did not bite (limit %d, %d fds open, holder: %q, admitted %d)", lim.Cur, fdCount(t), line, s.admission.total)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
