@@ -30,6 +30,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // Mode names how the guard is attached to an interface.
@@ -71,7 +72,9 @@ type Config struct {
 	// this applies to all traffic on the interface); default is to pass them.
 	DropFragments bool
 	// FlowTableSize bounds the table of streams whose first bytes are
-	// still being checked; default DefaultFlowTableSize.
+	// still being checked; default DefaultFlowTableSize. A pinned table of
+	// another size is replaced (its half-checked flows then pass as
+	// untracked).
 	FlowTableSize int
 	// PinPath is the bpffs directory for pinned maps; default
 	// DefaultPinPath. The version component changes when map layouts do.
@@ -79,6 +82,7 @@ type Config struct {
 }
 
 // Guard is a loaded, attached guard. Its methods are safe for concurrent use.
+// It is a prometheus.Collector (see counters.go).
 type Guard struct {
 	log    *slog.Logger
 	cfg    Config
@@ -116,6 +120,10 @@ func Open(cfg Config, log *slog.Logger) (*Guard, error) {
 		cfg.PinPath = DefaultPinPath
 	}
 
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("bpf: remove memlock limit: %w", err)
+	}
 	g := &Guard{log: log, cfg: cfg, modes: make(map[string]string)}
 	if err := g.load(); err != nil {
 		return nil, err
