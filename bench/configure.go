@@ -230,3 +230,10 @@ func gotlsConfigJSON(p configParams) string {
 	}, "", "  ")
 	return string(b) + "\n"
 }
+
+func writeFile(path, text string) error {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

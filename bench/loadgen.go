@@ -125,7 +125,11 @@ func closedLoop(ctx context.Context, conc int, dur time.Duration, ops []op, wind
 // it was due, so a slow system is charged for the queue it causes (no
 // coordinated omission). At most len(ops) operations run at once; arrivals
 // beyond a generous queue are dropped and counted.
-func openLoop(ctx context.Context, rate float64, dur time.Duration, ops []op) loopResult {
+//
+// window, if set, is called as closedLoop's is: the window opens before the
+// first arrival and closes when the last operation has ended, so the
+// system's CPU time covers all the work those arrivals caused.
+func openLoop(ctx context.Context, rate float64, dur time.Duration, ops []op, window func(open bool)) loopResult {
 	var (
 		ok, fail, dropped atomic.Int64
 		errs              errRecorder
@@ -155,6 +159,9 @@ func openLoop(ctx context.Context, rate float64, dur time.Duration, ops []op) lo
 		}()
 	}
 	interval := time.Duration(float64(time.Second) / rate)
+	if window != nil {
+		window(true)
+	}
 	start := time.Now()
 	n := int64(dur / interval)
 	for i := int64(0); i < n && ctx.Err() == nil; i++ {
@@ -168,8 +175,12 @@ func openLoop(ctx context.Context, rate float64, dur time.Duration, ops []op) lo
 			dropped.Add(1)
 		}
 	}
+	scheduled := time.Since(start)
 	close(due)
 	wg.Wait()
+	if window != nil {
+		window(false)
+	}
 	slices.Sort(all)
-	return loopResult{ok: ok.Load(), failed: fail.Load(), elapsed: time.Since(start), latencies: all, firstErr: errs.err, dropped: dropped.Load()}
+	return loopResult{ok: ok.Load(), failed: fail.Load(), elapsed: scheduled, latencies: all, firstErr: errs.err, dropped: dropped.Load()}
 }

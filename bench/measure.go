@@ -85,6 +85,7 @@ type Row struct {
 	Status     string          `json:"status"`
 	Note       string          `json:"note,omitempty"`
 	Metrics    map[string]Stat `json:"metrics,omitempty"`
+	OK         int64           `json:"ok_ops"` // in the measured repetitions
 	Failed     int64           `json:"failed_ops"`
 	FirstError string          `json:"first_error,omitempty"`
 }
@@ -110,6 +111,13 @@ type measureCfg struct {
 	// closed loop, whose rate is reported as legit_rate.
 	legit     func(i int) op
 	legitConc int
+	// floodRate, when set, replaces the closed loop by an open loop at
+	// that many operations per second, with conc workers: every system
+	// gets the same offered load, however fast it turns it away.
+	floodRate float64
+	// beforeReps, when set, runs after the warm-up, right before the
+	// repetitions, to reset counters the ops keep.
+	beforeReps func()
 }
 
 func makeOps(n int, f func(i int) op) []op {
@@ -134,8 +142,16 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		return
 	}
 	ops := makeOps(m.conc, m.ops)
-	closedLoop(ctx, m.conc, h.opts.Warmup, ops, nil)
+	if m.floodRate > 0 {
+		openLoop(ctx, m.floodRate, h.opts.Warmup, ops, nil)
+	} else {
+		closedLoop(ctx, m.conc, h.opts.Warmup, ops, nil)
+	}
 
+	if m.beforeReps != nil {
+		m.beforeReps()
+	}
+	var oks int64
 	var rates, cpus, shares, perCore, p50s, p99s, legits, othersSys, othersLoad []float64
 	var totalTicks uint64
 	var failed int64
@@ -163,9 +179,15 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 				legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
 			}()
 		}
-		res := closedLoop(ctx, m.conc, h.opts.Duration, ops, window)
+		var res loopResult
+		if m.floodRate > 0 {
+			res = openLoop(ctx, m.floodRate, h.opts.Duration, ops, window)
+		} else {
+			res = closedLoop(ctx, m.conc, h.opts.Duration, ops, window)
+		}
 		wg.Wait()
 		failed += res.failed + legit.failed
+		oks += res.ok
 		if firstErr == nil {
 			firstErr = res.firstErr
 			if firstErr == nil {
@@ -199,7 +221,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			line += fmt.Sprintf(" [machine busy: others took %.0f%% of CPU %d, %.0f%% of CPU %d]", oSys*100, systemCPU, oLoad*100, loadCPU)
 		}
 		if m.latencyRate > 0 {
-			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops))
+			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops), nil)
 			failed += lat.failed
 			if lat.ok > 0 {
 				p50s = append(p50s, ms(percentile(lat.latencies, 0.50)))
@@ -229,6 +251,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	}
 	row.Metrics[mOthersSys], row.Metrics[mOthersLoad] = statOf(othersSys), statOf(othersLoad)
 	row.Failed = failed
+	row.OK = oks
 	if firstErr != nil {
 		row.FirstError = firstErr.Error()
 	}

@@ -36,6 +36,7 @@ var (
 	colAddedP99  = column{mAddedP99, "+p99 ms vs direct", "%.2f", 1}
 	colLegit     = column{mLegitRate, "legit ops/s during flood", "%.0f", 1}
 	colResumed   = column{mResumed, "resumed", "%.0f%%", 1}
+	colSilent    = column{mSilent, "dropped silently", "%.0f%%", 1}
 	colMiBs      = column{mMiBs, "MiB/s (both ways)", "%.0f", 1}
 	colCPUPerGiB = column{mCPUPerGiB, "CPU s / GiB", "%.2f", 1}
 	colKiB       = column{mKiBPerConn, "KiB / conn (Pss)", "%.1f", 1}
@@ -90,10 +91,10 @@ var scenarios = []*scenario{
 	},
 	{
 		name:         "not-tls-flood",
-		about:        "plain-text connections to the TLS port, and legitimate clients during that flood",
+		about:        "3,000 plain-text connections/s to the TLS port, and legitimate clients during that flood",
 		primary:      mCPUPerKOp,
 		higherBetter: false,
-		columns:      []column{colRate, colCPU, colShare, colLegit},
+		columns:      []column{colRate, colCPU, colShare, colSilent, colLegit},
 		run:          runNotTLSFlood,
 	},
 	{

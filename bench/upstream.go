@@ -66,7 +66,13 @@ type upstream struct {
 }
 
 func startUpstream(kind upstreamKind) (*upstream, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startUpstreamOn(kind, "127.0.0.1")
+}
+
+// startUpstreamOn starts an upstream on host (a free port), for systems that
+// cannot reach the harness's loopback (those in a network namespace).
+func startUpstreamOn(kind upstreamKind, host string) (*upstream, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, fmt.Errorf("listen for %s upstream: %w", upstreamKindNames[kind], err)
 	}

@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/edgegate/edgegate/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// netnsPair is a network namespace for the system under test, joined to the
+// harness's namespace by a veth pair, so the eBPF guard can sit on the
+// inner end's ingress as it would on a real interface. Addresses come from
+// 198.18.0.0/15 (RFC 2544, benchmarking), one /30 per harness process.
+type netnsPair struct {
+	name         string // namespace
+	outer, inner string // veth ends
+	outerIP      string // harness side
+	innerIP      string // system side
+}
+
+func newNetnsPair() (*netnsPair, error) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("network namespaces need iproute2's ip: %w", err)
+	}
+	pid := os.Getpid()
+	n := &netnsPair{
+		name:  fmt.Sprintf("egbench%d", pid),
+		outer: fmt.Sprintf("egb%do", pid%1000000),
+		inner: fmt.Sprintf("egb%di", pid%1000000),
+	}
+	a, b := 18+(pid>>14)%2, (pid>>6)%256
+	base := (pid % 64) * 4
+	n.outerIP = fmt.Sprintf("198.%d.%d.%d", a, b, base+1)
+	n.innerIP = fmt.Sprintf("198.%d.%d.%d", a, b, base+2)
+	steps := [][]string{
+		{"netns", "add", n.name},
+		{"link", "add", n.outer, "type", "veth", "peer", "name", n.inner},
+		{"link", "set", n.inner, "netns", n.name},
+		{"addr", "add", n.outerIP + "/30", "dev", n.outer},
+		{"link", "set", n.outer, "up"},
+		{"-n", n.name, "addr", "add", n.innerIP + "/30", "dev", n.inner},
+		{"-n", n.name, "link", "set", n.inner, "up"},
+		{"-n", n.name, "link", "set", "lo", "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			n.close()
+			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return n, nil
+}
+
+// close removes the namespace and the veth pair (deleting one end deletes
+// both); it is safe on a half-made pair.
+func (n *netnsPair) close() {
+	exec.Command("ip", "link", "del", n.outer).Run()
+	exec.Command("ip", "netns", "del", n.name).Run()
+}
+
+// inside runs f on an OS thread that has joined the namespace, for calls
+// that act on the current namespace (attaching XDP by interface name).
+func (n *netnsPair) inside(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: it ends with this goroutine, so
+		// no other goroutine ever runs in the namespace by accident.
+		runtime.LockOSThread()
+		target, err := os.Open(filepath.Join("/run/netns", n.name))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", n.name, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// openGuard attaches the guard to the inner veth end, guarding port, with
+// its pinned state in a folder of its own that close removes.
+func (n *netnsPair) openGuard(port uint16) (*bpf.Guard, func(), error) {
+	pin := filepath.Join("/sys/fs/bpf", "edgegate-bench-"+n.name)
+	var g *bpf.Guard
+	err := n.inside(func() error {
+		var err error
+		g, err = bpf.Open(bpf.Config{Interfaces: []string{n.inner}, Ports: []uint16{port}, PinPath: pin},
+			slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return err
+	})
+	if err != nil {
+		os.RemoveAll(pin)
+		return nil, nil, err
+	}
+	return g, func() {
+		g.Close()
+		os.RemoveAll(pin)
+	}, nil
+}
