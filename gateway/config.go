@@ -27,6 +27,7 @@ type Config struct {
 	Metrics   Metrics    `yaml:"metrics"`
 	Log       Log        `yaml:"log"`
 	Limits    Limits     `yaml:"limits"`
+	EBPF      EBPF       `yaml:"ebpf"`
 	VHosts    []VHost    `yaml:"vhosts"`
 
 	// File is the path the configuration was loaded from; relative paths
@@ -72,6 +73,31 @@ type Limits struct {
 	NeverLimit     []string `yaml:"never_limit"`     // "cloudflare" and/or CIDRs exempt from per_source
 
 	neverLimit []netip.Prefix
+}
+
+// EBPF configures the kernel guard that drops non-TLS traffic on the
+// listeners' ports before it reaches a socket (see package bpf).
+type EBPF struct {
+	Enabled       bool      `yaml:"enabled"`
+	Interfaces    []string  `yaml:"interfaces"`
+	Mode          string    `yaml:"mode"`      // auto (default) | xdp-native | xdp-generic | tcx
+	Required      bool      `yaml:"required"`  // a failed attach stops edgegate instead of running unguarded
+	Fragments     string    `yaml:"fragments"` // pass (default) | drop: IPv4 non-first fragments
+	AllowOnly     []string  `yaml:"allow_only"`
+	Blocklist     Blocklist `yaml:"blocklist"`
+	FlowTableSize int       `yaml:"flow_table_size"` // default 262144
+
+	allowOnly []netip.Prefix
+}
+
+// Blocklist says when a misbehaving source is blocked in the kernel.
+type Blocklist struct {
+	After      int      `yaml:"after"`  // offences (default 20)...
+	Within     Duration `yaml:"within"` // ...within this window (default 1m)...
+	For        Duration `yaml:"for"`    // ...block for this long (default 10m)
+	NeverBlock []string `yaml:"never_block"`
+
+	neverBlock []netip.Prefix
 }
 
 // VHost is one virtual host: the names it answers and what it does with them.
@@ -226,6 +252,20 @@ func (c *Config) setDefaults() {
 	if c.Limits.MaxHelloSize == 0 {
 		c.Limits.MaxHelloSize = sni.DefaultMaxSize
 	}
+	if c.EBPF.Mode == "" {
+		c.EBPF.Mode = "auto"
+	}
+	if c.EBPF.Fragments == "" {
+		c.EBPF.Fragments = "pass"
+	}
+	if c.EBPF.Blocklist.After == 0 {
+		c.EBPF.Blocklist.After = 20
+	}
+	def(&c.EBPF.Blocklist.Within, time.Minute)
+	def(&c.EBPF.Blocklist.For, 10*time.Minute)
+	if c.EBPF.FlowTableSize == 0 {
+		c.EBPF.FlowTableSize = 262144
+	}
 	for i := range c.VHosts {
 		v := &c.VHosts[i]
 		if v.Upstream.ProxyProtocol == "" {
@@ -360,16 +400,12 @@ func (c *Config) validate() error {
 	if c.Limits.PerSource < 0 {
 		return c.errAt("limits.per_source must not be negative", "limits", "per_source")
 	}
-	for j, s := range c.Limits.NeverLimit {
-		if s == "cloudflare" {
-			c.Limits.neverLimit = append(c.Limits.neverLimit, CloudflarePrefixes()...)
-			continue
-		}
-		p, err := parsePrefix(s)
-		if err != nil {
-			return c.errAt(fmt.Sprintf("limits.never_limit: %v (want \"cloudflare\" or a CIDR)", err), "limits", "never_limit", j)
-		}
-		c.Limits.neverLimit = append(c.Limits.neverLimit, p)
+	var err error
+	if c.Limits.neverLimit, err = c.prefixList("limits.never_limit", c.Limits.NeverLimit, "limits", "never_limit"); err != nil {
+		return err
+	}
+	if err := c.validateEBPF(); err != nil {
+		return err
 	}
 	if len(c.VHosts) == 0 {
 		return c.errAt("vhosts: at least one vhost is required", "vhosts")
@@ -404,6 +440,56 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+func (c *Config) validateEBPF() error {
+	e := &c.EBPF
+	switch e.Mode {
+	case "auto", "xdp-native", "xdp-generic", "tcx":
+	default:
+		return c.errAt(fmt.Sprintf("ebpf.mode %q: want auto, xdp-native, xdp-generic or tcx", e.Mode), "ebpf", "mode")
+	}
+	if e.Fragments != "pass" && e.Fragments != "drop" {
+		return c.errAt(fmt.Sprintf("ebpf.fragments %q: want pass or drop", e.Fragments), "ebpf", "fragments")
+	}
+	if e.Enabled && len(e.Interfaces) == 0 {
+		return c.errAt("ebpf.interfaces: name at least one interface to attach to", "ebpf")
+	}
+	for j, name := range e.Interfaces {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+			return c.errAt(fmt.Sprintf("ebpf.interfaces: %q is not an interface name", name), "ebpf", "interfaces", j)
+		}
+	}
+	if e.FlowTableSize < 1024 || e.FlowTableSize > 1<<24 {
+		return c.errAt("ebpf.flow_table_size must be between 1024 and 16777216", "ebpf", "flow_table_size")
+	}
+	if e.Blocklist.After < 1 {
+		return c.errAt("ebpf.blocklist.after must be at least 1", "ebpf", "blocklist", "after")
+	}
+	var err error
+	if e.allowOnly, err = c.prefixList("ebpf.allow_only", e.AllowOnly, "ebpf", "allow_only"); err != nil {
+		return err
+	}
+	e.Blocklist.neverBlock, err = c.prefixList("ebpf.blocklist.never_block", e.Blocklist.NeverBlock, "ebpf", "blocklist", "never_block")
+	return err
+}
+
+// prefixList parses a list of CIDRs and the word "cloudflare" (Cloudflare's
+// published ranges); what names the list and path locates it for errors.
+func (c *Config) prefixList(what string, list []string, path ...any) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for j, s := range list {
+		if s == "cloudflare" {
+			out = append(out, CloudflarePrefixes()...)
+			continue
+		}
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, c.errAt(fmt.Sprintf("%s: %v (want \"cloudflare\" or a CIDR)", what, err), append(path, j)...)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 var vhostName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
@@ -454,15 +540,9 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 				return at("tls.alpn: protocol names are 1 to 255 bytes", "tls", "alpn", j)
 			}
 		}
-		for j, s := range v.AllowFrom {
-			if s == "cloudflare" {
-				continue
-			}
-			p, err := parsePrefix(s)
-			if err != nil {
-				return at(fmt.Sprintf("allow_from: %v (want \"cloudflare\" or a CIDR)", err), "allow_from", j)
-			}
-			v.allowFrom = append(v.allowFrom, p)
+		var err error
+		if v.allowFrom, err = c.prefixList(fmt.Sprintf("vhost %q: allow_from", v.Name), v.AllowFrom, "vhosts", i, "allow_from"); err != nil {
+			return err
 		}
 	case "":
 		return at("mode is required (passthrough or mtls)", "mode")

@@ -17,6 +17,8 @@ type session struct {
 	start    time.Time
 	listener string
 	client   netip.AddrPort // the client, after any trusted inbound PROXY header
+	peer     netip.Addr     // the TCP peer (the balancer, behind one)
+	viaProxy bool           // client came from an inbound PROXY header
 	local    netip.AddrPort // the address the client connected to
 	hello    *sni.Hello
 	vhost    *vhost
@@ -52,6 +54,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 			return
 		}
 		ss.client, ss.local, in = src, dst, rest
+		ss.viaProxy = true
 	}
 
 	helloStart := time.Now()

@@ -72,6 +72,7 @@ func (s *Server) acceptLoop(l *listener) {
 			continue
 		}
 		peer := ss.client.Addr()
+		ss.peer = peer
 		if o, ok := s.admission.admit(peer, &s.state.Load().cfg.Limits); !ok {
 			ss.outcome = o
 			closeSilently(tc, false)

@@ -49,6 +49,7 @@ func (s *Server) finish(ss *session) {
 		vname, mode = ss.vhost.name, string(ss.vhost.mode)
 	}
 	s.metrics.connections.WithLabelValues(ss.listener, vname, string(ss.outcome)).Inc()
+	s.offence(ss)
 	if ss.toUp > 0 {
 		s.metrics.bytes.WithLabelValues(vname, "to_upstream").Add(float64(ss.toUp))
 	}

@@ -21,6 +21,8 @@ type metricsSet struct {
 	acceptErrors prometheus.Counter
 	reloads      *prometheus.CounterVec // result
 	generation   prometheus.Gauge
+	guardUp      prometheus.Gauge
+	blocked      prometheus.Counter
 }
 
 func newMetrics() *metricsSet {
@@ -63,6 +65,13 @@ func newMetrics() *metricsSet {
 			Name: "edgegate_config_generation", Help: "Generation of the configuration in force.",
 		}),
 	}
+	m.guardUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgegate_bpf_guard_up", Help: "1 when the eBPF guard is attached, 0 when edgegate runs without it.",
+	})
+	m.blocked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgegate_bpf_blocks_total", Help: "Sources put in the kernel blocklist for repeated offences.",
+	})
+	m.reg.MustRegister(m.guardUp, m.blocked)
 	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
 		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,7 @@ type Server struct {
 	// refusalLog bounds the log lines written for refused mtls connections.
 	refusalLog rateLimit
 	admission  admission
+	guard      *guard // nil without the eBPF guard
 }
 
 // NewServer compiles cfg (loading every certificate and CA it names) into a
@@ -85,6 +87,12 @@ func (s *Server) Start() error {
 			return err
 		}
 		opened[lc.Address] = l
+	}
+	if err := s.startGuard(st.cfg); err != nil {
+		for _, l := range opened {
+			l.ln.Close()
+		}
+		return err
 	}
 	if addr := st.cfg.Metrics.Listen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -181,6 +189,9 @@ func (s *Server) reload(cfg *Config) error {
 	if cfg.Metrics.Listen != old.cfg.Metrics.Listen {
 		return errors.New("metrics.listen cannot change on reload; restart edgegate")
 	}
+	if !reflect.DeepEqual(cfg.EBPF, old.cfg.EBPF) {
+		return errors.New("ebpf settings cannot change on reload; restart edgegate")
+	}
 	want := map[string]Listener{}
 	for _, lc := range cfg.Listen {
 		want[lc.Address] = lc
@@ -211,6 +222,12 @@ func (s *Server) reload(cfg *Config) error {
 	for _, l := range opened {
 		s.listeners[l.name] = l
 		s.serveListener(l)
+	}
+	if s.guard != nil {
+		ports, _ := guardedPorts(cfg)
+		if err := s.guard.g.SetPorts(ports); err != nil {
+			s.log.Error("ebpf guard: updating guarded ports failed", "err", err)
+		}
 	}
 	s.metrics.generation.Set(float64(st.generation))
 	s.log.Info("configuration reloaded", "generation", st.generation, "listeners", len(s.listeners), "vhosts", len(st.vhosts))
@@ -273,6 +290,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		s.http.Close()
 	}
+	s.closeGuard()
 	return err
 }
 

@@ -79,12 +79,7 @@ func newMTLSHost(cfg *Config, i int, generation uint64) (*mtlsHost, error) {
 	trustSum := trust.Sum(nil)
 	auth.Generation = NewTrustGeneration()
 
-	allow := append([]netip.Prefix(nil), vc.allowFrom...)
-	for _, s := range vc.AllowFrom {
-		if s == "cloudflare" {
-			allow = append(allow, CloudflarePrefixes()...)
-		}
-	}
+	allow := vc.allowFrom
 
 	secrets := [][]byte{ticketSecret}
 	if f := vc.TLS.SessionTicketKeys; f != "" {
