@@ -341,6 +341,27 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
+// Files lists every file the configuration depends on: itself and each
+// certificate, key, CA bundle and ticket-key file it names (resolved). A
+// change to any of them is a reason to reload.
+func (c *Config) Files() []string {
+	files := []string{c.File}
+	for _, v := range c.VHosts {
+		if v.TLS != nil {
+			for _, cf := range v.TLS.Certificates {
+				files = append(files, c.Path(cf.Cert), c.Path(cf.Key))
+			}
+			if v.TLS.SessionTicketKeys != "" {
+				files = append(files, c.Path(v.TLS.SessionTicketKeys))
+			}
+		}
+		if v.ClientAuth != nil && v.ClientAuth.CA != "cloudflare" {
+			files = append(files, c.Path(v.ClientAuth.CA))
+		}
+	}
+	return files
+}
+
 func (c *Config) validate() error {
 	if len(c.Listen) == 0 {
 		return c.errAt("listen: at least one listener is required", "listen")

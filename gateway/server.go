@@ -41,6 +41,7 @@ type Server struct {
 	refusalLog rateLimit
 	admission  admission
 	guard      *guard // nil without the eBPF guard
+	listen     func(addr string) (net.Listener, error)
 }
 
 // NewServer compiles cfg (loading every certificate and CA it names) into a
@@ -55,6 +56,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		listeners:  map[string]*listener{},
 		conns:      map[net.Conn]*session{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
+		listen:     listenTCP,
 	}
 	s.guardMode.Store("off")
 	st, err := compile(cfg, 1)
@@ -113,8 +115,13 @@ func (s *Server) Start() error {
 	return nil
 }
 
+// SetListenFunc replaces how listening sockets are opened (before Start):
+// a zero-downtime upgrade hands the new process its predecessor's sockets
+// this way. The default opens a TCP socket with SO_REUSEPORT.
+func (s *Server) SetListenFunc(f func(addr string) (net.Listener, error)) { s.listen = f }
+
 func (s *Server) openListener(lc Listener) (*listener, error) {
-	ln, err := listenTCP(lc.Address)
+	ln, err := s.listen(lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", lc.Address, err)
 	}
