@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -49,7 +50,7 @@ var (
 	packetsDesc = prometheus.NewDesc("edgegate_bpf_packets_total",
 		"Packets judged by the kernel guard, by verdict.", []string{"verdict"}, nil)
 	entriesDesc = prometheus.NewDesc("edgegate_bpf_map_entries",
-		"Entries in a guard map (flows is not counted: walking it costs too much per scrape).", []string{"map"}, nil)
+		"Entries in a guard map.", []string{"map"}, nil)
 	capacityDesc = prometheus.NewDesc("edgegate_bpf_map_capacity",
 		"Maximum entries of a guard map.", []string{"map"}, nil)
 	attachedDesc = prometheus.NewDesc("edgegate_bpf_attached",
@@ -81,6 +82,9 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), name)
 		}
 	}
+	if n, err := g.countFlows(); err == nil {
+		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), "flows")
+	}
 	for name, m := range map[string]*ebpf.Map{
 		"blocklist": g.objs.Blocklist,
 		"allow":     g.objs.Allow,
@@ -104,4 +108,27 @@ func countEntries(m *ebpf.Map) (int, error) {
 		n++
 	}
 	return n, it.Err()
+}
+
+// flowBatch is how many flow entries one batch syscall reads.
+const flowBatch = 4096
+
+// countFlows counts the flow table in batches: it can hold hundreds of
+// thousands of entries, too many for one lookup syscall per key at every
+// scrape. The count is approximate while the program changes the table.
+func (g *Guard) countFlows() (int, error) {
+	keys := make([]guardFlowKey, flowBatch)
+	vals := make([]guardFlowState, flowBatch)
+	var cursor ebpf.MapBatchCursor
+	total := 0
+	for {
+		n, err := g.objs.Flows.BatchLookup(&cursor, keys, vals, nil)
+		total += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("bpf: count flows: %w", err)
+		}
+	}
 }

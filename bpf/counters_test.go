@@ -7,9 +7,12 @@ import (
 )
 
 func TestCollector(t *testing.T) {
-	g := openTestGuard(t, Config{Ports: []uint16{guarded, allowOnly}, AllowOnly: allowed})
+	g := openTestGuard(t, Config{Ports: []uint16{guarded, allowOnly}, AllowOnly: allowed, FlowTableSize: 16384})
 	for range 3 {
 		judge(t, g, entryPoints[0], synFrom(outside4, guarded))
+	}
+	for i := range 5000 { // more than one batch
+		judge(t, g, entryPoints[0], newFlow(client6, server6, uint16(10000+i)).syn().bytes())
 	}
 	judge(t, g, entryPoints[1], synFrom(client4, notGuarded))
 
@@ -43,7 +46,8 @@ func TestCollector(t *testing.T) {
 		"edgegate_bpf_map_entries,map=ports":                  2,
 		"edgegate_bpf_map_entries,map=allow":                  2,
 		"edgegate_bpf_map_entries,map=blocklist":              0,
-		"edgegate_bpf_map_capacity,map=flows":                 1024,
+		"edgegate_bpf_map_capacity,map=flows":                 16384,
+		"edgegate_bpf_map_entries,map=flows":                  5000,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
