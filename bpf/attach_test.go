@@ -568,3 +568,28 @@ func TestRestartKeepsBlocklist(t *testing.T) {
 	c.Close()
 	s.accept(t).Close()
 }
+
+// TestAutoFallback checks the auto chain on an interface without a native
+// XDP implementation (ifb): the first guard gets generic XDP; a second
+// guard on the same interface finds XDP taken and falls back to TCX.
+func TestAutoFallback(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	run(t, "ip", "-n", n.server, "link", "add", "egd0", "type", "ifb")
+	run(t, "ip", "-n", n.server, "link", "set", "egd0", "up")
+	open := func() *Guard {
+		cfg := Config{Interfaces: []string{"egd0"}, Ports: []uint16{nsPort}, PinPath: testPinPath(t), FlowTableSize: 1024}
+		g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return g
+	}
+	if got := open().Modes()["egd0"]; got != string(ModeXDPGeneric) {
+		t.Fatalf("first guard attached as %q, want xdp-generic", got)
+	}
+	if got := open().Modes()["egd0"]; got != string(ModeTCX) {
+		t.Fatalf("second guard attached as %q, want tcx", got)
+	}
+}
