@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 # Debian packages the tests use: real peers (nginx with its stream module,
 # HAProxy), clients (curl, openssl), the eBPF toolchain (clang-19, llvm-19
 # for llvm-strip, libbpf headers) and network namespaces (iproute2).
-DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl clang-19 llvm-19 libbpf-dev iproute2 ca-certificates
+DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 ca-certificates
 
 .PHONY: all build test deps vet fmt-check generate check-generated demo
 
@@ -51,9 +51,9 @@ generate:
 
 ## check-generated: regenerate the eBPF objects and fail if they differ from what is committed
 check-generated:
-	@if [ -f bpf/gen.go ]; then \
-		$(GO) generate ./bpf/ && git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones; run make generate and commit"; exit 1; }; \
-	fi
+	$(GO) generate ./bpf/
+	@git diff --exit-code --stat -- bpf/ && test -z "$$(git status --porcelain -- bpf/)" || \
+		{ echo "bpf/: generated files differ from the committed ones; run make generate and commit"; exit 1; }
 
 demo:
 	$(GO) run ./cmd/edgegate demo
