@@ -30,6 +30,22 @@ type Config struct {
 	EBPF      EBPF       `yaml:"ebpf"`
 	VHosts    []VHost    `yaml:"vhosts"`
 
+	// PIDFile, when set, is written with the process ID once the gateway
+	// is serving (and rewritten by the new process after an upgrade).
+	PIDFile string `yaml:"pid_file"`
+	// ControlSocket, when set, is a Unix socket on which `edgegate reload`
+	// and `edgegate upgrade` ask the running process to act and learn
+	// whether it did.
+	ControlSocket string `yaml:"control_socket"`
+	// Watch reloads when any file the configuration names changes
+	// (certificates renewed by an ACME client), debounced.
+	Watch bool `yaml:"watch"`
+	// CloudflareData is a folder holding ips-v4.txt, ips-v6.txt and
+	// origin-pull-ca.pem written by `edgegate cloudflare update`; when it
+	// exists they replace the built-in copies. Default
+	// /var/lib/edgegate/cloudflare.
+	CloudflareData string `yaml:"cloudflare_data"`
+
 	// File is the path the configuration was loaded from; relative paths
 	// in it resolve against its folder.
 	File string `yaml:"-"`
@@ -232,6 +248,9 @@ func yamlError(file string, err error) error {
 func (c *Config) setDefaults() {
 	if c.Unmatched == "" {
 		c.Unmatched = "close"
+	}
+	if c.CloudflareData == "" {
+		c.CloudflareData = "/var/lib/edgegate/cloudflare"
 	}
 	def := func(d *Duration, v time.Duration) {
 		if *d == 0 {
