@@ -21,9 +21,9 @@ type listener struct {
 	cfg  atomic.Pointer[Listener]
 }
 
-// listenTCP opens a listening TCP socket. SO_REUSEPORT lets several
-// edgegate processes share a port on one host.
-func listenTCP(addr string) (net.Listener, error) {
+// ListenTCP opens a listening TCP socket the way edgegate does by default.
+// SO_REUSEPORT lets several edgegate processes share a port on one host.
+func ListenTCP(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{
 		Control: func(network, address string, c syscall.RawConn) error {
 			var serr error

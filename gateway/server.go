@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -56,7 +57,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		listeners:  map[string]*listener{},
 		conns:      map[net.Conn]*session{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
-		listen:     listenTCP,
+		listen:     ListenTCP,
 	}
 	s.guardMode.Store("off")
 	st, err := compile(cfg, 1)
@@ -148,6 +149,30 @@ func (s *Server) Addrs() map[string]net.Addr {
 		m[k] = l.ln.Addr()
 	}
 	return m
+}
+
+// ListenerFiles returns a duplicate of each open listening socket, keyed by
+// its configured address, for handing to a new process in an upgrade. The
+// caller closes the files.
+func (s *Server) ListenerFiles() (map[string]*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files := map[string]*os.File{}
+	for addr, l := range s.listeners {
+		tl, ok := l.ln.(*net.TCPListener)
+		if !ok {
+			continue
+		}
+		f, err := tl.File()
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("listener %s: %w", addr, err)
+		}
+		files[addr] = f
+	}
+	return files, nil
 }
 
 // MetricsAddr returns the metrics endpoint's address, or nil.
