@@ -98,7 +98,8 @@ func (s *Server) Start() error {
 		return err
 	}
 	if addr := st.cfg.Metrics.Listen; addr != "" {
-		ln, err := net.Listen("tcp", addr)
+		// SO_REUSEPORT here too: during an upgrade both processes hold it.
+		ln, err := ListenTCP(addr)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
