@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/hex"
 	"fmt"
+	"net"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -152,6 +153,29 @@ vhosts:
 	}
 	if stderr != "" {
 		t.Errorf("stderr %q, want nothing", stderr)
+	}
+}
+
+// TestCheckDoesNotBind: check validates a file while the gateway it
+// describes is running, so it must not need the addresses it names.
+func TestCheckDoesNotBind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := writeFile(t, t.TempDir(), "edgegate.yaml", yamlf(`
+listen: [{address: %q}]
+metrics: {listen: %q}
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+    mode: passthrough
+    upstream: {address: "127.0.0.1:9001"}
+`, busy.Addr().String(), busy.Addr().String()))
+	stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(stdout, cfg+": ok\n") {
+		t.Errorf("check with its addresses in use: exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
 	}
 }
 

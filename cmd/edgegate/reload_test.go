@@ -145,3 +145,28 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("exit status %d, want 0", code)
 	}
 }
+
+// TestReloadMovesListener: a reload that changes the listen address opens
+// the new one and closes the old one, in the same process.
+func TestReloadMovesListener(t *testing.T) {
+	t.Parallel()
+	up := newTLSUpstream(t, "www.e2e.test")
+	first, second, metrics := freeAddr(t), freeAddr(t), freeAddr(t)
+	p, cfg := startGateway(t, gatewayConfig(first, metrics, up.ln.Addr().String(), "info", "json", "30s"), true)
+	expectProxied(t, first, "www.e2e.test", up)
+
+	writeFile(t, filepath.Dir(cfg), "edgegate.yaml", gatewayConfig(second, metrics, up.ln.Addr().String(), "info", "json", "30s"))
+	p.signal(t, syscall.SIGHUP)
+	p.stderr.waitJSON(t, "the reload to generation 2", func(r map[string]any) bool {
+		return r["msg"] == "configuration reloaded" && r["generation"] == 2.0
+	})
+	expectProxied(t, second, "www.e2e.test", up)
+	expectRefused(t, first)
+	if code, h := getHealthz(t, metrics); code != 200 || h.Listeners != 1 {
+		t.Errorf("/healthz after moving the listener: %d %+v, want 200 and 1 listener", code, h)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit status %d, want 0", code)
+	}
+}
