@@ -233,7 +233,8 @@ func TestQuickHarness(t *testing.T) {
 	rep, err := Run(context.Background(), Options{
 		Out:         out,
 		Quick:       true,
-		Scenarios:   []string{"passthrough-connect", "mtls-full", "mtls-reject"},
+		Scenarios:   []string{"passthrough-connect", "passthrough-bulk", "mtls-full", "mtls-reject", "idle-connections"},
+		IdleConns:   150,
 		Duration:    300 * time.Millisecond,
 		Warmup:      100 * time.Millisecond,
 		Reps:        2,
@@ -254,8 +255,21 @@ func TestQuickHarness(t *testing.T) {
 			t.Errorf("%s/%s %s: %s %s (%s)", row.Scenario, row.Variant, row.System, row.Status, row.Note, row.FirstError)
 			continue
 		}
-		if rate := row.Metrics[mRate]; rate.Median <= 0 || rate.N != 2 {
-			t.Errorf("%s/%s %s: rate %+v; want two repetitions with operations", row.Scenario, row.Variant, row.System, rate)
+		switch row.Scenario {
+		case "passthrough-bulk":
+			if v := row.Metrics[mMiBs]; v.Median <= 0 || v.N != 2 {
+				t.Errorf("%s %s: throughput %+v; want two repetitions with data", row.Scenario, row.System, v)
+			}
+		case "idle-connections":
+			// Each connection costs a proxy at least its two sockets.
+			if c, f := row.Metrics[mConns], row.Metrics[mFDPerConn]; c.Median != 150 || f.Median < 1.9 {
+				t.Errorf("%s/%s %s: %v connections, %v fds each; want 150 and at least 2", row.Scenario, row.Variant, row.System, c.Median, f.Median)
+			}
+			continue
+		default:
+			if rate := row.Metrics[mRate]; rate.Median <= 0 || rate.N != 2 {
+				t.Errorf("%s/%s %s: rate %+v; want two repetitions with operations", row.Scenario, row.Variant, row.System, rate)
+			}
 		}
 		if row.System != sysDirect {
 			if _, ok := row.Metrics[mCoreShare]; !ok {
@@ -267,6 +281,8 @@ func TestQuickHarness(t *testing.T) {
 		"passthrough-connect/edgegate", "passthrough-connect/nginx", "passthrough-connect/haproxy", "passthrough-connect/direct",
 		"mtls-full/edgegate", "mtls-full/nginx", "mtls-full/haproxy", "mtls-full/gotls", "mtls-full/direct",
 		"mtls-reject/edgegate", "mtls-reject/nginx", "mtls-reject/haproxy", "mtls-reject/gotls",
+		"passthrough-bulk/edgegate", "passthrough-bulk/nginx", "passthrough-bulk/haproxy", "passthrough-bulk/direct",
+		"idle-connections/edgegate", "idle-connections/nginx", "idle-connections/haproxy", "idle-connections/gotls",
 	} {
 		if !seen[want] {
 			t.Errorf("no row for %s", want)
@@ -285,5 +301,57 @@ func TestQuickHarness(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+	}
+}
+
+func TestParseBPFBench(t *testing.T) {
+	out := []byte(`goos: linux
+BenchmarkVerdicts/xdp/drop_not_tls-2   	  100000	       181.2 ns/op	        33.00 baseline-ns/pkt	       179.0 ns/pkt	         5.424 x-baseline
+BenchmarkVerdicts/xdp/drop_not_tls-2   	  100000	       170.0 ns/op	        30.00 baseline-ns/pkt	       150.0 ns/pkt	         5.000 x-baseline
+BenchmarkVerdicts/tc/pass_syn-2        	  100000	       90.0 ns/op	        30.00 baseline-ns/pkt	       80.0 ns/pkt	         2.667 x-baseline
+PASS
+`)
+	order, v := parseBPFBench(out)
+	if len(order) != 2 || order[0] != "xdp/drop_not_tls" || order[1] != "tc/pass_syn" {
+		t.Fatalf("paths = %v", order)
+	}
+	if got := v["xdp/drop_not_tls"][mNsPerPkt]; len(got) != 2 || got[0] != 179 || got[1] != 150 {
+		t.Errorf("ns/pkt = %v", got)
+	}
+	if got := v["tc/pass_syn"][mXTrivial]; len(got) != 1 || got[0] != 2.667 {
+		t.Errorf("x-baseline = %v", got)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	row := func(sc, variant, sys string, m map[string]float64) Row {
+		r := Row{Scenario: sc, Variant: variant, System: sys, Status: statusOK, Metrics: map[string]Stat{}}
+		if sys == sysDirect {
+			r.Status = statusBaseline
+		}
+		for k, v := range m {
+			r.Metrics[k] = Stat{Median: v, N: 1}
+		}
+		return r
+	}
+	r := &Report{Rows: []Row{
+		row("mtls-full", "x25519", sysEdgegate, map[string]float64{mPerCoreSec: 2000}),
+		row("mtls-full", "x25519", sysNginx, map[string]float64{mPerCoreSec: 1000}),
+		row("mtls-full", "x25519", sysGoTLS, map[string]float64{mPerCoreSec: 2200}),
+		row("idle-connections", "passthrough", sysEdgegate, map[string]float64{mKiBPerConn: 18, mFDPerConn: 6}),
+		row("idle-connections", "passthrough", sysHAProxy, map[string]float64{mKiBPerConn: 3.6, mFDPerConn: 2}),
+	}}
+	got := map[string]targetResult{}
+	for _, tr := range r.checkTargets() {
+		got[tr.Target] = tr
+	}
+	if tr := got["mtls full handshakes ≥ 2.5× the best of nginx and HAProxy"]; tr.Ratio != 2 || tr.Met {
+		t.Errorf("2.5× target: %+v; want ratio 2, not met", tr)
+	}
+	if tr := got["mtls full handshakes ≥ 85% of the bare crypto/tls server"]; !tr.Met {
+		t.Errorf("85%% of gotls: %+v; want met", tr)
+	}
+	if tr := got["descriptors per idle connection ≤ HAProxy's"]; tr.Ratio != 3 || tr.Met {
+		t.Errorf("fd target: %+v; want ratio 3, not met", tr)
 	}
 }

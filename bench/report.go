@@ -20,6 +20,7 @@ type Report struct {
 	Missing  map[string]string `json:"missing_systems,omitempty"`
 	Rows     []Row             `json:"rows"`
 	Ratios   []Ratio           `json:"ratios"`
+	Targets  []targetResult    `json:"targets"`
 }
 
 // Ratio is edgegate's figure over the best peer's (nginx or HAProxy) on a
@@ -64,16 +65,24 @@ func (r *Report) groups() []group {
 
 // bestPeer returns the peer row with the best primary metric among rows
 // that are results.
-func (g group) bestPeer() (Row, bool) {
+func (g group) bestPeer() (Row, bool) { return g.bestPeerOn(g.sc.primary) }
+
+// bestPeerOn is bestPeer on any metric; lower is better for the metrics
+// the scenario ranks lower-is-better, and for per-connection costs.
+func (g group) bestPeerOn(metric string) (Row, bool) {
+	higher := g.sc.higherBetter
+	if metric != g.sc.primary {
+		higher = !slices.Contains([]string{mCPUPerKOp, mCPUPerGiB, mKiBPerConn, mFDPerConn, mNsPerPkt}, metric)
+	}
 	var best Row
 	found := false
 	for _, row := range g.rows {
-		v, ok := row.Metrics[g.sc.primary]
+		v, ok := row.Metrics[metric]
 		if !slices.Contains(peers, row.System) || row.Status != statusOK || !ok {
 			continue
 		}
-		b := best.Metrics[g.sc.primary].Median
-		if !found || (g.sc.higherBetter && v.Median > b) || (!g.sc.higherBetter && v.Median < b) {
+		b := best.Metrics[metric].Median
+		if !found || (higher && v.Median > b) || (!higher && v.Median < b) {
 			best, found = row, true
 		}
 	}
@@ -107,6 +116,7 @@ func (r *Report) computeRatios() {
 // write writes report.md, results.json and chart.svg into dir.
 func (r *Report) write(dir string) error {
 	r.computeRatios()
+	r.Targets = r.checkTargets()
 	j, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -188,6 +198,16 @@ func (r *Report) Markdown() string {
 		}
 		w("")
 		w("![ratios against the best peer](chart.svg)")
+		w("")
+	}
+	if len(r.Targets) > 0 {
+		w("## Issue 5 targets")
+		w("")
+		w("| target | edgegate ÷ reference | reference | met |")
+		w("| --- | --- | --- | --- |")
+		for _, t := range r.Targets {
+			w("%s", t.String())
+		}
 		w("")
 	}
 	for _, g := range r.groups() {

@@ -60,8 +60,8 @@ var scenarios = []*scenario{
 	{
 		name:         "passthrough-bulk",
 		about:        "one long passthrough stream each way",
-		primary:      mMiBs,
-		higherBetter: true,
+		primary:      mCPUPerGiB,
+		higherBetter: false,
 		columns:      []column{colMiBs, colCPUPerGiB, colShare},
 		run:          runPassthroughBulk,
 	},

@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// target is one of issue 5's goals, checked against a run: edgegate's
+// figure for metric over the reference's (the best peer, or a named
+// system) must be at least min (higher is better) or at most max.
+type target struct {
+	scenario, variant string
+	metric            string
+	against           string // "peers" or a system name
+	min, max          float64
+	text              string
+}
+
+var targets = []target{
+	{"mtls-full", "x25519", mPerCoreSec, "peers", 2.5, 0, "mtls full handshakes ≥ 2.5× the best of nginx and HAProxy"},
+	{"mtls-full", "x25519", mPerCoreSec, sysGoTLS, 0.85, 0, "mtls full handshakes ≥ 85% of the bare crypto/tls server"},
+	{"mtls-resumed", "x25519", mPerCoreSec, "peers", 1, 0, "mtls resumed handshakes ≥ the best peer"},
+	{"passthrough-connect", "*", mPerCoreSec, "peers", 1, 0, "passthrough connections ≥ the best peer"},
+	{"passthrough-connect", "*", mRate, sysDirect, 0.9, 0, "passthrough connections/s ≥ 90% of direct (same load generator)"},
+	{"passthrough-bulk", "", mMiBs, sysDirect, 0.95, 0, "passthrough throughput ≥ 95% of direct"},
+	{"idle-connections", "*", mKiBPerConn, sysHAProxy, 0, 1, "memory per idle connection ≤ HAProxy's"},
+	{"idle-connections", "*", mFDPerConn, sysHAProxy, 0, 1, "descriptors per idle connection ≤ HAProxy's"},
+}
+
+// targetResult is a target evaluated on one variant.
+type targetResult struct {
+	Target  string  `json:"target"`
+	Variant string  `json:"variant,omitempty"`
+	Ratio   float64 `json:"ratio"`
+	Against string  `json:"against"`
+	Met     bool    `json:"met"`
+}
+
+func (r *Report) checkTargets() []targetResult {
+	var out []targetResult
+	for _, g := range r.groups() {
+		for _, t := range targets {
+			if t.scenario != g.sc.name || (t.variant != "*" && t.variant != g.variant) {
+				continue
+			}
+			var eg, ref *Row
+			for i := range g.rows {
+				row := &g.rows[i]
+				if row.System == sysEdgegate && row.Status == statusOK {
+					eg = row
+				}
+				if t.against != "peers" && row.System == t.against && (row.Status == statusOK || row.Status == statusBaseline) {
+					ref = row
+				}
+			}
+			if t.against == "peers" {
+				if p, ok := g.bestPeerOn(t.metric); ok {
+					ref = &p
+				}
+			}
+			if eg == nil || ref == nil {
+				continue
+			}
+			e, okE := eg.Metrics[t.metric]
+			p, okP := ref.Metrics[t.metric]
+			if !okE || !okP || p.Median == 0 {
+				continue
+			}
+			q := e.Median / p.Median
+			met := (t.min > 0 && q >= t.min) || (t.max > 0 && q <= t.max)
+			out = append(out, targetResult{Target: t.text, Variant: g.variant, Ratio: q, Against: ref.System, Met: met})
+		}
+	}
+	// The guard's verdicts against the trivial program.
+	for _, row := range r.Rows {
+		if x, ok := row.Metrics[mXTrivial]; ok && row.Scenario == "bpf-program" {
+			out = append(out, targetResult{Target: "guard verdict within 3× the trivial program", Variant: strings.TrimPrefix(row.System, "guard "),
+				Ratio: x.Median, Against: "trivial program", Met: x.Median <= 3})
+		}
+	}
+	return out
+}
+
+func (t targetResult) String() string {
+	mark := "no"
+	if t.Met {
+		mark = "yes"
+	}
+	v := ""
+	if t.Variant != "" {
+		v = " (" + t.Variant + ")"
+	}
+	return fmt.Sprintf("| %s%s | %.2f | %s | %s |", t.Target, v, t.Ratio, t.Against, mark)
+}
