@@ -22,14 +22,14 @@ var (
 	cloudflareIPv6 []byte
 )
 
-// Lower bounds for the embedded lists. Cloudflare publishes 15 IPv4 and 7
+// Lower bounds for any Cloudflare list. Cloudflare publishes 15 IPv4 and 7
 // IPv6 ranges; a list far shorter than that is a truncated copy.
 const (
 	minCloudflareIPv4 = 10
 	minCloudflareIPv6 = 5
 )
 
-var cloudflareCA = sync.OnceValues(func() (*x509.CertPool, *x509.Certificate) {
+var builtinCloudflare = sync.OnceValue(func() *CloudflareData {
 	block, _ := pem.Decode(cloudflareCAPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
 		panic("gateway: embedded cloudflare/origin-pull-ca.pem holds no certificate")
@@ -38,21 +38,6 @@ var cloudflareCA = sync.OnceValues(func() (*x509.CertPool, *x509.Certificate) {
 	if err != nil {
 		panic("gateway: embedded cloudflare/origin-pull-ca.pem: " + err.Error())
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool, cert
-})
-
-// CloudflareCA returns the embedded Cloudflare origin-pull CA as a pool for
-// client verification and as a certificate (for its dates, in checks and
-// logs). Each call returns a fresh pool that the caller may extend; the
-// certificate is shared and must not be modified.
-func CloudflareCA() (*x509.CertPool, *x509.Certificate) {
-	pool, cert := cloudflareCA()
-	return pool.Clone(), cert
-}
-
-var cloudflarePrefixes = sync.OnceValue(func() []netip.Prefix {
 	v4, err := ParsePrefixList(cloudflareIPv4, minCloudflareIPv4)
 	if err != nil {
 		panic("gateway: embedded cloudflare/ips-v4.txt: " + err.Error())
@@ -61,13 +46,28 @@ var cloudflarePrefixes = sync.OnceValue(func() []netip.Prefix {
 	if err != nil {
 		panic("gateway: embedded cloudflare/ips-v6.txt: " + err.Error())
 	}
-	return append(v4, v6...)
+	// The built-in set is not refused for expiry: after 2029-11-01 it still
+	// loads, and `edgegate check` and the handshakes' own verification say
+	// why nothing is accepted.
+	return newCloudflareData(cert, v4, v6, "built-in", nil)
 })
 
-// CloudflarePrefixes returns Cloudflare's published IPv4 and IPv6 edge
-// ranges as embedded at build time, IPv4 first. The caller owns the slice.
+// CloudflareCA returns the Cloudflare origin-pull CA in force (the set
+// installed by LoadCloudflareData, else the embedded copy) as a pool for
+// client verification and as a certificate (for its dates, in checks and
+// logs). Each call returns a fresh pool that the caller may extend; the
+// certificate is shared and must not be modified.
+func CloudflareCA() (*x509.CertPool, *x509.Certificate) {
+	d := CurrentCloudflareData()
+	return d.pool.Clone(), d.CA
+}
+
+// CloudflarePrefixes returns Cloudflare's IPv4 and IPv6 edge ranges in
+// force (the set installed by LoadCloudflareData, else the copies embedded
+// at build time), IPv4 first. The caller owns the slice.
 func CloudflarePrefixes() []netip.Prefix {
-	return slices.Clone(cloudflarePrefixes())
+	d := CurrentCloudflareData()
+	return append(slices.Clone(d.IPv4), d.IPv6...)
 }
 
 // ParsePrefixList parses an allow-list with one CIDR a line, the format of
