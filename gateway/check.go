@@ -49,7 +49,7 @@ func Warnings(cfg *Config) []string {
 			}
 		}
 	}
-	if _, ca := CloudflareCA(); ca != nil && time.Until(ca.NotAfter) < 180*24*time.Hour {
+	if _, ca := CloudflareCA(); ca != nil && usesCloudflareCA(cfg) && time.Until(ca.NotAfter) < 180*24*time.Hour {
 		ws = append(ws, fmt.Sprintf("the built-in Cloudflare origin-pull CA expires %s", ca.NotAfter.Format(time.DateOnly)))
 	}
 	for _, v := range cfg.VHosts {
@@ -63,4 +63,14 @@ func Warnings(cfg *Config) []string {
 		}
 	}
 	return ws
+}
+
+// usesCloudflareCA reports whether an mtls vhost trusts Cloudflare's CA.
+func usesCloudflareCA(cfg *Config) bool {
+	for _, v := range cfg.VHosts {
+		if v.Mode == "mtls" && v.ClientAuth.CA == "cloudflare" {
+			return true
+		}
+	}
+	return false
 }

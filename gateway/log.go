@@ -75,11 +75,13 @@ func (s *Server) finish(ss *session) {
 		slog.String("client", ss.client.String()),
 		slog.String("listener", ss.listener),
 	}
+	sniName := ""
 	if ss.hello != nil {
-		attrs = append(attrs, slog.String("sni", ss.hello.ServerName))
-		if ss.hello.ServerName == "" && ss.hello.RawServerName != "" {
-			attrs = append(attrs, slog.String("raw_sni", ss.hello.RawServerName))
-		}
+		sniName = ss.hello.ServerName
+	}
+	attrs = append(attrs, slog.String("sni", sniName))
+	if ss.hello != nil && sniName == "" && ss.hello.RawServerName != "" {
+		attrs = append(attrs, slog.String("raw_sni", ss.hello.RawServerName))
 	}
 	attrs = append(attrs,
 		slog.String("vhost", vname),

@@ -208,6 +208,21 @@ func (s *Server) Reload(cfg *Config) error {
 	return nil
 }
 
+// ReloadFile loads the configuration file at path and Reloads it. A file
+// that does not load is refused, logged and counted the same way.
+func (s *Server) ReloadFile(path string) error {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("error").Inc()
+		s.log.Error("reload refused; keeping the running configuration", "err", err)
+		return err
+	}
+	return s.Reload(cfg)
+}
+
+// Config returns the configuration in force.
+func (s *Server) Config() *Config { return s.state.Load().cfg }
+
 func (s *Server) reload(cfg *Config) error {
 	old := s.state.Load()
 	st, err := compile(cfg, old.generation+1)
