@@ -11,8 +11,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,6 +35,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   edgegate run --config FILE     run the gateway (logs to stderr)
   edgegate check --config FILE   validate a configuration, print its routes
+  edgegate reload --config FILE  validate, then have the running gateway reload it
+  edgegate upgrade --config FILE validate, then have the running gateway hand over to the installed binary
   edgegate demo                  run a self-contained demo on loopback
   edgegate version               print the version
 `)
@@ -52,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "reload", "upgrade":
+		return cmdSignal(args[0], args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
@@ -91,69 +93,6 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
-	if !ok {
-		return 2
-	}
-	cfg, err := gateway.LoadConfig(path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	log, err := gateway.NewLogger(stderr, cfg.Log)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	srv, err := gateway.NewServer(cfg, log)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	// Signals are caught before the listeners open: a stop that arrives as
-	// soon as the gateway accepts must drain it, not kill the process.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	if err := srv.Start(); err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	log.Info("edgegate running", "version", buildVersion(), "config", path, "listeners", len(cfg.Listen), "vhosts", len(cfg.VHosts))
-	return serveUntilSignal(sigs, srv, path, cfg, log)
-}
-
-// serveUntilSignal reloads on SIGHUP and drains on SIGTERM or SIGINT.
-func serveUntilSignal(sigs <-chan os.Signal, srv *gateway.Server, path string, cfg *gateway.Config, log *slog.Logger) int {
-	for sig := range sigs {
-		if sig == syscall.SIGHUP {
-			next, err := gateway.LoadConfig(path)
-			if err != nil {
-				log.Error("reload refused; keeping the running configuration", "err", err)
-				continue
-			}
-			// Reload logs its own refusal; logging it here too wrote it twice.
-			if srv.Reload(next) != nil {
-				continue
-			}
-			cfg = next
-			continue
-		}
-		log.Info("stopping: draining connections", "signal", sig.String(), "drain", cfg.Timeouts.Drain.D())
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain.D())
-		err := srv.Shutdown(ctx)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			log.Warn("stopped after the drain timeout")
-		} else {
-			log.Info("stopped")
-		}
-		return 0
-	}
-	return 0
-}
-
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	path, ok := configFlag("check", args, stderr)
 	if !ok {
@@ -165,7 +104,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// Compiling loads every certificate, key and CA the file names.
-	if _, err := gateway.NewServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if _, err := gateway.NewServer(cfg, discardLogger()); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -179,3 +118,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 
 // notifyStop delivers SIGINT and SIGTERM to c.
 func notifyStop(c chan os.Signal) { signal.Notify(c, syscall.SIGINT, syscall.SIGTERM) }
+
+// discardLogger is a logger that writes nothing, for compiling a
+// configuration only to validate it.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

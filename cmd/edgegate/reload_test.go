@@ -134,6 +134,11 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if v, ok := metricValue(page, "edgegate_config_reload_total", `result="ok"`); !ok || v != 1 {
 		t.Errorf("edgegate_config_reload_total{result=\"ok\"} = %v (present %t), want 1", v, ok)
 	}
+	// Both refusals count: the unknown key (the file does not load) and the
+	// missing certificate (it does not compile).
+	if v, ok := metricValue(page, "edgegate_config_reload_total", `result="error"`); !ok || v != 2 {
+		t.Errorf("edgegate_config_reload_total{result=\"error\"} = %v (present %t), want 2", v, ok)
+	}
 	if !strings.Contains(page, "\nedgegate_config_generation 2\n") {
 		t.Error("edgegate_config_generation is not 2")
 	}

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway"
+)
+
+// process is a running `edgegate run`: the gateway and everything around it
+// that makes it a long-lived service (signals, control socket, file watch,
+// pid file, systemd readiness, upgrades).
+type process struct {
+	path string
+	cfg  *gateway.Config
+	srv  *gateway.Server
+	log  *slog.Logger
+
+	requests chan request  // from the control socket and the file watcher
+	done     chan struct{} // closed when the process stops serving
+	control  net.Listener
+}
+
+// request asks the main loop to act; the answer goes back on reply.
+type request struct {
+	op    string // "reload" | "upgrade"
+	reply chan error
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log, err := gateway.NewLogger(stderr, cfg.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	srv, err := gateway.NewServer(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	p := &process{path: path, cfg: cfg, srv: srv, log: log, requests: make(chan request), done: make(chan struct{})}
+
+	inherited, err := inheritedListeners()
+	if err != nil {
+		log.Error("upgrade: cannot use the inherited sockets", "err", err)
+		return 1
+	}
+	if len(inherited) > 0 {
+		srv.SetListenFunc(func(addr string) (net.Listener, error) {
+			if f, ok := inherited[addr]; ok {
+				delete(inherited, addr)
+				defer f.Close()
+				return net.FileListener(f)
+			}
+			return gateway.ListenTCP(addr)
+		})
+	}
+
+	// Signals are caught before the listeners open: a stop that arrives as
+	// soon as the gateway accepts must drain it, not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	if err := srv.Start(); err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	for _, f := range inherited {
+		f.Close() // handed over for a listener this configuration dropped
+	}
+	if err := p.openControl(); err != nil {
+		log.Error("control socket", "err", err)
+		srv.Close()
+		return 1
+	}
+	p.writePIDFile()
+	if cfg.Watch {
+		go p.watch()
+	}
+	ready(log, len(inherited) > 0 || os.Getenv(envListeners) != "")
+	var bound []string
+	for name, a := range srv.Addrs() {
+		bound = append(bound, name+"="+a.String())
+	}
+	log.Info("edgegate running", "version", buildVersion(), "pid", os.Getpid(), "config", path,
+		"listeners", bound, "vhosts", len(cfg.VHosts))
+	return p.loop(sigs)
+}
+
+// loop serves until a stop signal or a finished upgrade, then drains.
+func (p *process) loop(sigs <-chan os.Signal) int {
+	for {
+		var why string
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				p.reload()
+				continue
+			case syscall.SIGUSR2:
+				if err := p.upgrade(); err != nil {
+					p.log.Error("upgrade failed; this process keeps serving", "err", err)
+					continue
+				}
+				why = "upgraded"
+			default:
+				why = sig.String()
+			}
+		case r := <-p.requests:
+			var err error
+			switch r.op {
+			case "reload":
+				err = p.reload()
+			case "upgrade":
+				err = p.upgrade()
+			}
+			r.reply <- err
+			if r.op != "upgrade" || err != nil {
+				continue
+			}
+			why = "upgraded"
+		}
+		return p.stop(why)
+	}
+}
+
+// reload reads the configuration file again and swaps it in; on any error
+// the running configuration stays.
+func (p *process) reload() error {
+	err := p.srv.ReloadFile(p.path) // logs and counts a refusal
+	p.cfg = p.srv.Config()
+	return err
+}
+
+// stop drains the gateway and cleans up what this process owns.
+func (p *process) stop(why string) int {
+	drain := p.cfg.Timeouts.Drain.D()
+	p.log.Info("stopping: draining connections", "why", why, "drain", drain)
+	close(p.done)
+	if p.control != nil {
+		p.control.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	err := p.srv.Shutdown(ctx)
+	cancel()
+	if why != "upgraded" {
+		p.removePIDFile()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		p.log.Warn("stopped after the drain timeout")
+	} else {
+		p.log.Info("stopped")
+	}
+	return 0
+}
+
+// ask hands a request to the main loop and waits for its answer; it
+// returns errStopped if the process stops first.
+func (p *process) ask(op string) error {
+	r := request{op: op, reply: make(chan error, 1)}
+	select {
+	case p.requests <- r:
+		return <-r.reply
+	case <-p.done:
+		return errStopped
+	}
+}
+
+var errStopped = errors.New("edgegate is stopping")
+
+func (p *process) writePIDFile() {
+	f := p.cfg.Path(p.cfg.PIDFile)
+	if f == "" {
+		return
+	}
+	if err := writeFileAtomic(f, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		p.log.Error("pid file", "err", err)
+	}
+}
+
+// removePIDFile removes the pid file if it still names this process (after
+// an upgrade it names the successor).
+func (p *process) removePIDFile() {
+	f := p.cfg.Path(p.cfg.PIDFile)
+	if f == "" {
+		return
+	}
+	if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(f)
+	}
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it
+// into place, so a reader never sees a partial file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// watch reloads when a file the configuration names changes: it polls their
+// size and modification time every second and waits until they have been
+// still for two polls (an ACME client writes the certificate, then the key).
+func (p *process) watch() {
+	type stamp struct {
+		size int64
+		mod  time.Time
+	}
+	snapshot := func() map[string]stamp {
+		m := map[string]stamp{}
+		for _, f := range p.srv.Config().Files() {
+			if fi, err := os.Stat(f); err == nil {
+				m[f] = stamp{fi.Size(), fi.ModTime()}
+			} else {
+				m[f] = stamp{-1, time.Time{}}
+			}
+		}
+		return m
+	}
+	equal := func(a, b map[string]stamp) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for k, v := range a {
+			if b[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	applied := snapshot()
+	last := applied
+	for {
+		select {
+		case <-time.After(time.Second):
+		case <-p.done:
+			return
+		}
+		now := snapshot()
+		if !equal(now, applied) && equal(now, last) {
+			p.log.Info("a configured file changed; reloading")
+			if err := p.ask("reload"); errors.Is(err, errStopped) {
+				return
+			}
+			// A failed reload is not retried until the files change again.
+			applied = snapshot()
+		}
+		last = now
+	}
+}
