@@ -382,8 +382,10 @@ static __always_inline int bad_flags(struct tcphdr *th)
 }
 
 // check_byte judges the byte at stream position pos of a TLS stream: a
-// handshake record (0x16), version 3.1-3.4, length at most 2^14 and a
-// ClientHello (1) as the first handshake message. Bytes 6-8 (handshake
+// handshake record (0x16), version 3.0-3.4, length at most 2^14 and a
+// ClientHello (1) as the first handshake message. 3.0 is allowed because
+// RFC 5246 E.1 lets a client put {03,00} in its first record, and
+// crypto/tls and edgegate's sni reader accept it. Bytes 6-8 (handshake
 // length) are not constrained: post-quantum hellos span several records.
 static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 {
@@ -393,7 +395,7 @@ static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 	case 1:
 		return b == 0x03;
 	case 2:
-		return b >= 0x01 && b <= 0x04;
+		return b <= 0x04;
 	case 3:
 		st->byte3 = b;
 		return b <= 0x40;

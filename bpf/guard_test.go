@@ -372,7 +372,15 @@ func tlsTable(t testing.TB) []struct {
 			one(f4.data(5, hdr(0x01, 0, 0, 0x50)), "pass_tls"),
 		)},
 		{name: "version 3.5", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x05, 0, 0x10, 1, 0, 0, 0x0c)), "drop_not_tls"))},
-		{name: "version 3.0", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x00)), "drop_not_tls"))},
+		{name: "version 3.0 (RFC 5246 E.1)", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x00, 0, 0x10, 1, 0, 0, 0x0c)), "pass_tls"))},
+		{name: "version 3.0 one byte at a time", steps: seq(
+			one(f4.syn(), "pass_syn"),
+			one(f4.data(0, hdr(0x16)), "pass_tls"),
+			one(f4.data(1, hdr(0x03)), "pass_tls"),
+			one(f4.data(2, hdr(0x00)), "pass_tls"),
+			one(f4.data(3, hdr(0, 0x10, 1, 0, 0, 0x0c)), "pass_tls"),
+		)},
+		{name: "version 2.0 record", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x02, 0x00, 0, 0x10, 1, 0, 0, 0x0c)), "drop_not_tls"))},
 		{name: "record length 2^14 passes", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x03, 0x40, 0x00, 1, 0, 0x3f, 0xfc)), "pass_tls"))},
 		{name: "record length 2^14+1 across segments", steps: seq(
 			one(f4.syn(), "pass_syn"),

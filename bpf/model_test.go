@@ -104,7 +104,7 @@ func (st *modelFlow) check(b []byte) (*modelFlow, bool) {
 		case 1:
 			ok = v == 0x03
 		case 2:
-			ok = v >= 1 && v <= 4
+			ok = v <= 4
 		case 3:
 			next.byte3 = v
 			ok = v <= 0x40
@@ -135,7 +135,7 @@ func tlsish(pos int, b byte) byte {
 	case 1:
 		return 0x03
 	case 2:
-		return 1 + b%4
+		return b % 6 // 5 is the first version too new
 	case 3:
 		return b % 0x42 // 0x41 is the first too-long value
 	case 5:
