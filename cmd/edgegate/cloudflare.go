@@ -1,0 +1,208 @@
+package main
+
+import (
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway"
+)
+
+// defaultCloudflareDir is where `edgegate cloudflare update` installs a set
+// and where the gateway looks for one (cloudflare_data's default).
+const defaultCloudflareDir = "/var/lib/edgegate/cloudflare"
+
+func cloudflareUsage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  edgegate cloudflare update --ips-v4 FILE --ips-v6 FILE --ca FILE [--dir DIR]
+
+Validates Cloudflare's IP lists and origin-pull CA as fetched by the operator
+and installs them in DIR (default `+defaultCloudflareDir+`), where they
+replace the built-in copies at the gateway's next start or reload. A set that
+is empty, malformed, suspiciously short, or whose CA is not a valid CA
+certificate is refused and the installed set is kept.
+`)
+}
+
+// cmdCloudflare runs `edgegate cloudflare ...`.
+func cmdCloudflare(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		cloudflareUsage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "update":
+		return cmdCloudflareUpdate(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		cloudflareUsage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "edgegate cloudflare: unknown command %q\n", args[0])
+	cloudflareUsage(stderr)
+	return 2
+}
+
+func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cloudflare update", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	v4File := fs.String("ips-v4", "", "Cloudflare's IPv4 list (https://www.cloudflare.com/ips-v4)")
+	v6File := fs.String("ips-v6", "", "Cloudflare's IPv6 list (https://www.cloudflare.com/ips-v6)")
+	caFile := fs.String("ca", "", "Cloudflare's origin-pull CA in PEM (authenticated_origin_pull_ca.pem)")
+	dir := fs.String("dir", defaultCloudflareDir, "folder to install the set in (the config's cloudflare_data)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "edgegate cloudflare update: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	for _, f := range []struct{ flag, value string }{{"--ips-v4", *v4File}, {"--ips-v6", *v6File}, {"--ca", *caFile}} {
+		if f.value == "" {
+			fmt.Fprintf(stderr, "edgegate cloudflare update: %s FILE is required\n", f.flag)
+			cloudflareUsage(stderr)
+			return 2
+		}
+	}
+	refuse := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "edgegate cloudflare update: refused: %s\n", fmt.Sprintf(format, a...))
+		fmt.Fprintf(stderr, "edgegate cloudflare update: nothing was written; the set in %s is unchanged\n", *dir)
+		return 1
+	}
+
+	var contents [3][]byte
+	for i, name := range []string{*v4File, *v6File, *caFile} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return refuse("%v", err)
+		}
+		contents[i] = b
+	}
+	next, err := gateway.ParseCloudflareData(contents[0], contents[1], contents[2], time.Now())
+	if err != nil {
+		return refuse("%v", err)
+	}
+
+	// A list that shrinks by half or more is far more likely a partial
+	// download than Cloudflare giving up half its network.
+	current, err := gateway.ReadCloudflareData(*dir, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegate cloudflare update: the installed set is not valid (%v); comparing with the built-in set and replacing it\n", err)
+		current = gateway.BuiltinCloudflareData()
+	}
+	for _, l := range []struct {
+		name      string
+		got, have int
+	}{{"IPv4", len(next.IPv4), len(current.IPv4)}, {"IPv6", len(next.IPv6), len(current.IPv6)}} {
+		if 2*l.got < l.have {
+			return refuse("the %s list has %d entries, fewer than half of the %d in the %s set (truncated download?)",
+				l.name, l.got, l.have, describeSource(current))
+		}
+	}
+
+	for _, w := range next.Warnings {
+		fmt.Fprintf(stderr, "\n*** WARNING *** %s\n\n", w)
+	}
+	if err := installCloudflareData(*dir, next); err != nil {
+		fmt.Fprintf(stderr, "edgegate cloudflare update: %v\n", err)
+		return 1
+	}
+	// Read back what the gateway will read, so a success here means the
+	// gateway will accept the folder too.
+	installed, err := gateway.ReadCloudflareData(*dir, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegate cloudflare update: the installed set does not read back: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "installed in %s: %d IPv4 and %d IPv6 ranges (was %d and %d, %s), CA %q valid until %s\n",
+		*dir, len(installed.IPv4), len(installed.IPv6), len(current.IPv4), len(current.IPv6), describeSource(current),
+		installed.CA.Subject.String(), installed.CA.NotAfter.UTC().Format(time.DateOnly))
+	fmt.Fprintln(stdout, "a running gateway uses it after its next reload (edgegate reload)")
+	return 0
+}
+
+func describeSource(d *gateway.CloudflareData) string {
+	if d.Source == "built-in" {
+		return "built-in"
+	}
+	return "installed"
+}
+
+// installCloudflareData writes the set into dir in the canonical form the
+// gateway reads: one prefix a line with a final newline, and the CA alone in
+// PEM. Each file is written to a temporary name, flushed to disk, and
+// renamed over the old one, so a reader never sees a partial file; the
+// renames come only after all three are written, so a failure before them
+// leaves the installed set whole.
+func installCloudflareData(dir string, d *gateway.CloudflareData) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{gateway.CloudflareIPv4File, prefixLines(d.IPv4)},
+		{gateway.CloudflareIPv6File, prefixLines(d.IPv6)},
+		{gateway.CloudflareCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.CA.Raw})},
+	}
+	var temps []string
+	defer func() {
+		for _, t := range temps {
+			os.Remove(t)
+		}
+	}()
+	for _, f := range files {
+		tmp, err := writeTemp(dir, f.name, f.data)
+		if err != nil {
+			return err
+		}
+		temps = append(temps, tmp)
+	}
+	for i, f := range files {
+		if err := os.Rename(temps[i], filepath.Join(dir, f.name)); err != nil {
+			return fmt.Errorf("install %s: %w (the set in %s may now be mixed; run the update again)", f.name, err, dir)
+		}
+	}
+	temps = nil
+	// The renames are durable only once the folder itself is synced.
+	if df, err := os.Open(dir); err == nil {
+		err = df.Sync()
+		df.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// writeTemp writes data to a new hidden file next to name in dir, flushed
+// and readable by the unprivileged edgegate user, and returns its path.
+func writeTemp(dir, name string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	err = errors.Join(err, f.Chmod(0o644), f.Sync(), f.Close())
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	return f.Name(), nil
+}
+
+func prefixLines(ps []netip.Prefix) []byte {
+	var b strings.Builder
+	for _, p := range ps {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
