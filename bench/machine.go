@@ -20,6 +20,9 @@ type Machine struct {
 	HAProxy  string `json:"haproxy"`
 	OpenSSL  string `json:"openssl"`
 	Edgegate string `json:"edgegate"`
+	// Commit is the repository's HEAD when the run started, with
+	// "+changes" when the work tree differed from it.
+	Commit string `json:"commit"`
 }
 
 func machineFacts(ctx context.Context, bins map[string]string) Machine {
@@ -46,6 +49,12 @@ func machineFacts(ctx context.Context, bins map[string]string) Machine {
 	m.OpenSSL = versionOf(ctx, "openssl", "version")
 	if b, ok := bins[sysEdgegate]; ok {
 		m.Edgegate = firstLine(versionOf(ctx, b, "version"))
+	}
+	if root, err := moduleRoot(); err == nil {
+		m.Commit = strings.TrimSpace(versionOf(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD"))
+		if out, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(out) > 0 {
+			m.Commit += "+changes"
+		}
 	}
 	return m
 }

@@ -107,8 +107,9 @@ type measureCfg struct {
 	// latencyRate, when set, adds an open-loop run at that rate per
 	// repetition for p50/p99.
 	latencyRate float64
-	// legit, when set, runs legitConc legitimate clients beside the
-	// closed loop, whose rate is reported as legit_rate.
+	// legit, when set, adds to each repetition a second run of the same
+	// load with legitConc legitimate clients beside it, whose rate is
+	// reported as legit_rate. The CPU figures come from the first run.
 	legit     func(i int) op
 	legitConc int
 	// floodRate, when set, replaces the closed loop by an open loop at
@@ -169,23 +170,30 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 				t1, w1 = cpuTicks(r.pid), time.Now()
 			}
 		}
-		var legit loopResult
-		var wg sync.WaitGroup
 		noise := startInterference(r.pid, !h.opts.NoPin)
+		load := func(window func(bool)) loopResult {
+			if m.floodRate > 0 {
+				return openLoop(ctx, m.floodRate, h.opts.Duration, ops, window)
+			}
+			return closedLoop(ctx, m.conc, h.opts.Duration, ops, window)
+		}
+		// The CPU window covers the main load alone, so its cost per
+		// operation does not depend on how much legitimate work a
+		// system let through.
+		res := load(window)
+		var legit loopResult
 		if m.legit != nil {
+			// Then the same load again with legitimate clients beside
+			// it, for their goodput.
+			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
 			}()
+			load(nil)
+			wg.Wait()
 		}
-		var res loopResult
-		if m.floodRate > 0 {
-			res = openLoop(ctx, m.floodRate, h.opts.Duration, ops, window)
-		} else {
-			res = closedLoop(ctx, m.conc, h.opts.Duration, ops, window)
-		}
-		wg.Wait()
 		failed += res.failed + legit.failed
 		oks += res.ok
 		if firstErr == nil {

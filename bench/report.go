@@ -162,7 +162,7 @@ func (r *Report) Markdown() string {
 	m := r.Machine
 	for _, kv := range [][2]string{
 		{"CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores)}, {"kernel", m.Kernel}, {"Go", m.Go},
-		{"nginx", m.Nginx}, {"HAProxy", m.HAProxy}, {"OpenSSL", m.OpenSSL}, {"edgegate", m.Edgegate},
+		{"nginx", m.Nginx}, {"HAProxy", m.HAProxy}, {"OpenSSL", m.OpenSSL}, {"edgegate", m.Edgegate}, {"commit", m.Commit},
 	} {
 		w("| %s | %s |", kv[0], strings.ReplaceAll(kv[1], "|", "/"))
 	}
