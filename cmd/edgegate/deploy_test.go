@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func TestDeployExampleConfig(t *testing.T) {
 	// The example must not teach what `edgegate check` warns about (the
 	// built-in CA's expiry warning depends on today's date).
 	for _, w := range gateway.Warnings(cfg) {
-		if !strings.Contains(w, "built-in Cloudflare origin-pull CA expires") {
+		if !strings.Contains(w, "Cloudflare origin-pull CA expires") {
 			t.Errorf("edgegate check would warn: %s", w)
 		}
 	}
@@ -180,6 +181,29 @@ func TestDeploySystemdUnit(t *testing.T) {
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.Contains(line, unit) || strings.Contains(line, "edgegate.service") {
 			t.Errorf("systemd-analyze verify: %s", line)
+		}
+	}
+}
+
+// TestOperationsDocCoversOutcomes keeps the troubleshooting table in
+// docs/operations.md in step with the outcomes the gateway can report: a
+// new outcome without a row there fails here.
+func TestOperationsDocCoversOutcomes(t *testing.T) {
+	src, err := os.ReadFile("../../gateway/outcome.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := regexp.MustCompile(`Outcome = "([a-z_]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(outcomes) < 10 {
+		t.Fatalf("found only %d outcomes in gateway/outcome.go; has its form changed?", len(outcomes))
+	}
+	for _, m := range outcomes {
+		if !strings.Contains(string(doc), "\n| `"+m[1]+"` ") {
+			t.Errorf("docs/operations.md has no troubleshooting row for outcome %s", m[1])
 		}
 	}
 }
