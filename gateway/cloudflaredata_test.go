@@ -4,10 +4,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/netip"
 	"os"
@@ -206,6 +208,7 @@ func TestLoadCloudflareData(t *testing.T) {
 	// What an operator writes in a config follows the installed set.
 	cfg, err := ParseConfig("edgegate.yaml", []byte(`
 listen: [{address: "127.0.0.1:8443"}]
+cloudflare_data: `+dir+`
 limits: {never_limit: [cloudflare]}
 vhosts:
   - {name: www, hosts: [www.example.com], mode: passthrough, upstream: {address: "127.0.0.1:8444"}}
@@ -301,4 +304,69 @@ func TestCloudflareDataSwapIsConsistent(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestCloudflareDataServes runs a real gateway whose mtls vhost trusts
+// "cloudflare" and allows only "cloudflare": with a set installed that names
+// a test CA and loopback, a client certificate from that CA reaches the
+// upstream; after the folder is removed and the gateway reloaded, the
+// built-in set is in force again and the same client is refused before any
+// cryptography, because loopback is not Cloudflare's.
+func TestCloudflareDataServes(t *testing.T) {
+	restoreCloudflareData(t)
+	p := newPKI(t)
+	dir := filepath.Join(t.TempDir(), "cloudflare")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeCloudflareSet(t, dir, "127.0.0.0/8\n"+testCloudflareList(10, false), testCloudflareList(5, true), p.ca.PEM)
+	if _, err := LoadCloudflareData(dir); err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	cfgDir := t.TempDir()
+	s := startServerIn(t, cfgDir, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+cloudflare_data: %q
+vhosts:
+  - name: app
+    hosts: [app.example.test]
+    mode: mtls
+    tls:
+      certificates: [{cert: %q, key: %q}]
+    client_auth: {ca: cloudflare}
+    allow_from: [cloudflare]
+    upstream: {address: %q, proxy_protocol: v2}
+`, dir, p.certFile, p.keyFile, up.address()))
+	addr := s.addr(t, "127.0.0.1:0")
+	client := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}}
+
+	c, _, err := dialTLS(t, addr, client)
+	if err != nil {
+		t.Fatalf("handshake with a certificate from the installed CA: %v", err)
+	}
+	c.Write([]byte("PING\n"))
+	c.CloseWrite()
+	reply, err := io.ReadAll(c)
+	c.Close()
+	if string(reply) != "PONG" {
+		t.Fatalf("client got %q, %v; want PONG", reply, err)
+	}
+	if uc := up.next(t); string(uc.data) != "PING\n" {
+		t.Fatalf("upstream got %q; want PING", uc.data)
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCloudflareData(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadFile(filepath.Join(cfgDir, "edgegate.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	c, rc, err := dialTLS(t, addr, client)
+	expectRefused(t, c, rc, err)
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeNotAllowed, 1)
+	up.expectNone(t)
 }
