@@ -30,7 +30,7 @@ func WriteRoutes(w io.Writer, cfg *Config) {
 
 // Warnings lists what is valid but unwise in a configuration.
 func Warnings(cfg *Config) []string {
-	var ws []string
+	ws := append([]string(nil), cfg.notes...)
 	mtlsUpstreams := map[string]string{}
 	for _, v := range cfg.VHosts {
 		if v.Mode != "mtls" {

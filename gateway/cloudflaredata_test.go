@@ -219,6 +219,12 @@ vhosts:
 	if !containsAddr(cfg.Limits.neverLimit, netip.MustParseAddr("198.18.3.9")) || containsAddr(cfg.Limits.neverLimit, netip.MustParseAddr("104.16.0.1")) {
 		t.Errorf("never_limit: [cloudflare] = %v; want the installed ranges, not the built-in ones", cfg.Limits.neverLimit)
 	}
+	// ParseConfig itself loaded cloudflare_data again: that set is the
+	// one now in force.
+	d = CurrentCloudflareData()
+	if d.Source != dir {
+		t.Fatalf("after ParseConfig the set in force comes from %q, want %s", d.Source, dir)
+	}
 
 	// Every broken set is refused and the installed one stays in force.
 	for _, tc := range []struct {

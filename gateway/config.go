@@ -48,8 +48,9 @@ type Config struct {
 
 	// File is the path the configuration was loaded from; relative paths
 	// in it resolve against its folder.
-	File string `yaml:"-"`
-	root *yaml.Node
+	File  string `yaml:"-"`
+	root  *yaml.Node
+	notes []string // problems that do not stop the load, for check and the log
 }
 
 // Listener is one listening address.
@@ -102,6 +103,12 @@ type EBPF struct {
 	AllowOnly     []string  `yaml:"allow_only"`
 	Blocklist     Blocklist `yaml:"blocklist"`
 	FlowTableSize int       `yaml:"flow_table_size"` // default 262144
+	// PinPath is the bpffs folder under which the guard pins the state that
+	// outlives a restart (flows being checked, the blocklist), in a
+	// subfolder named for the map layout (bpf.PinVersion). Default
+	// /sys/fs/bpf/edgegate; edgegate instances on one host that must not
+	// share a blocklist need one each.
+	PinPath string `yaml:"pin_path"`
 
 	allowOnly []netip.Prefix
 }
@@ -213,6 +220,14 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		return nil, yamlError(file, err)
 	}
 	cfg.setDefaults()
+	// Cloudflare's ranges and CA come from cloudflare_data when it holds a
+	// valid set (written by `edgegate cloudflare update`); a broken set is
+	// refused, the last good one stays, and check and the log say so.
+	if d, err := LoadCloudflareData(cfg.Path(cfg.CloudflareData)); err != nil {
+		cfg.notes = append(cfg.notes, fmt.Sprintf("cloudflare_data %s refused, keeping %s: %v", cfg.CloudflareData, CurrentCloudflareData().Source, err))
+	} else {
+		cfg.notes = append(cfg.notes, d.Warnings...)
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -284,6 +299,9 @@ func (c *Config) setDefaults() {
 	def(&c.EBPF.Blocklist.For, 10*time.Minute)
 	if c.EBPF.FlowTableSize == 0 {
 		c.EBPF.FlowTableSize = 262144
+	}
+	if c.EBPF.PinPath == "" {
+		c.EBPF.PinPath = "/sys/fs/bpf/edgegate"
 	}
 	for i := range c.VHosts {
 		v := &c.VHosts[i]
@@ -365,6 +383,9 @@ func (c *Config) Path(p string) string {
 // change to any of them is a reason to reload.
 func (c *Config) Files() []string {
 	files := []string{c.File}
+	for _, name := range []string{CloudflareIPv4File, CloudflareIPv6File, CloudflareCAFile} {
+		files = append(files, filepath.Join(c.Path(c.CloudflareData), name))
+	}
 	for _, v := range c.VHosts {
 		if v.TLS != nil {
 			for _, cf := range v.TLS.Certificates {
@@ -505,6 +526,9 @@ func (c *Config) validateEBPF() error {
 	}
 	if e.Blocklist.After < 1 {
 		return c.errAt("ebpf.blocklist.after must be at least 1", "ebpf", "blocklist", "after")
+	}
+	if p := filepath.Clean(e.PinPath); !strings.HasPrefix(p, "/sys/fs/bpf/") {
+		return c.errAt(fmt.Sprintf("ebpf.pin_path %q: want a folder under /sys/fs/bpf (bpffs)", e.PinPath), "ebpf", "pin_path")
 	}
 	var err error
 	if e.allowOnly, err = c.prefixList("ebpf.allow_only", e.AllowOnly, "ebpf", "allow_only"); err != nil {

@@ -179,3 +179,29 @@ vhosts:
 		}
 	}
 }
+
+// TestCloudflareDataRefusedAtLoad: a broken cloudflare_data folder does not
+// stop a configuration from loading; the set in force stays and check says
+// why.
+func TestCloudflareDataRefusedAtLoad(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{CloudflareIPv4File, CloudflareIPv6File, CloudflareCAFile} {
+		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
+	}
+	before := CurrentCloudflareData()
+	cfg, err := ParseConfig("c.yaml", []byte("listen: [{address: \":443\"}]\ncloudflare_data: "+dir+"\n"+
+		"vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: \"1.2.3.4:5\"}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if CurrentCloudflareData() != before {
+		t.Fatal("a refused set replaced the one in force")
+	}
+	found := false
+	for _, w := range Warnings(cfg) {
+		found = found || strings.Contains(w, "cloudflare_data "+dir+" refused")
+	}
+	if !found {
+		t.Fatalf("warnings %q do not report the refused set", Warnings(cfg))
+	}
+}

@@ -64,6 +64,9 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, n := range cfg.notes {
+		logger.Warn(n)
+	}
 	s.state.Store(st)
 	s.metrics.generation.Set(1)
 	return s, nil

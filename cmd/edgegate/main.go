@@ -37,6 +37,8 @@ func usage(w io.Writer) {
   edgegate check --config FILE   validate a configuration, print its routes
   edgegate reload --config FILE  validate, then have the running gateway reload it
   edgegate upgrade --config FILE validate, then have the running gateway hand over to the installed binary
+  edgegate cloudflare update --ips-v4 FILE --ips-v6 FILE --ca FILE [--dir DIR]
+                                 install Cloudflare's ranges and origin-pull CA (validated)
   edgegate demo                  run a self-contained demo on loopback
   edgegate version               print the version
 `)
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "reload", "upgrade":
 		return cmdSignal(args[0], args[1:], stdout, stderr)
+	case "cloudflare":
+		return cmdCloudflare(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
