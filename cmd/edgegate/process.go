@@ -64,6 +64,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("upgrade: cannot use the inherited sockets", "err", err)
 		return 1
 	}
+	// Taken now: opening the listeners consumes the inherited map.
+	upgraded := len(inherited) > 0
 	if len(inherited) > 0 {
 		srv.SetListenFunc(func(addr string) (net.Listener, error) {
 			if f, ok := inherited[addr]; ok {
@@ -96,7 +98,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if cfg.Watch {
 		go p.watch()
 	}
-	ready(log, len(inherited) > 0 || os.Getenv(envListeners) != "")
+	ready(log, upgraded)
 	var bound []string
 	for name, a := range srv.Addrs() {
 		bound = append(bound, name+"="+a.String())
