@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgegate/edgegate/gateway"
 )
 
 // Environment of a process started by an upgrade.
@@ -36,7 +40,7 @@ func (p *process) upgrade() error {
 	if err != nil {
 		return fmt.Errorf("find executable: %w", err)
 	}
-	files, err := p.srv.ListenerFiles()
+	files, err := passableListenerFiles(p.srv)
 	if err != nil {
 		return err
 	}
@@ -96,6 +100,57 @@ func (p *process) upgrade() error {
 	go cmd.Wait()
 	p.log.Info("upgrade: new process serves; draining this one", "new_pid", cmd.Process.Pid)
 	return nil
+}
+
+// passableListenerFiles returns a duplicate of each listening socket that
+// os/exec can hand to a child without changing it. exec takes a file's
+// descriptor with Fd, and Fd switches a socket file made by the net package
+// to blocking mode. That mode belongs to the open socket, which this
+// process's own listener shares: its next accept would then wait in the
+// kernel, holding the listener, so that closing it for the drain hangs
+// until one more client connects, and that client is dropped. A file that
+// os.NewFile makes from a non-blocking descriptor is left as it is.
+func passableListenerFiles(srv *gateway.Server) (map[string]*os.File, error) {
+	files, err := srv.ListenerFiles()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*os.File{}
+	var ferr error
+	for addr, f := range files {
+		if ferr == nil {
+			var nf *os.File
+			if nf, ferr = dupNonblocking(f); ferr == nil {
+				out[addr] = nf
+			} else {
+				ferr = fmt.Errorf("listener %s: %w", addr, ferr)
+			}
+		}
+		f.Close()
+	}
+	if ferr != nil {
+		for _, f := range out {
+			f.Close()
+		}
+		return nil, ferr
+	}
+	return out, nil
+}
+
+// dupNonblocking duplicates f's descriptor without going through Fd.
+func dupNonblocking(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // inheritedListeners returns the listening sockets an upgrading predecessor
