@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestReusePortFleet runs two gateways on one fixed port, as two processes
+// of a fleet on one host would: both start (SO_REUSEPORT), the kernel
+// spreads new connections over both, and when one shuts down the other
+// serves every connection on its own.
+func TestReusePortFleet(t *testing.T) {
+	up := newEchoUpstream(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := yamlf(`
+listen: [{address: %q}]
+vhosts:
+  - {name: go, hosts: [go.example.test], mode: passthrough, upstream: {address: %q, proxy_protocol: v2}}
+`, addr, up.address())
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	if a.addr(t, addr) != addr || b.addr(t, addr) != addr {
+		t.Fatalf("bound %s and %s, want both on %s", a.addr(t, addr), b.addr(t, addr), addr)
+	}
+	hello := readHello(t, "go-pq.bin")
+
+	// Each connection comes from a new source port, so the kernel's hash
+	// spreads them; 200 all landing on one of two sockets would take odds
+	// of 2^-199.
+	const spread = 200
+	for i := range spread {
+		if err := passthroughEcho(addr, hello); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	waitTotal(t, []*Server{a, b}, addr, spread)
+	onA, onB := a.count(addr, "go", OutcomeProxied), b.count(addr, "go", OutcomeProxied)
+	if onA == 0 || onB == 0 {
+		t.Fatalf("connections per gateway: A %v, B %v; want both to serve some", onA, onB)
+	}
+	t.Logf("%d connections: %v on A, %v on B", spread, onA, onB)
+
+	// A leaves the group (nothing in flight); B takes every connection.
+	a.Close()
+	const after = 50
+	for i := range after {
+		if err := passthroughEcho(addr, hello); err != nil {
+			t.Fatalf("connection %d after A shut down: %v", i, err)
+		}
+	}
+	b.waitCount(t, addr, "go", OutcomeProxied, onB+after)
+	if got := a.count(addr, "go", OutcomeProxied); got != onA {
+		t.Errorf("A counted %v connections after it shut down, had %v", got, onA)
+	}
+}
+
+// waitTotal waits until the proxied connections counted over servers add
+// up to want (counters move just after the client sees the close).
+func waitTotal(t *testing.T, servers []*Server, addr string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sum float64
+		for _, s := range servers {
+			sum += s.count(addr, "go", OutcomeProxied)
+		}
+		if sum == want {
+			return
+		}
+		if sum > want || time.Now().After(deadline) {
+			t.Fatalf("the gateways counted %v connections, want %v", sum, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
