@@ -44,10 +44,15 @@ const (
 	ModeTCX        Mode = "tcx"
 )
 
+// PinVersion names the layout of the pinned maps. It is the last element
+// of a pin path and changes whenever a map's layout does, so a new edgegate
+// never picks up maps it cannot read.
+const PinVersion = "v1"
+
 // Defaults for zero Config fields.
 const (
 	DefaultFlowTableSize = 262144
-	DefaultPinPath       = "/sys/fs/bpf/edgegate/v1"
+	DefaultPinPath       = "/sys/fs/bpf/edgegate/" + PinVersion
 )
 
 // Config says where to attach the guard and what it guards. Zero values get

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -35,6 +36,7 @@ func (s *Server) startGuard(cfg *Config) error {
 		AllowOnly:          e.allowOnly,
 		DropFragments:      e.Fragments == "drop",
 		FlowTableSize:      e.FlowTableSize,
+		PinPath:            filepath.Join(e.PinPath, bpf.PinVersion),
 	}, s.log)
 	if err != nil {
 		if e.Required {
