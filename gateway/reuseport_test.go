@@ -1,7 +1,12 @@
 package gateway
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -76,5 +81,76 @@ func waitTotal(t *testing.T, servers []*Server, addr string, want float64) {
 			t.Fatalf("the gateways counted %v connections, want %v", sum, want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHandOverListener hands a gateway's listening socket to a second
+// gateway, as an upgrade does between processes, while clients keep
+// connecting, then shuts the first one down: the socket never closes, so
+// no client is refused, reset or dropped, and the second one serves on.
+func TestHandOverListener(t *testing.T) {
+	up := newEchoUpstream(t)
+	cfg := yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - {name: go, hosts: [go.example.test], mode: passthrough, upstream: {address: %q, proxy_protocol: v2}}
+`, up.address())
+	a := startServer(t, cfg)
+	addr := a.addr(t, "127.0.0.1:0")
+	hello := readHello(t, "go-pq.bin")
+	ld := &churn{stop: make(chan struct{})}
+	defer func() {
+		select {
+		case <-ld.stop:
+		default:
+			close(ld.stop)
+		}
+		ld.wg.Wait()
+	}()
+	ld.run(4, func() error { return passthroughEcho(addr, hello) })
+	ld.waitOK(t, 100)
+
+	files, err := a.ListenerFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 || files["127.0.0.1:0"] == nil {
+		t.Fatalf("listener files %v, want the one listener", files)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edgegate.yaml")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewServer(c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetListenFunc(func(addr string) (net.Listener, error) {
+		f := files[addr]
+		defer f.Close()
+		return net.FileListener(f)
+	})
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if got := b.addr(t, "127.0.0.1:0"); got != addr {
+		t.Fatalf("B serves %s, want the handed-over %s", got, addr)
+	}
+	ld.waitOK(t, 100)
+	if err := a.Shutdown(context.Background()); err != nil {
+		t.Fatalf("A's drain: %v", err)
+	}
+	ld.waitOK(t, 100)
+	close(ld.stop)
+	ld.wg.Wait()
+	if len(ld.failures) > 0 {
+		t.Fatalf("%d of %d connections failed; first: %v", len(ld.failures), ld.ok.Load()+int64(len(ld.failures)), ld.failures[0])
+	}
+	if b.count("127.0.0.1:0", "go", OutcomeProxied) == 0 {
+		t.Error("B counted no connections")
 	}
 }
