@@ -31,6 +31,9 @@ func (p *process) openControl() error {
 		return err
 	}
 	os.Chmod(path, 0o600)
+	// Closing must not remove the file by itself: after an upgrade the
+	// path names the successor's socket (see closeControl).
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	p.control = ln
 	go func() {
 		for {
@@ -42,6 +45,19 @@ func (p *process) openControl() error {
 		}
 	}()
 	return nil
+}
+
+// closeControl stops answering on the control socket and, unless this
+// process handed over to a successor (which has bound its own socket at the
+// same path by now), removes the socket file.
+func (p *process) closeControl(handedOver bool) {
+	if p.control == nil {
+		return
+	}
+	p.control.Close()
+	if !handedOver {
+		os.Remove(p.cfg.Path(p.cfg.ControlSocket))
+	}
 }
 
 func (p *process) serveControl(c net.Conn) {

@@ -158,9 +158,7 @@ func (p *process) stop(why string) int {
 	drain := p.cfg.Timeouts.Drain.D()
 	p.log.Info("stopping: draining connections", "why", why, "drain", drain)
 	close(p.done)
-	if p.control != nil {
-		p.control.Close()
-	}
+	p.closeControl(why == "upgraded")
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	err := p.srv.Shutdown(ctx)
 	cancel()
