@@ -161,12 +161,18 @@ type service struct {
 // is shown if the test failed.
 func startService(t *testing.T, cfg string, env ...string) *service {
 	t.Helper()
+	return startServiceBin(t, edgegateBin, cfg, env...)
+}
+
+// startServiceBin is startService running the binary at bin.
+func startServiceBin(t *testing.T, bin, cfg string, env ...string) *service {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &service{
-		cmd:    exec.Command(edgegateBin, "run", "--config", cfg),
+		cmd:    exec.Command(bin, "run", "--config", cfg),
 		log:    &serviceLog{changed: make(chan struct{})},
 		exited: make(chan struct{}),
 	}
@@ -714,6 +720,13 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			if err := next.Signal(syscall.Signal(0)); err != nil {
 				t.Fatalf("new process %d is not running: %v", newPID, err)
 			}
+			// The new process owns the control socket now, also after the
+			// old one has closed its own.
+			if stdout, stderr, code := runEdgegate(t, "reload", "--config", cfg); code != 0 || stdout != "reload: ok\n" {
+				t.Errorf("edgegate reload after the upgrade: exit %d, stdout %q, stderr %q; want 0 and \"reload: ok\"", code, stdout, stderr)
+			} else if _, h := getHealthz(t, metrics); h.Generation != 2 {
+				t.Errorf("/healthz after reloading the new process: %+v, want generation 2", h)
+			}
 			if err := next.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
@@ -724,8 +737,10 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			if n := s.log.count(msgIs("stopped")); n != 2 {
 				t.Errorf("%d 'stopped' records, want one from each process", n)
 			}
-			if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pid file after the new process stopped: %v, want it removed", err)
+			for _, f := range []string{pidFile, filepath.Join(dir, "control.sock")} {
+				if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s after the new process stopped: %v, want it removed", filepath.Base(f), err)
+				}
 			}
 		})
 	}
@@ -800,5 +815,59 @@ func TestUpgradeRefused(t *testing.T) {
 				t.Fatalf("exit status %d after SIGTERM, want 0", code)
 			}
 		})
+	}
+}
+
+// TestUpgradeRunsInstalledBinary: an upgrade starts the binary installed at
+// the running one's path now (a package manager renames the new file over
+// the old, leaving the running process on a deleted file), not a copy of
+// the running image.
+func TestUpgradeRunsInstalledBinary(t *testing.T) {
+	t.Parallel()
+	becomeSubreaper(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin", "edgegate")
+	os.Mkdir(filepath.Dir(bin), 0o755)
+	install := func() {
+		t.Helper()
+		tmp := bin + ".new"
+		b, err := os.ReadFile(edgegateBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tmp, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install()
+	www := newTLSUpstream(t, "www.e2e.test")
+	listen, metrics := freeAddr(t), freeAddr(t)
+	cfg := writeFile(t, dir, "edgegate.yaml", serviceConfig(listen, metrics, www.ln.Addr().String(), www.ln.Addr().String(), true))
+	s := startServiceBin(t, bin, cfg)
+	install()
+	oldExe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", s.cmd.Process.Pid))
+	if err != nil || oldExe != bin+" (deleted)" {
+		t.Fatalf("test bug: the running process's executable is %q (%v), want the replaced file", oldExe, err)
+	}
+
+	if stdout, stderr, code := runEdgegate(t, "upgrade", "--config", cfg); code != 0 {
+		t.Fatalf("edgegate upgrade: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	rec := s.log.waitJSON(t, "the hand-over", msgIs("upgrade: new process serves; draining this one"))
+	newPID := int(rec["new_pid"].(float64))
+	next := s.adopt(t, newPID)
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", newPID)); err != nil || exe != bin {
+		t.Errorf("the new process runs %q (%v), want the installed %s", exe, err, bin)
+	}
+	if code := s.wait(t); code != 0 {
+		t.Fatalf("old process: exit status %d, want 0", code)
+	}
+	expectProxied(t, listen, "www.e2e.test", www)
+	next.Signal(syscall.SIGTERM)
+	if code := waitSuccessor(t, next); code != 0 {
+		t.Fatalf("new process: exit status %d, want 0", code)
 	}
 }
