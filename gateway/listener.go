@@ -67,10 +67,11 @@ func (s *Server) acceptLoop(l *listener) {
 		backoff = 0
 		tc, ok := c.(*net.TCPConn)
 		ss := &session{start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
-		if !ok || !s.track(c, ss) {
+		if !ok {
 			c.Close()
 			continue
 		}
+		s.track(c, ss)
 		peer := ss.client.Addr()
 		ss.peer = peer
 		if o, ok := s.admission.admit(peer, &s.state.Load().cfg.Limits); !ok {

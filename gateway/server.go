@@ -285,17 +285,16 @@ func (s *Server) reload(cfg *Config) error {
 	return nil
 }
 
-// track registers a connection so Shutdown can close it; it returns false
-// when the server is already closing.
-func (s *Server) track(c net.Conn, ss *session) bool {
+// track registers a connection so Shutdown can close it.
+//
+// A connection accepted while Shutdown closes the listeners is still
+// tracked and served: Shutdown waits for the accept loops before it waits
+// for connections, so every accepted client gets an answer and a count.
+func (s *Server) track(c net.Conn, ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
 	s.conns[c] = ss
 	s.wg.Add(1)
-	return true
 }
 
 func (s *Server) untrack(c net.Conn) {
