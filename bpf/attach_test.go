@@ -593,3 +593,93 @@ func TestAutoFallback(t *testing.T) {
 		t.Fatalf("second guard attached as %q, want tcx", got)
 	}
 }
+
+// TestHandOver is an upgrade's view of the guard: a second guard opened on
+// the same interface and pin path takes over the first one's attachment by
+// swapping in its own program (its counters move from then on), the first
+// lets go without detaching it, junk is dropped throughout, and the last
+// Close detaches and removes the pinned link.
+func TestHandOver(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	s := startServer(t, n)
+	pin := testPinPath(t)
+	for _, mode := range []Mode{ModeXDPNative, ModeTCX} {
+		t.Run(string(mode), func(t *testing.T) {
+			cfg := Config{Interfaces: []string{serverVeth}, Mode: mode, Ports: []uint16{nsPort}, PinPath: pin, FlowTableSize: 1024}
+			open := func() *Guard {
+				g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				return g
+			}
+			old := open()
+			defer old.Close()
+			junkNeverArrives(t, n, s, old, nsServer4, httpGet)
+
+			// A stream of junk connections runs across the handover: none
+			// may ever reach the socket.
+			stop := make(chan struct{})
+			leaked := make(chan int, 1)
+			go func() {
+				total := 0
+				for {
+					select {
+					case <-stop:
+						leaked <- total
+						return
+					default:
+					}
+					c, err := dial(n, nsServer4, waitLimit)
+					if err != nil {
+						continue
+					}
+					c.Write(sshBanner)
+					sc := s.accept(t)
+					sc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+					m, _ := sc.Read(make([]byte, 64))
+					total += m
+					sc.Close()
+					c.Close()
+				}
+			}()
+
+			next := open()
+			defer next.Close()
+			if got := next.Modes()[serverVeth]; got != string(mode) {
+				t.Fatalf("successor attached as %q, want %q (taken over)", got, mode)
+			}
+			if err := old.Release(); err != nil {
+				t.Fatal(err)
+			}
+			close(stop)
+			if m := <-leaked; m != 0 {
+				t.Fatalf("%d junk bytes reached the socket during the handover", m)
+			}
+			junkNeverArrives(t, n, s, next, nsServer4, httpGet)
+			if _, err := os.Stat(next.linkPinPath(serverVeth, mode)); err != nil {
+				t.Fatalf("the attachment is not pinned for the next process: %v", err)
+			}
+			if err := next.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(next.linkPinPath(serverVeth, mode)); !os.IsNotExist(err) {
+				t.Fatalf("Close left the pinned attachment: %v", err)
+			}
+			// Detached: junk reaches the socket again.
+			c, err := dial(n, nsServer4, waitLimit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(sshBanner)
+			sc := s.accept(t)
+			defer sc.Close()
+			sc.SetReadDeadline(time.Now().Add(waitLimit))
+			if m, err := sc.Read(make([]byte, 64)); m == 0 {
+				t.Fatalf("after Close the guard still drops: %v", err)
+			}
+		})
+	}
+}

@@ -217,6 +217,17 @@ func (g *Guard) Modes() map[string]string {
 // Close detaches the guard from every interface and releases the program
 // and map handles. Pinned maps stay for the next Open.
 func (g *Guard) Close() error {
+	return g.close(true)
+}
+
+// Release lets go of the guard without detaching it: its pinned attachment
+// keeps running whatever program it holds now, which after an upgrade is the
+// successor's (see attach). Pinned maps stay, as with Close.
+func (g *Guard) Release() error {
+	return g.close(false)
+}
+
+func (g *Guard) close(detach bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -225,6 +236,11 @@ func (g *Guard) Close() error {
 	g.closed = true
 	var errs []error
 	for _, l := range g.links {
+		if detach {
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("bpf: unpin link: %w", err))
+			}
+		}
 		if err := l.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("bpf: detach: %w", err))
 		}
