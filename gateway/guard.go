@@ -104,9 +104,15 @@ func (s *Server) offence(ss *session) {
 }
 
 // closeGuard detaches the guard; its pinned maps (flows, blocklist) stay
-// for the next process.
+// for the next process. After HandOver it only lets go of the guard: the
+// successor has taken over its attachment.
 func (s *Server) closeGuard() {
-	if s.guard != nil {
-		s.guard.g.Close()
+	if s.guard == nil {
+		return
 	}
+	if s.handOver.Load() {
+		s.guard.g.Release()
+		return
+	}
+	s.guard.g.Close()
 }

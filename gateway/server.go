@@ -43,6 +43,7 @@ type Server struct {
 	admission  admission
 	guard      *guard // nil without the eBPF guard
 	listen     func(addr string) (net.Listener, error)
+	handOver   atomic.Bool // Shutdown is an upgrade's: keep the guard attached
 }
 
 // NewServer compiles cfg (loading every certificate and CA it names) into a
@@ -302,6 +303,20 @@ func (s *Server) untrack(c net.Conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// HandOver prepares a Shutdown that hands the service to a successor
+// process (an upgrade): the metrics endpoint closes at once, so health
+// checks reach the successor rather than a draining process, and the eBPF
+// guard's attachment stays for the successor, which has taken it over.
+func (s *Server) HandOver() {
+	s.handOver.Store(true)
+	s.mu.Lock()
+	h := s.http
+	s.mu.Unlock()
+	if h != nil {
+		h.Close()
+	}
 }
 
 // Shutdown stops accepting, lets connections finish until ctx ends, then

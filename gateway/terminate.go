@@ -43,7 +43,7 @@ func newMTLSHost(cfg *Config, i int, generation uint64) (*mtlsHost, error) {
 	for j, cf := range vc.TLS.Certificates {
 		c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
 		if err != nil {
-			return nil, at(fmt.Errorf("tls.certificates: %w", err), "tls", "certificates", j)
+			return nil, at(fmt.Errorf("tls.certificates: cert %s, key %s: %w", cf.Cert, cf.Key, err), "tls", "certificates", j)
 		}
 		certs = append(certs, c)
 	}

@@ -159,6 +159,9 @@ func (p *process) stop(why string) int {
 	p.log.Info("stopping: draining connections", "why", why, "drain", drain)
 	close(p.done)
 	p.closeControl(why == "upgraded")
+	if why == "upgraded" {
+		p.srv.HandOver()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	err := p.srv.Shutdown(ctx)
 	cancel()
