@@ -569,8 +569,12 @@ func TestGuardRestartKeepsBlocklist(t *testing.T) {
 	passUp := newTLSUpstream(t, p)
 	appUp := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
 
-	for _, mode := range []string{"xdp-native", "tcx"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		mode    string
+		upgrade bool // successor starts first and takes the attachment over
+	}{{"xdp-native", false}, {"tcx", false}, {"xdp-native", true}, {"tcx", true}} {
+		mode := tc.mode
+		t.Run(mode+map[bool]string{false: "/restart", true: "/upgrade"}[tc.upgrade], func(t *testing.T) {
 			cfg := loadYAML(t, guardYAML(p, mode, testPinPath(t), "1h", passUp.address(), appUp.address()))
 			s1, err := startInNetns(t, n.server, cfg, nil)
 			if err != nil {
@@ -627,20 +631,40 @@ func TestGuardRestartKeepsBlocklist(t *testing.T) {
 			}
 			drain, cancel := context.WithTimeout(context.Background(), guardWait)
 			defer cancel()
-			if err := s1.Shutdown(drain); err != nil {
-				t.Fatalf("shutdown: %v", err)
-			}
-			atRestart := served.Load()
-			s2, err := startInNetns(t, n.server, cfg, func(addr string) (net.Listener, error) {
-				f, ok := files[addr]
-				if !ok {
-					return nil, fmt.Errorf("no socket handed over for %s", addr)
+			start2 := func() *Server {
+				s2, err := startInNetns(t, n.server, cfg, func(addr string) (net.Listener, error) {
+					f, ok := files[addr]
+					if !ok {
+						return nil, fmt.Errorf("no socket handed over for %s", addr)
+					}
+					defer f.Close()
+					return net.FileListener(f)
+				})
+				if err != nil {
+					t.Fatalf("restart: %v", err)
 				}
-				defer f.Close()
-				return net.FileListener(f)
-			})
-			if err != nil {
-				t.Fatalf("restart: %v", err)
+				return s2
+			}
+			var s2 *Server
+			atRestart := served.Load()
+			if tc.upgrade {
+				// Both run; the successor has swapped its program into the
+				// pinned attachment (its own mode, not a fallback), and the
+				// old one lets go without detaching.
+				s2 = start2()
+				if got := s2.guard.g.Modes()[nsServerVeth]; got != mode {
+					t.Fatalf("successor attached as %q, want %q taken over", got, mode)
+				}
+				s1.HandOver()
+				if err := s1.Shutdown(drain); err != nil {
+					t.Fatalf("shutdown: %v", err)
+				}
+				junkDropped(t, n, s2)
+			} else {
+				if err := s1.Shutdown(drain); err != nil {
+					t.Fatalf("shutdown: %v", err)
+				}
+				s2 = start2()
 			}
 			waitServed(atRestart + 3)
 			stop()
@@ -815,4 +839,23 @@ vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "1
 			t.Errorf("%s: error %v, want one about %s", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// junkDropped sends an HTTP request to a guarded gateway and checks that
+// its own kernel program dropped it (its counter moved): after an upgrade,
+// the successor's program is the one attached.
+func junkDropped(t *testing.T, n *testNetns, s *Server) {
+	t.Helper()
+	dropped := packets(t, s, "drop_not_tls")
+	ctx, cancel := context.WithTimeout(context.Background(), guardWait)
+	c, err := n.dial(ctx, nsServer4)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(junkHTTP); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, s, dropped+1, "edgegate_bpf_packets_total", "verdict", "drop_not_tls")
 }
