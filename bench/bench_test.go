@@ -355,3 +355,48 @@ func TestTargets(t *testing.T) {
 		t.Errorf("fd target: %+v; want ratio 3, not met", tr)
 	}
 }
+
+// The flood against edgegate in a network namespace: without the guard
+// edgegate closes every plain-text connection itself; with the guard on the
+// veth the kernel drops their bytes, so the clients see silence, while
+// legitimate clients still get through.
+func TestFloodInNetnsWithGuard(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the guard scenario needs root, which CI has")
+		}
+		t.Skip("needs root for network namespaces and BPF")
+	}
+	need(t, "ip")
+	need(t, "go")
+	out := t.TempDir()
+	var progress bytes.Buffer
+	rep, err := Run(context.Background(), Options{
+		Out: out, Quick: true, Scenarios: []string{"not-tls-flood"}, Systems: []string{sysEdgegate},
+		Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond, Reps: 2, Concurrency: 8,
+		NoPin: true, Progress: &progress,
+	}, "go test")
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, progress.String())
+	}
+	silent := map[string]float64{}
+	for _, row := range rep.Rows {
+		if row.Status != statusOK && row.Status != statusNoResult {
+			t.Errorf("%s: %s %s (%s)", row.Variant, row.Status, row.Note, row.FirstError)
+			continue
+		}
+		silent[row.Variant] = row.Metrics[mSilent].Median
+		if row.Metrics[mLegitRate].Median <= 0 {
+			t.Errorf("%s: no legitimate connection got through during the flood", row.Variant)
+		}
+	}
+	if s, ok := silent["netns, no guard"]; !ok || s != 0 {
+		t.Errorf("without the guard %v%% of flood connections went unanswered; edgegate should close them all", s)
+	}
+	if s := silent["netns, eBPF guard"]; s < 90 {
+		t.Errorf("with the guard only %v%% of flood connections were dropped silently", s)
+	}
+	if t.Failed() {
+		t.Logf("progress:\n%s", progress.String())
+	}
+}

@@ -28,7 +28,7 @@ const (
 // floodOp connects, sends plain HTTP and succeeds unless the system
 // answers. silent counts connections the system neither answered nor
 // closed within floodWait.
-func floodOp(addr string, silent *atomic.Int64) func(i int) op {
+func floodOp(addr string, total, silent *atomic.Int64) func(i int) op {
 	return func(int) op {
 		buf := make([]byte, 512)
 		return func(ctx context.Context) error {
@@ -38,6 +38,7 @@ func floodOp(addr string, silent *atomic.Int64) func(i int) op {
 				return err
 			}
 			defer c.Close()
+			total.Add(1)
 			c.SetDeadline(time.Now().Add(floodWait))
 			if _, err := c.Write(floodRequest); err != nil {
 				return nil
@@ -71,19 +72,19 @@ var floodSystems = []string{sysEdgegate, sysNginx, sysHAProxy}
 func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 	legitHello := h.hellos[0].Bytes
 	measureFlood := func(r *running, row *Row) {
-		var silent atomic.Int64
+		var total, silent atomic.Int64
 		h.measure(ctx, r, row, measureCfg{
 			label:     r.system + " " + row.Variant,
 			conc:      floodWorkers,
 			floodRate: floodRate,
-			ops:       floodOp(r.addr, &silent),
+			ops:       floodOp(r.addr, &total, &silent),
 			legit:     passConnectOp(r, legitHello),
 			legitConc: max(1, h.opts.Concurrency/8),
 			// Only the repetitions' connections count.
-			beforeReps: func() { silent.Store(0) },
+			beforeReps: func() { total.Store(0); silent.Store(0) },
 		})
-		if row.Metrics != nil && row.OK > 0 {
-			f := float64(silent.Load()) / float64(row.OK) * 100
+		if n := total.Load(); row.Metrics != nil && n > 0 {
+			f := float64(silent.Load()) / float64(n) * 100
 			row.Metrics[mSilent] = Stat{Median: f, Min: f, Max: f, N: 1}
 		}
 	}

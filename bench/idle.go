@@ -73,6 +73,10 @@ func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 			if row.Status == "" {
 				row.Status = statusOK
 				row.Metrics = map[string]Stat{mKiBPerConn: statOf(kib), mFDPerConn: statOf(fds), mConns: statOf(conns)}
+				if n := statOf(conns).Min; int(n) < h.opts.IdleConns {
+					row.Note = fmt.Sprintf("held %.0f, not %d: at %.2f descriptors per connection more would pass the 20,000-descriptor limit",
+						n, h.opts.IdleConns, statOf(fds).Median)
+				}
 			}
 			rows = append(rows, row)
 		}

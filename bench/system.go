@@ -45,8 +45,9 @@ type running struct {
 	profile string
 }
 
-// pgid returns the process group the harness started the system in, so
-// stopping it reaches nginx's worker too and nothing else.
+// stop ends the system: SIGTERM to the process group the harness started
+// it in (which reaches nginx's worker too, and nothing else), SIGKILL after
+// 10 s. It is a no-op for direct and for a system already stopped.
 func (r *running) stop() {
 	if r.cmd == nil {
 		return
