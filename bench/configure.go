@@ -53,6 +53,19 @@ type configParams struct {
 	CAFile, ServerCert, ServerKey, ServerPEM string
 
 	RunDir string // pid files and error logs
+
+	// EBPF, when set, gives edgegate an ebpf section: its own guard on
+	// these interfaces, with its userspace blocklist.
+	EBPF *ebpfParams
+}
+
+// ebpfParams is edgegate's guard configuration in the flood scenario.
+type ebpfParams struct {
+	Interface string
+	PinPath   string
+	// NeverBlock exempts the legitimate clients' source from the
+	// blocklist that the flood's source earns.
+	NeverBlock string
 }
 
 func (p configParams) passRoutes() [][2]string {
@@ -189,6 +202,14 @@ func edgegateConfig(p configParams) string {
 	// nginx and HAProxy log nothing per connection in these configs;
 	// edgegate logs each connection at info, so it runs at warn here.
 	w("log: {level: warn, format: text}")
+	if e := p.EBPF; e != nil {
+		w("ebpf:")
+		w("  enabled: true")
+		w("  interfaces: [%s]", q(e.Interface))
+		w("  required: true")
+		w("  blocklist: {after: 20, within: 1m, for: 10m, never_block: [%s]}", q(e.NeverBlock))
+		w("  pin_path: %s", q(e.PinPath))
+	}
 	w("vhosts:")
 	switch p.Flavor {
 	case flavorPassthrough:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -32,13 +33,19 @@ func floodOp(addr string, total, silent *atomic.Int64) func(i int) op {
 	return func(int) op {
 		buf := make([]byte, 512)
 		return func(ctx context.Context) error {
-			d := net.Dialer{Timeout: 2 * time.Second}
+			d := net.Dialer{Timeout: floodWait}
+			total.Add(1)
 			c, err := d.DialContext(ctx, "tcp", addr)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A blocklisted source: its SYN was dropped.
+				silent.Add(1)
+				return nil
+			}
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			total.Add(1)
 			c.SetDeadline(time.Now().Add(floodWait))
 			if _, err := c.Write(floodRequest); err != nil {
 				return nil
@@ -47,7 +54,6 @@ func floodOp(addr string, total, silent *atomic.Int64) func(i int) op {
 			if n > 0 {
 				return errFloodAnswered
 			}
-			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				silent.Add(1)
 				if tc, ok := c.(*net.TCPConn); ok {
@@ -100,16 +106,19 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood func(*running, *Row)) []Row {
 	rowNoGuard := Row{Scenario: sc.name, Variant: "netns, no guard", System: sysEdgegate}
 	rowGuard := Row{Scenario: sc.name, Variant: "netns, eBPF guard", System: sysEdgegate}
+	rowOwn := Row{Scenario: sc.name, Variant: "netns, edgegate ebpf config", System: sysEdgegate}
 	fail := func(note string) []Row {
 		h.progress("  edgegate in a network namespace: %s", note)
-		rowNoGuard.Status, rowNoGuard.Note = statusFailed, note
-		rowGuard.Status, rowGuard.Note = statusFailed, note
-		return []Row{rowNoGuard, rowGuard}
+		for _, r := range []*Row{&rowNoGuard, &rowGuard, &rowOwn} {
+			r.Status, r.Note = statusFailed, note
+		}
+		return []Row{rowNoGuard, rowGuard, rowOwn}
 	}
 	if why, ok := h.missing[sysEdgegate]; ok {
-		rowNoGuard.Status, rowNoGuard.Note = statusMissing, why
-		rowGuard.Status, rowGuard.Note = statusMissing, why
-		return []Row{rowNoGuard, rowGuard}
+		for _, r := range []*Row{&rowNoGuard, &rowGuard, &rowOwn} {
+			r.Status, r.Note = statusMissing, why
+		}
+		return []Row{rowNoGuard, rowGuard, rowOwn}
 	}
 	ns, err := newNetnsPair()
 	if err != nil {
@@ -134,8 +143,22 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 	if err := writeFile(cfg, edgegateConfig(p)); err != nil {
 		return fail(err.Error())
 	}
-	run := func(row *Row, guard bool) {
+	run := func(row *Row, guard, own bool) {
 		tag := sc.name + "-netns"
+		config := cfg
+		if own {
+			// edgegate attaches its own guard and feeds its
+			// blocklist from what userspace refuses.
+			tag += "-ebpf-config"
+			q := p
+			q.EBPF = &ebpfParams{Interface: ns.inner, PinPath: "/sys/fs/bpf/edgegate-bench-own-" + ns.name, NeverBlock: ns.legitIP + "/32"}
+			config = cfg[:len(cfg)-len(".yaml")] + "-ebpf.yaml"
+			if err := writeFile(config, edgegateConfig(q)); err != nil {
+				row.Status, row.Note = statusFailed, err.Error()
+				return
+			}
+			defer os.RemoveAll(q.EBPF.PinPath)
+		}
 		if guard {
 			tag += "-guard"
 			g, closeGuard, err := ns.openGuard(uint16(port))
@@ -149,19 +172,21 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		}
 		logPath := h.out + "/logs/edgegate-" + tag + ".log"
 		r, err := startProcess(ctx, sysEdgegate, flavorPassthrough, p.Listen, logPath, !h.opts.NoPin,
-			[]string{"GOMAXPROCS=1"}, "ip", "netns", "exec", ns.name, h.bin[sysEdgegate], "run", "--config", cfg)
+			[]string{"GOMAXPROCS=1"}, "ip", "netns", "exec", ns.name, h.bin[sysEdgegate], "run", "--config", config)
 		if err != nil {
 			row.Status, row.Note = statusFailed, err.Error()
 			return
 		}
 		defer r.stop()
+		r.legitFrom = ns.legitIP
 		note := row.Note
 		measureFlood(r, row)
 		if note != "" {
 			row.Note = note + ". " + row.Note
 		}
 	}
-	run(&rowNoGuard, false)
-	run(&rowGuard, true)
-	return []Row{rowNoGuard, rowGuard}
+	run(&rowNoGuard, false, false)
+	run(&rowGuard, true, false)
+	run(&rowOwn, false, true)
+	return []Row{rowNoGuard, rowGuard, rowOwn}
 }

@@ -17,12 +17,15 @@ import (
 // netnsPair is a network namespace for the system under test, joined to the
 // harness's namespace by a veth pair, so the eBPF guard can sit on the
 // inner end's ingress as it would on a real interface. Addresses come from
-// 198.18.0.0/15 (RFC 2544, benchmarking), one /30 per harness process.
+// 198.18.0.0/15 (RFC 2544, benchmarking), one /29 per harness process.
 type netnsPair struct {
 	name         string // namespace
 	outer, inner string // veth ends
 	outerIP      string // harness side
 	innerIP      string // system side
+	// legitIP is a second harness-side address for legitimate clients,
+	// so a blocklist that catches the flood's source spares them.
+	legitIP string
 }
 
 func newNetnsPair() (*netnsPair, error) {
@@ -37,16 +40,18 @@ func newNetnsPair() (*netnsPair, error) {
 	}
 	// Third octet 100-199: clear of the x.x.0.x addresses tests tend to use.
 	a, b := 18+(pid>>14)%2, 100+(pid>>6)%100
-	base := (pid % 64) * 4
+	base := (pid % 32) * 8
 	n.outerIP = fmt.Sprintf("198.%d.%d.%d", a, b, base+1)
 	n.innerIP = fmt.Sprintf("198.%d.%d.%d", a, b, base+2)
+	n.legitIP = fmt.Sprintf("198.%d.%d.%d", a, b, base+3)
 	steps := [][]string{
 		{"netns", "add", n.name},
 		{"link", "add", n.outer, "type", "veth", "peer", "name", n.inner},
 		{"link", "set", n.inner, "netns", n.name},
-		{"addr", "add", n.outerIP + "/30", "dev", n.outer},
+		{"addr", "add", n.outerIP + "/29", "dev", n.outer},
+		{"addr", "add", n.legitIP + "/29", "dev", n.outer},
 		{"link", "set", n.outer, "up"},
-		{"-n", n.name, "addr", "add", n.innerIP + "/30", "dev", n.inner},
+		{"-n", n.name, "addr", "add", n.innerIP + "/29", "dev", n.inner},
 		{"-n", n.name, "link", "set", n.inner, "up"},
 		{"-n", n.name, "link", "set", "lo", "up"},
 	}

@@ -59,10 +59,14 @@ func passConnectOp(r *running, hello []byte) func(i int) op {
 	if r.direct {
 		msg = append(slices.Clone(directHeader), hello...)
 	}
+	d := dialer
+	if r.legitFrom != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(r.legitFrom)}
+	}
 	return func(int) op {
 		buf := make([]byte, 2*len(passthroughReply))
 		return func(ctx context.Context) error {
-			c, err := dialer.DialContext(ctx, "tcp", r.addr)
+			c, err := d.DialContext(ctx, "tcp", r.addr)
 			if err != nil {
 				return err
 			}

@@ -43,6 +43,9 @@ type running struct {
 	log    *os.File
 	// profile is the CPU profile the process writes until stopped.
 	profile string
+	// legitFrom, when set, is the source address of legitimate clients
+	// (which a blocklist must spare).
+	legitFrom string
 }
 
 // stop ends the system: SIGTERM to the process group the harness started
