@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -420,3 +421,72 @@ func BenchmarkMTLSHandshake(b *testing.B) {
 		})
 	}
 }
+
+// TestMTLSCertificateChoice gives a vhost an ECDSA and an RSA certificate:
+// a client that can use ECDSA gets it, one limited to RSA gets the RSA one.
+// A default Go client negotiates the post-quantum group.
+func TestMTLSCertificateChoice(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	rsaCert, err := p.ca.ServerRSA("app.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaFile, rsaKey, err := testpki.WritePEM(p.dir, "server-rsa", rsaCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mtlsConfig(p, "127.0.0.1:0", up.address(), "")
+	cfg = strings.Replace(cfg, "certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}]",
+		"certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}, {cert: "+strconvQuote(rsaFile)+", key: "+strconvQuote(rsaKey)+"}]", 1)
+	s := startServer(t, cfg)
+	if n := len(s.state.Load().vhosts["app"].mtls.tls.Certificates); n != 2 {
+		t.Fatalf("vhost loaded %d certificates, want 2", n)
+	}
+	addr := s.addr(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config
+		want x509.PublicKeyAlgorithm
+	}{
+		{"default", &tls.Config{}, x509.ECDSA},
+		{"RSA only", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}, x509.RSA},
+	} {
+		c := tc.cfg
+		c.ServerName, c.RootCAs, c.Certificates = "app.example.test", p.roots, []tls.Certificate{p.clients["valid"]}
+		conn, _, err := dialTLS(t, addr, c)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		cs := conn.ConnectionState()
+		if got := cs.PeerCertificates[0].PublicKeyAlgorithm; got != tc.want {
+			t.Fatalf("%s: served a %v certificate, want %v", tc.name, got, tc.want)
+		}
+		if tc.name == "default" && cs.CurveID != tls.X25519MLKEM768 {
+			t.Fatalf("default client negotiated %v, want X25519MLKEM768", cs.CurveID)
+		}
+		conn.Write([]byte("PING\n"))
+		conn.CloseWrite()
+		if b, _ := io.ReadAll(conn); string(b) != "PONG" {
+			t.Fatalf("%s: got %q", tc.name, b)
+		}
+		conn.Close()
+		up.next(t)
+	}
+}
+
+// TestMTLSRefusesCipher: a client offering only a cipher suite the vhost
+// does not enable (RSA key exchange) is refused without an alert.
+func TestMTLSRefusesCipher(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	s := startServer(t, mtlsConfig(p, "127.0.0.1:0", up.address(), ""))
+	c, rc, err := dialTLS(t, s.addr(t, "127.0.0.1:0"), &tls.Config{ServerName: "app.example.test", RootCAs: p.roots,
+		Certificates: []tls.Certificate{p.clients["valid"]}, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA}})
+	expectRefused(t, c, rc, err)
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeHandshake, 1)
+	up.expectNone(t)
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
