@@ -140,6 +140,10 @@ type VHost struct {
 type Upstream struct {
 	Address       string `yaml:"address"`        // host:port or unix:/path
 	ProxyProtocol string `yaml:"proxy_protocol"` // off | v1 | v2 (default)
+	// UniqueID sends each connection's ID (also its log line's conn_id) as
+	// PP2_TYPE_UNIQUE_ID in a v2 header, so upstream logs can be joined
+	// with edgegate's.
+	UniqueID bool `yaml:"unique_id"`
 }
 
 // TLS is an mtls vhost's server side.
@@ -621,6 +625,9 @@ func validateUpstream(u Upstream) error {
 	case "off", "v1", "v2":
 	default:
 		return fmt.Errorf("upstream.proxy_protocol %q: want off, v1 or v2", u.ProxyProtocol)
+	}
+	if u.UniqueID && u.ProxyProtocol != "v2" {
+		return errors.New("upstream.unique_id needs proxy_protocol v2")
 	}
 	if u.Address == "" {
 		return errors.New("upstream.address is required")

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
@@ -28,6 +30,22 @@ type session struct {
 	toClient int64  // bytes upstream -> client
 	err      error
 	cut      atomic.Bool // closed by Shutdown at the drain deadline
+	id       string      // set when an upstream asks for unique IDs
+}
+
+// uniqueID returns the connection's ID for a PROXY v2 header when the
+// upstream asks for one (nil otherwise): 16 random bytes, hex, so nginx and
+// HAProxy can log it as text. It also goes into the log line as conn_id.
+func (ss *session) uniqueID(u Upstream) []byte {
+	if !u.UniqueID {
+		return nil
+	}
+	if ss.id == "" {
+		var b [16]byte
+		rand.Read(b[:])
+		ss.id = hex.EncodeToString(b[:])
+	}
+	return []byte(ss.id)
 }
 
 // serveConn carries one accepted connection along the path: inbound PROXY

@@ -88,6 +88,9 @@ func (s *Server) finish(ss *session) {
 		slog.String("mode", mode),
 		slog.String("outcome", string(ss.outcome)),
 	)
+	if ss.id != "" {
+		attrs = append(attrs, slog.String("conn_id", ss.id))
+	}
 	if ss.reason != "" {
 		attrs = append(attrs, slog.String("reason", ss.reason))
 	}

@@ -16,7 +16,7 @@ func (s *Server) passthrough(ss *session, st *state, c *net.TCPConn, prefix []by
 		closeSilently(c, false)
 		return
 	}
-	var tlvs = passthroughTLVs(ss.hello.ServerName)
+	tlvs := passthroughTLVs(ss.hello.ServerName, ss.uniqueID(v.upstream))
 	hdr, err := proxyHeader(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
 	if err == nil {
 		// One write: header and hello reach the upstream in one segment.

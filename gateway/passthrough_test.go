@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -613,4 +614,44 @@ vhosts: [{name: d, hosts: [go.example.test], mode: passthrough, upstream: {addre
 	}
 	s.waitCount(t, "127.0.0.1:0", "d", OutcomeShutdown, 1)
 	s.waitCount(t, "127.0.0.1:0", "d", OutcomeProxied, 1)
+}
+
+// TestUniqueID: with upstream.unique_id, each connection's PROXY v2 header
+// carries its own PP2_TYPE_UNIQUE_ID (32 hex digits), for joining logs.
+func TestUniqueID(t *testing.T) {
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, nil)
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts: [{name: u, hosts: [go.example.test], mode: passthrough, upstream: {address: %q, unique_id: true}}]
+`, up.address()))
+	seen := map[string]bool{}
+	for range 3 {
+		c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(readHello(t, "go-pq.bin"))
+		c.(*net.TCPConn).CloseWrite()
+		uc := up.next(t)
+		c.Close()
+		tlvs, err := uc.header.TLVs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := ""
+		for _, tlv := range tlvs {
+			if tlv.Type == proxyproto.PP2_TYPE_UNIQUE_ID {
+				id = string(tlv.Value)
+			}
+		}
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" || seen[id] {
+			t.Fatalf("PP2_TYPE_UNIQUE_ID %q: want 32 hex digits, new for each connection", id)
+		}
+		seen[id] = true
+	}
+	if _, err := ParseConfig("c.yaml", []byte(`listen: [{address: ":443"}]
+vhosts: [{name: u, hosts: [a.example], mode: passthrough, upstream: {address: "1.2.3.4:5", proxy_protocol: v1, unique_id: true}}]
+`)); err == nil || !strings.Contains(err.Error(), "unique_id needs proxy_protocol v2") {
+		t.Fatalf("unique_id with v1: %v", err)
+	}
 }

@@ -44,7 +44,7 @@ func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 	if st.NegotiatedProtocol != "" {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(st.NegotiatedProtocol)})
 	}
-	tlvs = append(tlvs, passthroughTLVs(sni)...)
+	tlvs = append(tlvs, passthroughTLVs(sni, nil)...)
 
 	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
 	ssl.TLV = append(ssl.TLV,
@@ -84,11 +84,15 @@ func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 // passthroughTLVs returns the PROXY v2 TLVs for a connection edgegate did not
 // terminate: only PP2_TYPE_AUTHORITY with the SNI it read from the
 // ClientHello, or none without SNI. The TLS facts are the upstream's own.
-func passthroughTLVs(sni string) []proxyproto.TLV {
-	if sni == "" {
-		return nil
+func passthroughTLVs(sni string, uniqueID []byte) []proxyproto.TLV {
+	var tlvs []proxyproto.TLV
+	if sni != "" {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(sni)})
 	}
-	return []proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(sni)}}
+	if len(uniqueID) > 0 {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_UNIQUE_ID, Value: uniqueID})
+	}
+	return tlvs
 }
 
 // tlsVersionName names a TLS version as OpenSSL's SSL_get_version does,

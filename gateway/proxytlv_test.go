@@ -330,11 +330,11 @@ func TestTLSTLVsEdges(t *testing.T) {
 }
 
 func TestPassthroughTLVs(t *testing.T) {
-	f := readFacts(t, roundTrip(t, passthroughTLVs("App.Example.com.")))
+	f := readFacts(t, roundTrip(t, passthroughTLVs("App.Example.com.", nil)))
 	if f.authority != "App.Example.com." || f.hasSSL || f.alpn != "" {
 		t.Fatalf("passthrough TLVs: %+v", f)
 	}
-	if got := passthroughTLVs(""); got != nil {
+	if got := passthroughTLVs("", nil); got != nil {
 		t.Fatalf("no SNI gave %v", got)
 	}
 }

@@ -203,7 +203,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 		return
 	}
 	cs := tc.ConnectionState()
-	tlvs, err := tlsTLVs(ss.hello.ServerName, cs, served, nil)
+	tlvs, err := tlsTLVs(ss.hello.ServerName, cs, served, ss.uniqueID(v.upstream))
 	var hdr []byte
 	if err == nil {
 		hdr, err = proxyHeader(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
