@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -182,7 +183,7 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		note := row.Note
 		measureFlood(r, row)
 		if note != "" {
-			row.Note = note + ". " + row.Note
+			row.Note = strings.TrimSpace(note + ". " + row.Note)
 		}
 	}
 	run(&rowNoGuard, false, false)

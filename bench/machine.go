@@ -50,10 +50,13 @@ func machineFacts(ctx context.Context, bins map[string]string) Machine {
 	if b, ok := bins[sysEdgegate]; ok {
 		m.Edgegate = firstLine(versionOf(ctx, b, "version"))
 	}
+	m.Commit = "unknown (not a git checkout)"
 	if root, err := moduleRoot(); err == nil {
-		m.Commit = strings.TrimSpace(versionOf(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD"))
-		if out, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(out) > 0 {
-			m.Commit += "+changes"
+		if out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+			m.Commit = strings.TrimSpace(string(out))
+			if out, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(out) > 0 {
+				m.Commit += "+changes"
+			}
 		}
 	}
 	return m
