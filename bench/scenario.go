@@ -107,7 +107,7 @@ var scenarios = []*scenario{
 	},
 	{
 		name:         "bpf-program",
-		about:        "nanoseconds per packet for each verdict of the eBPF guard against a trivial XDP_PASS program",
+		about:        "nanoseconds per packet for each verdict of the eBPF guard (XDP and TC entry points) against a trivial program of the same type",
 		primary:      mNsPerPkt,
 		higherBetter: false,
 		columns:      []column{colNs, colTrivialNs, colXTrivial},
