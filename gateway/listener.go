@@ -25,6 +25,8 @@ type listener struct {
 // SO_REUSEPORT lets several edgegate processes share a port on one host.
 func ListenTCP(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{
+		// No TCP keep-alive on accepted connections: see dialUpstream.
+		KeepAlive: -1,
 		Control: func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {

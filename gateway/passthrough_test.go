@@ -655,3 +655,71 @@ vhosts: [{name: u, hosts: [a.example], mode: passthrough, upstream: {address: "1
 		t.Fatalf("unique_id with v1: %v", err)
 	}
 }
+
+// TestIdlePassthroughDescriptors: an idle passthrough connection holds its
+// two sockets and nothing else (no splice pipes while it waits), so a
+// gateway's descriptor budget goes to connections.
+func TestIdlePassthroughDescriptors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {address: %q}}]
+`, ln.Addr().String()))
+	hello := readHello(t, "go-pq.bin")
+	const n = 50
+	before := fdCount(t)
+	var clients []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(hello)
+		clients = append(clients, c)
+	}
+	waitActive(t, s, n)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := len(held)
+		mu.Unlock()
+		if got == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream has %d connections, want %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the copy loops reach their wait
+	// In this process each connection is four sockets: the client's, the
+	// gateway's two, and the upstream's. Splice pipes would add four more.
+	if got := fdCount(t) - before; got > 4*n+8 {
+		t.Fatalf("%d idle passthrough connections hold %d descriptors (%.1f each); want 4 each (sockets only)", n, got, float64(got)/n)
+	}
+}

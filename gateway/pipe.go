@@ -7,7 +7,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // closeWriter is a conn that can half-close (send FIN, keep reading).
@@ -55,7 +58,7 @@ func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
 	var total int64
 	for {
 		src.SetReadDeadline(time.Now().Add(p.tick))
-		n, err := io.Copy(dst, src)
+		n, err := copyAvailable(dst, src)
 		total += n
 		if n > 0 {
 			p.touch()
@@ -79,4 +82,67 @@ func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
 		dst.Close()
 		return total
 	}
+}
+
+// copyAvailable is io.Copy, except between TCP sockets, where it first waits
+// for src to be readable and then splices exactly the bytes queued. A
+// splice that waits for data holds a kernel pipe (two descriptors) all the
+// while, so an idle passthrough connection would hold six descriptors
+// instead of two; waiting in the poller first holds none. It returns
+// (0, nil) at end of stream, like io.Copy, and the deadline's error when
+// src stays silent.
+func copyAvailable(dst, src net.Conn) (int64, error) {
+	tsrc, ok := src.(*net.TCPConn)
+	if !ok {
+		return io.Copy(dst, src)
+	}
+	rc, err := tsrc.SyscallConn()
+	if err != nil {
+		return io.Copy(dst, src)
+	}
+	var total int64
+	for {
+		queued, eof, err := waitReadable(rc)
+		if err != nil {
+			return total, err
+		}
+		if eof {
+			return total, nil
+		}
+		// A LimitedReader over the *net.TCPConn still splices.
+		n, err := io.Copy(dst, &io.LimitedReader{R: tsrc, N: int64(queued)})
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// waitReadable blocks (in the poller, honouring the read deadline) until the
+// socket has bytes queued or has reached end of stream, and says how many
+// bytes are queued.
+func waitReadable(rc syscall.RawConn) (queued int, eof bool, err error) {
+	var peekErr error
+	var one [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, e := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case e == syscall.EAGAIN || e == syscall.EINTR:
+			return false // not yet: wait for readability
+		case e != nil:
+			peekErr = e
+		case n == 0:
+			eof = true
+		default:
+			queued, peekErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			if peekErr == nil && queued < 1 {
+				queued = 1
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = peekErr
+	}
+	return queued, eof, err
 }

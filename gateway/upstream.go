@@ -12,7 +12,9 @@ import (
 
 // dialUpstream connects to an upstream address (host:port or unix:/path).
 func dialUpstream(u Upstream, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+	// No TCP keep-alive: timeouts.idle ends silent connections, and the
+	// keep-alive setsockopt calls cost several percent of a short connection.
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	network, addr := "tcp", u.Address
 	if path, ok := strings.CutPrefix(u.Address, "unix:"); ok {
 		network, addr = "unix", path
