@@ -109,13 +109,42 @@ func copyAvailable(dst, src net.Conn) (int64, error) {
 		if eof {
 			return total, nil
 		}
-		// A LimitedReader over the *net.TCPConn still splices.
-		n, err := io.Copy(dst, &io.LimitedReader{R: tsrc, N: int64(queued)})
+		var n int64
+		if queued <= smallCopy {
+			// A pipe costs more syscalls than it saves on a few bytes.
+			n, err = copyQueued(dst, tsrc, queued)
+		} else {
+			// A LimitedReader over the *net.TCPConn still splices.
+			n, err = io.Copy(dst, &io.LimitedReader{R: tsrc, N: int64(queued)})
+		}
 		total += n
 		if err != nil {
 			return total, err
 		}
 	}
+}
+
+// smallCopy is the most bytes copied through user space rather than
+// spliced: one read and one write, against a splice's two and its pipe.
+const smallCopy = 16 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([smallCopy]byte) }}
+
+// copyQueued reads the queued bytes (they are there: the read does not
+// block) and writes them to dst.
+func copyQueued(dst io.Writer, src *net.TCPConn, queued int) (int64, error) {
+	buf := copyBufs.Get().(*[smallCopy]byte)
+	defer copyBufs.Put(buf)
+	n, err := src.Read(buf[:queued])
+	if n > 0 {
+		if _, werr := dst.Write(buf[:n]); werr != nil {
+			return 0, werr
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return int64(n), err
 }
 
 // waitReadable blocks (in the poller, honouring the read deadline) until the
@@ -125,6 +154,12 @@ func waitReadable(rc syscall.RawConn) (queued int, eof bool, err error) {
 	var peekErr error
 	var one [1]byte
 	err = rc.Read(func(fd uintptr) bool {
+		// Bytes queued is the common case and costs one ioctl; only an
+		// empty queue needs the peek that tells "nothing yet" from the end.
+		if q, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ); e == nil && q > 0 {
+			queued = q
+			return true
+		}
 		n, _, e := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case e == syscall.EAGAIN || e == syscall.EINTR:
@@ -134,10 +169,7 @@ func waitReadable(rc syscall.RawConn) (queued int, eof bool, err error) {
 		case n == 0:
 			eof = true
 		default:
-			queued, peekErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if peekErr == nil && queued < 1 {
-				queued = 1
-			}
+			queued = 1 // arrived between the ioctl and the peek
 		}
 		return true
 	})
