@@ -14,9 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,15 +21,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegate/edgegate/bpf/netnstest"
 )
 
 // The namespaces' addresses: 198.18.0.0/15 and 2001:2::/48 are reserved
 // for benchmarking and never routed.
 var (
-	nsServer4 = netip.MustParseAddr("198.18.0.1")
-	nsClient4 = netip.MustParseAddr("198.18.0.2")
-	nsServer6 = netip.MustParseAddr("2001:2::1")
-	nsClient6 = netip.MustParseAddr("2001:2::2")
+	nsServer4 = netnstest.Server4
+	nsClient4 = netnstest.Client4
+	nsServer6 = netnstest.Server6
+	nsClient6 = netnstest.Client6
 )
 
 const (
@@ -43,74 +42,21 @@ const (
 	waitLimit  = 30 * time.Second
 )
 
-var netnsSeq atomic.Int32
-
 // testNetns is a server and a client namespace joined by a veth pair.
 type testNetns struct {
 	server, client string
 }
 
-func run(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
+func run(t testing.TB, args ...string) { t.Helper(); netnstest.Run(t, args...) }
 
 func newTestNetns(t testing.TB) *testNetns {
 	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("iproute2 missing: %v", err)
-		}
-		t.Skipf("iproute2 missing: %v", err)
-	}
-	id := fmt.Sprintf("%d-%d", os.Getpid(), netnsSeq.Add(1))
-	n := &testNetns{server: "egsrv-" + id, client: "egcli-" + id}
-	for _, ns := range []string{n.server, n.client} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	run(t, "ip", "link", "add", serverVeth, "netns", n.server, "type", "veth", "peer", "name", clientVeth, "netns", n.client)
-	for _, c := range []struct {
-		ns, dev string
-		a4, a6  netip.Addr
-	}{{n.server, serverVeth, nsServer4, nsServer6}, {n.client, clientVeth, nsClient4, nsClient6}} {
-		run(t, "ip", "-n", c.ns, "link", "set", "lo", "up")
-		run(t, "ip", "-n", c.ns, "addr", "add", c.a4.String()+"/30", "dev", c.dev)
-		run(t, "ip", "-n", c.ns, "addr", "add", c.a6.String()+"/64", "dev", c.dev, "nodad")
-		run(t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
-	}
-	return n
+	p := netnstest.New(t, netnstest.Options{Prefix: "eg", ServerVeth: serverVeth, ClientVeth: clientVeth})
+	return &testNetns{server: p.Server, client: p.Client}
 }
 
-// inNetns runs f on an OS thread that has joined the named namespace. The
-// thread is never unlocked, so the runtime discards it afterwards; sockets
-// created by f keep the namespace for their lifetime.
-func inNetns[T any](name string, f func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", name, err)}
-			return
-		}
-		v, err := f()
-		ch <- result{v, err}
-	}()
-	r := <-ch
-	return r.v, r.err
-}
+// inNetns runs f on a thread inside the named namespace (netnstest.In).
+func inNetns[T any](name string, f func() (T, error)) (T, error) { return netnstest.In(name, f) }
 
 // testCert returns a self-signed certificate for edgegate.test and a pool
 // trusting it.

@@ -8,25 +8,24 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegate/edgegate/bpf/netnstest"
 )
 
 // The namespaces' addresses: 198.18.0.0/15 and 2001:2::/48 are reserved for
 // benchmarking and never routed.
 var (
-	nsServer4 = netip.MustParseAddr("198.18.0.1")
-	nsClient4 = netip.MustParseAddr("198.18.0.2")
-	nsServer6 = netip.MustParseAddr("2001:2::1")
-	nsClient6 = netip.MustParseAddr("2001:2::2")
+	nsServer4 = netnstest.Server4
+	nsClient4 = netnstest.Client4
+	nsServer6 = netnstest.Server6
+	nsClient6 = netnstest.Client6
 )
 
 const (
@@ -83,8 +82,6 @@ func testPinPath(t testing.TB) string {
 	return dir
 }
 
-var netnsSeq atomic.Int32
-
 // testNetns is a server and a client namespace joined by a veth pair:
 // server 198.18.0.1 and 2001:2::1 on egws0, client 198.18.0.2 and
 // 2001:2::2 on egwc0.
@@ -92,80 +89,16 @@ type testNetns struct {
 	server, client string
 }
 
-func runCmd(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // newTestNetns creates the namespaces; they (and the veth pair with them)
 // are deleted when the test ends, whether it passed or not.
 func newTestNetns(t testing.TB) *testNetns {
 	t.Helper()
-	id := fmt.Sprintf("%d-%d", os.Getpid(), netnsSeq.Add(1))
-	n := &testNetns{server: "egwsrv-" + id, client: "egwcli-" + id}
-	for _, ns := range []string{n.server, n.client} {
-		runCmd(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	runCmd(t, "ip", "link", "add", nsServerVeth, "netns", n.server, "type", "veth", "peer", "name", nsClientVeth, "netns", n.client)
-	for _, c := range []struct {
-		ns, dev string
-		a4, a6  netip.Addr
-	}{{n.server, nsServerVeth, nsServer4, nsServer6}, {n.client, nsClientVeth, nsClient4, nsClient6}} {
-		runCmd(t, "ip", "-n", c.ns, "link", "set", "lo", "up")
-		runCmd(t, "ip", "-n", c.ns, "addr", "add", c.a4.String()+"/30", "dev", c.dev)
-		runCmd(t, "ip", "-n", c.ns, "addr", "add", c.a6.String()+"/64", "dev", c.dev, "nodad")
-		runCmd(t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
-	}
-	return n
+	p := netnstest.New(t, netnstest.Options{Prefix: "egw", ServerVeth: nsServerVeth, ClientVeth: nsClientVeth})
+	return &testNetns{server: p.Server, client: p.Client}
 }
 
-// inNetns runs f on an OS thread that has joined the named network
-// namespace, then moves the thread back. Only that locked thread changes
-// namespace; sockets f creates keep the namespace for their lifetime, and
-// goroutines f starts run on other threads, in the process's namespace. If
-// the way back fails, the thread stays locked and the runtime discards it
-// when the goroutine ends, so no other goroutine ever runs in the wrong
-// namespace.
-func inNetns[T any](name string, f func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
-			return
-		}
-		defer unix.Close(home)
-		target, err := unix.Open(filepath.Join("/run/netns", name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open netns %s: %w", name, err)}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("setns %s: %w", name, err)}
-			return
-		}
-		var r result
-		r.v, r.err = f()
-		if err := unix.Setns(home, unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- r
-	}()
-	r := <-ch
-	return r.v, r.err
-}
+// inNetns runs f on a thread inside the named namespace (netnstest.In).
+func inNetns[T any](name string, f func() (T, error)) (T, error) { return netnstest.In(name, f) }
 
 // dial connects from the client namespace to dst:443 with the smallest
 // MSS, so every segment the client sends carries at most 88 bytes.
