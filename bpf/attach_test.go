@@ -149,33 +149,6 @@ func dial(n *testNetns, dst netip.Addr, timeout time.Duration) (net.Conn, error)
 	})
 }
 
-// splitConn writes its first Write in pieces of 1, 4 and 4 bytes and the
-// rest, so the hello's first segments are as short as they can be.
-type splitConn struct {
-	net.Conn
-	done bool
-}
-
-func (c *splitConn) Write(b []byte) (int, error) {
-	if c.done {
-		return c.Conn.Write(b)
-	}
-	c.done = true
-	n := 0
-	for _, size := range []int{1, 4, 4, len(b)} {
-		size = min(size, len(b)-n)
-		if size == 0 {
-			break
-		}
-		m, err := c.Conn.Write(b[n : n+size])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // waitCounter waits until verdict's counter reaches at least want.
 func waitCounter(t testing.TB, g *Guard, verdict string, want uint64) {
 	t.Helper()
@@ -240,7 +213,7 @@ func tlsExchange(n *testNetns, s *nsServer, cert tls.Certificate, pool *x509.Cer
 
 	var conn net.Conn = raw
 	if split {
-		conn = &splitConn{Conn: raw}
+		conn = &netnstest.SplitConn{Conn: raw}
 	}
 	raw.SetDeadline(time.Now().Add(waitLimit))
 	tc := tls.Client(conn, &tls.Config{

@@ -3,7 +3,6 @@ package bpf
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -15,29 +14,12 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/edgegate/edgegate/bpf/netnstest"
 )
 
-// needBPF skips the test without root and BPF, or fails it under CI=true,
-// where the environment is promised.
-func needBPF(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if err := rlimit.RemoveMemlock(); err != nil {
-		why = fmt.Sprintf("remove memlock limit: %v", err)
-	} else if _, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}); err != nil {
-		why = fmt.Sprintf("create BPF map: %v", err)
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("BPF tests need root and BPF (%s); CI=true so this fails instead of skipping", why)
-	}
-	t.Skipf("BPF tests need root and BPF: %s", why)
-}
+// needBPF skips or fails the test without root or BPF (netnstest.NeedBPF).
+func needBPF(t testing.TB) { t.Helper(); netnstest.NeedBPF(t) }
 
 // testPinPath returns a fresh pin directory on bpffs, removed at cleanup.
 func testPinPath(t testing.TB) string {

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/edgegate/edgegate/bpf/netnstest"
 )
 
 // guardWait bounds every wait in these tests: generous, because CI is a
@@ -287,34 +289,6 @@ func (u *tlsUpstream) next(t testing.TB) tlsUpstreamConn {
 	}
 }
 
-// splitConn writes its first Write in pieces of 1, 4 and 4 bytes and the
-// rest: with TCP_NODELAY each is a segment of its own, so the kernel has to
-// judge the ClientHello's first 9 bytes across three segments.
-type splitConn struct {
-	net.Conn
-	done bool
-}
-
-func (c *splitConn) Write(b []byte) (int, error) {
-	if c.done {
-		return c.Conn.Write(b)
-	}
-	c.done = true
-	n := 0
-	for _, size := range []int{1, 4, 4, len(b)} {
-		size = min(size, len(b)-n)
-		if size == 0 {
-			break
-		}
-		m, err := c.Conn.Write(b[n : n+size])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // pqExchange runs a TLS handshake with a post-quantum key share
 // (X25519MLKEM768: a ClientHello of about 1.3 KB, some 20 segments at the
 // 88-byte MSS) over raw, through the gateway's passthrough to the TLS
@@ -325,7 +299,7 @@ func pqExchange(raw net.Conn, p *pki, split bool) error {
 	raw.SetDeadline(time.Now().Add(guardWait))
 	conn := raw
 	if split {
-		conn = &splitConn{Conn: raw}
+		conn = &netnstest.SplitConn{Conn: raw}
 	}
 	tc := tls.Client(conn, &tls.Config{
 		ServerName:       "pass.example.test",

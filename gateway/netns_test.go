@@ -3,17 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
@@ -39,31 +35,9 @@ const (
 	nsSmallMSS = 88
 )
 
-// needBPF skips the test without root or BPF, and fails it instead when
-// CI=true (CI runs as root, so there a skip would hide a broken test).
-func needBPF(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if err := rlimit.RemoveMemlock(); err != nil {
-		why = fmt.Sprintf("remove memlock limit: %v", err)
-	} else if m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}); err != nil {
-		why = fmt.Sprintf("create a BPF map: %v", err)
-	} else {
-		m.Close()
-		if _, err := exec.LookPath("ip"); err != nil {
-			why = fmt.Sprintf("iproute2 missing: %v", err)
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("eBPF guard tests need root, BPF and iproute2 (%s); CI=true, so this fails instead of skipping", why)
-	}
-	t.Skipf("eBPF guard tests need root, BPF and iproute2: %s", why)
-}
+// needBPF skips or fails the test without root or BPF (netnstest.NeedBPF);
+// iproute2 is checked where the namespaces are made.
+func needBPF(t testing.TB) { t.Helper(); netnstest.NeedBPF(t) }
 
 // testPinPath returns a fresh bpffs folder for a gateway's pinned maps,
 // removed when the test ends, so tests never touch the default

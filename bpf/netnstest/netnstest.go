@@ -1,8 +1,8 @@
 // Package netnstest builds throwaway test hosts for the tests that need a
 // network between two parties: a server and a client network namespace
 // joined by a veth pair, with addresses from the benchmarking ranges
-// (198.18.0.0/15, 2001:2::/48) that are never routed. The bpf, gateway and
-// bench tests share it.
+// (198.18.0.0/15, 2001:2::/48) that are never routed, and what tests on
+// them need besides (NeedBPF, SplitConn). The bpf and gateway tests share it.
 //
 //	p := netnstest.New(t, netnstest.Options{Prefix: "egw", ServerVeth: "egws0", ClientVeth: "egwc0"})
 //	ln, err := netnstest.In(p.Server, func() (net.Listener, error) { return net.Listen("tcp", ":443") })
@@ -10,6 +10,7 @@ package netnstest
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,4 +129,55 @@ func In[T any](name string, f func() (T, error)) (T, error) {
 	}()
 	r := <-ch
 	return r.v, r.err
+}
+
+// NeedBPF skips the test without root or BPF, and fails it instead when
+// CI=true (CI runs as root, so there a skip would hide a broken test).
+func NeedBPF(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	} else if err := rlimit.RemoveMemlock(); err != nil {
+		why = fmt.Sprintf("remove memlock limit: %v", err)
+	} else if m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}); err != nil {
+		why = fmt.Sprintf("create a BPF map: %v", err)
+	} else {
+		m.Close()
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("BPF tests need root and BPF (%s); CI=true, so this fails instead of skipping", why)
+	}
+	t.Skipf("BPF tests need root and BPF: %s", why)
+}
+
+// SplitConn writes its first Write in pieces of 1, 4 and 4 bytes and the
+// rest: with TCP_NODELAY each is a segment of its own, so a ClientHello's
+// first 9 bytes are judged across three segments.
+type SplitConn struct {
+	net.Conn
+	done bool
+}
+
+func (c *SplitConn) Write(b []byte) (int, error) {
+	if c.done {
+		return c.Conn.Write(b)
+	}
+	c.done = true
+	n := 0
+	for _, size := range []int{1, 4, 4, len(b)} {
+		size = min(size, len(b)-n)
+		if size == 0 {
+			break
+		}
+		m, err := c.Conn.Write(b[n : n+size])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
