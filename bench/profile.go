@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // runGatewayChild runs edgegate's gateway package exactly as `edgegate run`
@@ -19,7 +20,7 @@ import (
 // CPU profile until it is stopped. With --profile the harness runs edgegate
 // this way, so profiles need no hook in the edgegate binary.
 func runGatewayChild(configFile string) error {
-	cfg, err := gateway.LoadConfig(configFile)
+	cfg, err := config.Load(configFile, nil)
 	if err != nil {
 		return err
 	}

@@ -7,16 +7,18 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // WriteRoutes prints the route table a configuration gives: each host
 // pattern, the vhost it reaches, the mode and the upstream.
-func WriteRoutes(w io.Writer, cfg *Config) {
+func WriteRoutes(w io.Writer, cfg *config.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tVHOST\tMODE\tUPSTREAM\tPROXY")
 	for _, v := range cfg.VHosts {
 		for _, h := range v.Hosts {
-			pat, _ := hostPattern(h)
+			pat, _ := config.HostPattern(h)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pat, v.Name, v.Mode, v.Upstream.Address, v.Upstream.ProxyProtocol)
 		}
 	}
@@ -29,8 +31,8 @@ func WriteRoutes(w io.Writer, cfg *Config) {
 }
 
 // Warnings lists what is valid but unwise in a configuration.
-func Warnings(cfg *Config) []string {
-	ws := append([]string(nil), cfg.notes...)
+func Warnings(cfg *config.Config) []string {
+	ws := append([]string(nil), cfg.Notes...)
 	mtlsUpstreams := map[string]string{}
 	for _, v := range cfg.VHosts {
 		if v.Mode != "mtls" {
@@ -49,8 +51,8 @@ func Warnings(cfg *Config) []string {
 			}
 		}
 	}
-	if _, ca := CloudflareCA(); ca != nil && usesCloudflareCA(cfg) && time.Until(ca.NotAfter) < 180*24*time.Hour {
-		ws = append(ws, fmt.Sprintf("the built-in Cloudflare origin-pull CA expires %s", ca.NotAfter.Format(time.DateOnly)))
+	if ca := cfg.Cloudflare.CA; usesCloudflareCA(cfg) && time.Until(ca.NotAfter) < 180*24*time.Hour {
+		ws = append(ws, fmt.Sprintf("the Cloudflare origin-pull CA (%s) expires %s", cfg.Cloudflare.Source, ca.NotAfter.Format(time.DateOnly)))
 	}
 	for _, v := range cfg.VHosts {
 		if v.Mode != "passthrough" {
@@ -66,7 +68,7 @@ func Warnings(cfg *Config) []string {
 }
 
 // usesCloudflareCA reports whether an mtls vhost trusts Cloudflare's CA.
-func usesCloudflareCA(cfg *Config) bool {
+func usesCloudflareCA(cfg *config.Config) bool {
 	for _, v := range cfg.VHosts {
 		if v.Mode == "mtls" && v.ClientAuth.CA == "cloudflare" {
 			return true

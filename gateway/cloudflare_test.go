@@ -1,178 +1,106 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
-	"net/netip"
+	"crypto/tls"
+	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/edgegate/edgegate/gateway/cloudflare"
 )
 
-func TestCloudflareCA(t *testing.T) {
-	pool, cert := CloudflareCA()
-	if pool == nil || cert == nil {
-		t.Fatal("CloudflareCA returned nil")
+// testCloudflareList returns n distinct prefixes of one family, one a
+// line, in documentation-free ranges that are not Cloudflare's.
+func testCloudflareList(n int, ipv6 bool) string {
+	var b strings.Builder
+	for i := range n {
+		if ipv6 {
+			fmt.Fprintf(&b, "2001:db8:%x::/48\n", i)
+		} else {
+			fmt.Fprintf(&b, "198.18.%d.0/24\n", i)
+		}
 	}
-	want := "CN=origin-pull.cloudflare.net,OU=Origin Pull,O=CloudFlare\\, Inc.,L=San Francisco,ST=California,C=US"
-	if got := cert.Subject.String(); got != want {
-		t.Errorf("subject = %q, want %q", got, want)
-	}
-	if cert.Issuer.String() != cert.Subject.String() {
-		t.Errorf("issuer %q differs from subject", cert.Issuer)
-	}
-	if !cert.IsCA {
-		t.Error("not a CA certificate")
-	}
-	if cert.SignatureAlgorithm != x509.SHA512WithRSA {
-		t.Errorf("signature algorithm %v, want SHA512-RSA", cert.SignatureAlgorithm)
-	}
-	// The 2015-2020 predecessor shares the key, so dates and fingerprint are
-	// what tell the current certificate apart.
-	if got := cert.NotBefore.UTC().Format(time.DateOnly); got != "2019-10-10" {
-		t.Errorf("NotBefore = %s, want 2019-10-10", got)
-	}
-	if got := cert.NotAfter.UTC().Format(time.DateOnly); got != "2029-11-01" {
-		t.Errorf("NotAfter = %s, want 2029-11-01", got)
-	}
-	sum := sha256.Sum256(cert.Raw)
-	const fp = "9A:1A:C2:B4:BE:15:F9:F2:7E:EE:20:A7:34:CB:A4:E9:89:8F:61:00:1B:3B:D7:C8:4B:69:B5:6A:3E:25:A2:B9"
-	if got := strings.ToUpper(hex.EncodeToString(sum[:])); got != strings.ReplaceAll(fp, ":", "") {
-		t.Errorf("SHA-256 fingerprint = %s, want %s", got, fp)
-	}
-	// The pool must contain the CA: a chain of just the CA verifies to it.
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: cert.NotBefore.Add(time.Hour)}); err != nil {
-		t.Errorf("CA does not verify against its own pool: %v", err)
-	}
-	// A caller extending its pool must not change what the next caller gets.
-	extra, _ := CloudflareCA()
-	extra.AddCert(&x509.Certificate{Raw: []byte{1}, RawSubject: []byte{2}})
-	again, _ := CloudflareCA()
-	if again.Equal(extra) {
-		t.Error("CloudflareCA returned a shared, mutable pool")
-	}
+	return b.String()
 }
 
-// TestCloudflareDataMatchesShared guards against the embedded copies drifting
-// from the team's reference files when those are updated.
-func TestCloudflareDataMatchesShared(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		embedded []byte
-	}{
-		{"origin-pull-ca.pem", cloudflareCAPEM},
-		{"ips-v4.txt", cloudflareIPv4},
-		{"ips-v6.txt", cloudflareIPv6},
+// writeCloudflareSet writes the three files of a set into dir; an empty
+// name in skip leaves that file out.
+func writeCloudflareSet(t *testing.T, dir, v4, v6 string, ca []byte, skip ...string) {
+	t.Helper()
+	for name, data := range map[string][]byte{
+		cloudflare.IPv4File: []byte(v4),
+		cloudflare.IPv6File: []byte(v6),
+		cloudflare.CAFile:   ca,
 	} {
-		ref, err := os.ReadFile("../../shared/cloudflare/" + tc.name)
-		if err != nil {
-			t.Logf("reference copy not available (%v); embedded data checked on its own", err)
+		path := filepath.Join(dir, name)
+		os.Remove(path)
+		if slices.Contains(skip, name) {
 			continue
 		}
-		if string(ref) != string(tc.embedded) {
-			t.Errorf("gateway/cloudflare/%s differs from shared/cloudflare/%s", tc.name, tc.name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
-func TestCloudflarePrefixes(t *testing.T) {
-	ps := CloudflarePrefixes()
-	var v4, v6 int
-	for _, p := range ps {
-		if p.Addr().Is4() {
-			v4++
-		} else {
-			v6++
-		}
+// TestCloudflareDataServes runs a real gateway whose mtls vhost trusts
+// "cloudflare" and allows only "cloudflare": with a set installed that names
+// a test CA and loopback, a client certificate from that CA reaches the
+// upstream; after the folder is removed and the gateway reloaded, the
+// built-in set is in force again and the same client is refused before any
+// cryptography, because loopback is not Cloudflare's.
+func TestCloudflareDataServes(t *testing.T) {
+	p := newPKI(t)
+	dir := filepath.Join(t.TempDir(), "cloudflare")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if v4 != 15 || v6 != 7 {
-		t.Fatalf("got %d IPv4 and %d IPv6 prefixes, want 15 and 7", v4, v6)
-	}
-	contains := func(addr string) bool {
-		a := netip.MustParseAddr(addr)
-		for _, p := range ps {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, in := range []string{"173.245.48.1", "104.16.0.1", "104.23.255.254", "172.71.0.1", "2606:4700::1111", "2a06:98c7::1"} {
-		if !contains(in) {
-			t.Errorf("%s should be a Cloudflare address", in)
-		}
-	}
-	for _, out := range []string{"127.0.0.1", "104.32.0.1", "8.8.8.8", "2001:db8::1"} {
-		if contains(out) {
-			t.Errorf("%s should not be a Cloudflare address", out)
-		}
-	}
-	ps[0] = netip.Prefix{}
-	if CloudflarePrefixes()[0] != netip.MustParsePrefix("173.245.48.0/20") {
-		t.Error("CloudflarePrefixes returned a shared slice")
-	}
-}
+	writeCloudflareSet(t, dir, "127.0.0.0/8\n"+testCloudflareList(10, false), testCloudflareList(5, true), p.ca.PEM)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	cfgDir := t.TempDir()
+	s := startServerIn(t, cfgDir, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+cloudflare_data: %q
+vhosts:
+  - name: app
+    hosts: [app.example.test]
+    mode: mtls
+    tls:
+      certificates: [{cert: %q, key: %q}]
+    client_auth: {ca: cloudflare}
+    allow_from: [cloudflare]
+    upstream: {address: %q, proxy_protocol: v2}
+`, dir, p.certFile, p.keyFile, up.address()))
+	addr := s.addr(t, "127.0.0.1:0")
+	client := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}}
 
-func TestParsePrefixList(t *testing.T) {
-	tests := []struct {
-		name    string
-		data    string
-		min     int
-		want    int
-		wantErr string
-	}{
-		{name: "one per line", data: "10.0.0.0/8\n192.168.0.0/16\n", min: 2, want: 2},
-		{name: "no trailing newline", data: "10.0.0.0/8\n192.168.0.0/16", min: 2, want: 2},
-		{name: "crlf comments blanks", data: "# office\r\n10.0.0.0/8\r\n\r\n  2001:db8::/32  \r\n", min: 1, want: 2},
-		{name: "empty", data: "", min: 0, wantErr: "empty"},
-		{name: "only comments", data: "# nothing\n\n", min: 0, wantErr: "empty"},
-		{name: "glued lines", data: "173.245.48.0/20103.21.244.0/22\n", min: 1, wantErr: "line 1"},
-		{name: "glued across files", data: "10.0.0.0/8\n131.0.72.0/222400:cb00::/32\n", min: 1, wantErr: "line 2"},
-		{name: "html redirect page", data: "<html><body>Moved</body></html>\n", min: 1, wantErr: "not a CIDR"},
-		{name: "bare address", data: "10.0.0.1\n", min: 1, wantErr: "not a CIDR"},
-		{name: "host bits", data: "10.0.0.1/8\n", min: 1, wantErr: "host bits"},
-		{name: "too short", data: "10.0.0.0/8\n", min: 10, wantErr: "at least 10"},
+	c, _, err := dialTLS(t, addr, client)
+	if err != nil {
+		t.Fatalf("handshake with a certificate from the installed CA: %v", err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParsePrefixList([]byte(tc.data), tc.min)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want one containing %q (got %v)", err, tc.wantErr, got)
-				}
-				if got != nil {
-					t.Fatalf("returned a partial list %v with the error", got)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != tc.want {
-				t.Fatalf("got %d prefixes %v, want %d", len(got), got, tc.want)
-			}
-		})
+	c.Write([]byte("PING\n"))
+	c.CloseWrite()
+	reply, err := io.ReadAll(c)
+	c.Close()
+	if string(reply) != "PONG" {
+		t.Fatalf("client got %q, %v; want PONG", reply, err)
 	}
-}
+	if uc := up.next(t); string(uc.data) != "PING\n" {
+		t.Fatalf("upstream got %q; want PING", uc.data)
+	}
 
-func FuzzParsePrefixList(f *testing.F) {
-	f.Add(cloudflareIPv4, 1)
-	f.Add(cloudflareIPv6, 1)
-	f.Add([]byte("10.0.0.0/8103.21.244.0/22"), 0)
-	f.Fuzz(func(t *testing.T, data []byte, min int) {
-		ps, err := ParsePrefixList(data, min)
-		if err != nil {
-			return
-		}
-		if len(ps) == 0 || len(ps) < min {
-			t.Fatalf("accepted %d prefixes with min %d", len(ps), min)
-		}
-		for _, p := range ps {
-			if !p.IsValid() || p != p.Masked() {
-				t.Fatalf("accepted non-canonical prefix %v", p)
-			}
-		}
-	})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadFile(filepath.Join(cfgDir, "edgegate.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	c, rc, err := dialTLS(t, addr, client)
+	expectRefused(t, c, rc, err)
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeNotAllowed, 1)
+	up.expectNone(t)
 }

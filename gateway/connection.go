@@ -7,9 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/relay"
 	"github.com/edgegate/edgegate/sni"
 )
 
@@ -36,7 +37,7 @@ type session struct {
 // uniqueID returns the connection's ID for a PROXY v2 header when the
 // upstream asks for one (nil otherwise): 16 random bytes, hex, so nginx and
 // HAProxy can log it as text. It also goes into the log line as conn_id.
-func (ss *session) uniqueID(u Upstream) []byte {
+func (ss *session) uniqueID(u config.Upstream) []byte {
 	if !u.UniqueID {
 		return nil
 	}
@@ -68,7 +69,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 			if errors.Is(err, errBadProxyHeader) {
 				ss.outcome = OutcomeBadProxyHeader
 			}
-			closeSilently(c, false)
+			relay.CloseSilently(c, false)
 			return
 		}
 		ss.client, ss.local, in = src, dst, rest
@@ -87,7 +88,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 	s.metrics.helloSeconds.Observe(time.Since(helloStart).Seconds())
 	if err != nil {
 		ss.outcome, ss.err = helloOutcome(err), err
-		closeSilently(c, false)
+		relay.CloseSilently(c, false)
 		return
 	}
 	ss.hello = hello
@@ -99,7 +100,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 		if hello.ServerName == "" {
 			ss.outcome = OutcomeNoSNI
 		}
-		closeSilently(c, st.routes.unmatchedReset)
+		relay.CloseSilently(c, st.routes.unmatchedReset)
 		return
 	}
 	ss.vhost = v
@@ -124,42 +125,5 @@ func helloOutcome(err error) Outcome {
 		return OutcomeHelloTooLarge
 	default:
 		return OutcomeBadHello
-	}
-}
-
-// closeSilently ends a connection without writing a byte: FIN, or RST when
-// reset is set (SO_LINGER 0). Closing a socket with unread bytes queued
-// makes the kernel send RST, which a client can tell from a plain close (a
-// TLS 1.3 client sends its request right after its Finished). So the FIN
-// goes first (shutdown), and whatever the client already sent is read and
-// dropped, without waiting for more, before the close.
-func closeSilently(c *net.TCPConn, reset bool) {
-	if reset {
-		c.SetLinger(0)
-		c.Close()
-		return
-	}
-	c.CloseWrite()
-	discardQueued(c)
-	c.Close()
-}
-
-// discardQueued reads and drops the bytes already in c's receive queue
-// (at most 256 KiB), never blocking.
-func discardQueued(c *net.TCPConn) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return
-	}
-	var buf [16 << 10]byte
-	for range 16 {
-		n := 0
-		rc.Read(func(fd uintptr) bool {
-			n, _, _ = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_DONTWAIT)
-			return true
-		})
-		if n <= 0 {
-			return
-		}
 	}
 }

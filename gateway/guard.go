@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegate/edgegate/bpf"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // guard is the running eBPF guard and the offender table that feeds its
@@ -22,7 +23,7 @@ type guard struct {
 // startGuard loads and attaches the eBPF guard when the configuration asks
 // for it. A failure is fatal with ebpf.required; otherwise edgegate runs
 // unguarded and says so loudly (log and edgegate_bpf_guard_up 0).
-func (s *Server) startGuard(cfg *Config) error {
+func (s *Server) startGuard(cfg *config.Config) error {
 	e := cfg.EBPF
 	if !e.Enabled {
 		return nil
@@ -33,7 +34,7 @@ func (s *Server) startGuard(cfg *Config) error {
 		Mode:               bpf.Mode(e.Mode),
 		Ports:              ports,
 		ProxyProtocolPorts: proxied,
-		AllowOnly:          e.allowOnly,
+		AllowOnly:          e.AllowOnlyPrefixes,
 		DropFragments:      e.Fragments == "drop",
 		FlowTableSize:      e.FlowTableSize,
 		PinPath:            filepath.Join(e.PinPath, bpf.PinVersion),
@@ -49,7 +50,7 @@ func (s *Server) startGuard(cfg *Config) error {
 	bl := e.Blocklist
 	s.guard = &guard{
 		g:         g,
-		offenders: bpf.NewOffenders(bl.After, bl.Within.D(), bl.For.D(), bl.neverBlock, 0, g.Block),
+		offenders: bpf.NewOffenders(bl.After, bl.Within.D(), bl.For.D(), bl.NeverBlockPrefixes, 0, g.Block),
 	}
 	s.metrics.guardUp.Set(1)
 	s.metrics.reg.MustRegister(prometheus.Collector(g))
@@ -65,7 +66,7 @@ func (s *Server) startGuard(cfg *Config) error {
 
 // guardedPorts lists the listeners' ports, and those of them that take an
 // inbound PROXY header (the kernel cannot check their first bytes).
-func guardedPorts(cfg *Config) (ports, proxied []uint16) {
+func guardedPorts(cfg *config.Config) (ports, proxied []uint16) {
 	for _, l := range cfg.Listen {
 		_, p, err := net.SplitHostPort(l.Address)
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // guardWait bounds every wait in these tests: generous, because CI is a
@@ -73,13 +74,13 @@ vhosts:
 }
 
 // loadYAML writes yaml to a file and loads it as edgegate would.
-func loadYAML(t testing.TB, yaml string) *Config {
+func loadYAML(t testing.TB, yaml string) *config.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "edgegate.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -98,7 +99,7 @@ func testLog() *slog.Logger {
 // finds the interfaces named in the config there (interface names and
 // indexes belong to a namespace). listen, if not nil, replaces how
 // listening sockets are opened. The gateway is closed when the test ends.
-func startInNetns(t testing.TB, ns string, cfg *Config, listen func(string) (net.Listener, error)) (*Server, error) {
+func startInNetns(t testing.TB, ns string, cfg *config.Config, listen func(string) (net.Listener, error)) (*Server, error) {
 	t.Helper()
 	s, err := NewServer(cfg, testLog())
 	if err != nil {
@@ -768,7 +769,7 @@ vhosts: [{name: a, hosts: [a.example.test], mode: passthrough, upstream: {addres
 // TestGuardedPorts: every listener's port is guarded once, and those that
 // take an inbound PROXY header are named for pass_proxy_port.
 func TestGuardedPorts(t *testing.T) {
-	cfg := &Config{Listen: []Listener{
+	cfg := &config.Config{Listen: []config.Listener{
 		{Address: ":443"},
 		{Address: "[::1]:443"},
 		{Address: "127.0.0.1:8443", AcceptProxyProtocol: true},
@@ -786,12 +787,12 @@ func TestEBPFConfig(t *testing.T) {
 	const base = `listen: [{address: ":443"}]
 vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
 `
-	cfg, err := ParseConfig("x.yaml", []byte(base+"ebpf: {enabled: true, interfaces: [eth0]}\n"))
+	cfg, err := config.Parse("x.yaml", []byte(base+"ebpf: {enabled: true, interfaces: [eth0]}\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := cfg.EBPF
-	want := Blocklist{After: 20, Within: Duration(time.Minute), For: Duration(10 * time.Minute)}
+	want := config.Blocklist{After: 20, Within: config.Duration(time.Minute), For: config.Duration(10 * time.Minute)}
 	if e.Mode != "auto" || e.Required || e.Fragments != "pass" || e.FlowTableSize != 262144 ||
 		e.PinPath != "/sys/fs/bpf/edgegate" || len(e.AllowOnly) != 0 ||
 		e.Blocklist.After != want.After || e.Blocklist.Within != want.Within || e.Blocklist.For != want.For {
@@ -808,7 +809,7 @@ vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "1
 		{"ebpf: {enabled: true, interfaces: [eth0], pin_path: /tmp/edgegate}", "ebpf.pin_path"},
 		{"ebpf: {enabled: true, interfaces: [eth0], pin_path: /sys/fs/bpf/../../tmp}", "ebpf.pin_path"},
 	} {
-		_, err := ParseConfig("x.yaml", []byte(base+tc.yaml+"\n"))
+		_, err := config.Parse("x.yaml", []byte(base+tc.yaml+"\n"), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one about %s", tc.yaml, err, tc.want)
 		}

@@ -3,6 +3,8 @@ package gateway
 import (
 	"net/netip"
 	"sync"
+
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // admission enforces limits.max_connections and limits.per_source at
@@ -18,13 +20,13 @@ type admission struct {
 
 // admit reserves a place for a connection from addr under lim, or says
 // which limit refused it.
-func (a *admission) admit(addr netip.Addr, lim *Limits) (Outcome, bool) {
+func (a *admission) admit(addr netip.Addr, lim *config.Limits) (Outcome, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if lim.MaxConnections > 0 && a.total >= lim.MaxConnections {
 		return OutcomeLimit, false
 	}
-	if lim.PerSource > 0 && !containsAddr(lim.neverLimit, addr) && a.bySource[addr] >= lim.PerSource {
+	if lim.PerSource > 0 && !containsAddr(lim.NeverLimitPrefixes, addr) && a.bySource[addr] >= lim.PerSource {
 		return OutcomeSourceLimit, false
 	}
 	a.total++

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/gateway/config"
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
@@ -649,9 +650,9 @@ vhosts: [{name: u, hosts: [go.example.test], mode: passthrough, upstream: {addre
 		}
 		seen[id] = true
 	}
-	if _, err := ParseConfig("c.yaml", []byte(`listen: [{address: ":443"}]
+	if _, err := config.Parse("c.yaml", []byte(`listen: [{address: ":443"}]
 vhosts: [{name: u, hosts: [a.example], mode: passthrough, upstream: {address: "1.2.3.4:5", proxy_protocol: v1, unique_id: true}}]
-`)); err == nil || !strings.Contains(err.Error(), "unique_id needs proxy_protocol v2") {
+`), nil); err == nil || !strings.Contains(err.Error(), "unique_id needs proxy_protocol v2") {
 		t.Fatalf("unique_id with v1: %v", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // TestReusePortFleet runs two gateways on one fixed port, as two processes
@@ -120,7 +122,7 @@ vhosts:
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edgegate.yaml")
 	os.WriteFile(path, []byte(cfg), 0o644)
-	c, err := LoadConfig(path)
+	c, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -122,7 +123,7 @@ func TestResumptionCannotSkipTheCertificate(t *testing.T) {
 		newCAFile := filepath.Join(dir, "new-ca.pem")
 		os.WriteFile(newCAFile, newCA.PEM, 0o644)
 		os.WriteFile(filepath.Join(dir, "edgegate.yaml"), []byte(cfgText(newCAFile)), 0o644)
-		cfg, err := LoadConfig(filepath.Join(dir, "edgegate.yaml"))
+		cfg, err := config.Load(filepath.Join(dir, "edgegate.yaml"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -48,7 +49,7 @@ type Server struct {
 
 // NewServer compiles cfg (loading every certificate and CA it names) into a
 // server that is ready to Start. logger may be nil for the default logger.
-func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
+func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -61,11 +62,11 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		listen:     ListenTCP,
 	}
 	s.guardMode.Store("off")
-	st, err := compile(cfg, 1)
+	st, err := compile(cfg, 1, nil)
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.notes {
+	for _, n := range cfg.Notes {
 		logger.Warn(n)
 	}
 	s.state.Store(st)
@@ -126,7 +127,7 @@ func (s *Server) Start() error {
 // this way. The default opens a TCP socket with SO_REUSEPORT.
 func (s *Server) SetListenFunc(f func(addr string) (net.Listener, error)) { s.listen = f }
 
-func (s *Server) openListener(lc Listener) (*listener, error) {
+func (s *Server) openListener(lc config.Listener) (*listener, error) {
 	ln, err := s.listen(lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", lc.Address, err)
@@ -201,7 +202,7 @@ func (s *Server) Generation() uint64 { return s.state.Load().generation }
 // keep the configuration they started with. Listeners the new configuration
 // adds are opened, those it drops are closed, and unchanged ones stay open.
 // On error nothing changes.
-func (s *Server) Reload(cfg *Config) error {
+func (s *Server) Reload(cfg *config.Config) error {
 	err := s.reload(cfg)
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("error").Inc()
@@ -215,7 +216,7 @@ func (s *Server) Reload(cfg *Config) error {
 // ReloadFile loads the configuration file at path and Reloads it. A file
 // that does not load is refused, logged and counted the same way.
 func (s *Server) ReloadFile(path string) error {
-	cfg, err := LoadConfig(path)
+	cfg, err := config.Load(path, s.state.Load().cfg.Cloudflare)
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("error").Inc()
 		s.log.Error("reload refused; keeping the running configuration", "err", err)
@@ -225,11 +226,11 @@ func (s *Server) ReloadFile(path string) error {
 }
 
 // Config returns the configuration in force.
-func (s *Server) Config() *Config { return s.state.Load().cfg }
+func (s *Server) Config() *config.Config { return s.state.Load().cfg }
 
-func (s *Server) reload(cfg *Config) error {
+func (s *Server) reload(cfg *config.Config) error {
 	old := s.state.Load()
-	st, err := compile(cfg, old.generation+1)
+	st, err := compile(cfg, old.generation+1, old)
 	if err != nil {
 		return err
 	}
@@ -244,7 +245,7 @@ func (s *Server) reload(cfg *Config) error {
 	if !reflect.DeepEqual(cfg.EBPF, old.cfg.EBPF) {
 		return errors.New("ebpf settings cannot change on reload; restart edgegate")
 	}
-	want := map[string]Listener{}
+	want := map[string]config.Listener{}
 	for _, lc := range cfg.Listen {
 		want[lc.Address] = lc
 	}

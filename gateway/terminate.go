@@ -2,139 +2,18 @@ package gateway
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/clientauth"
+	"github.com/edgegate/edgegate/gateway/proxyheader"
+	"github.com/edgegate/edgegate/gateway/relay"
 )
-
-// mtlsHost is an mtls vhost's server side, compiled: the tls.Config chosen
-// from the SNI edgegate already read, who may connect, and how client
-// certificates are judged.
-type mtlsHost struct {
-	tls   *tls.Config
-	auth  *ClientAuth
-	allow []netip.Prefix // empty: any source
-}
-
-// ticketSecret keys session tickets when no session_ticket_keys file is
-// configured: random per process, so tickets survive a reload (when trust is
-// unchanged) but not a restart.
-var ticketSecret = func() []byte {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return b
-}()
-
-// newMTLSHost loads vhost i's certificates, client CA, pins and ticket keys.
-func newMTLSHost(cfg *Config, i int, generation uint64) (*mtlsHost, error) {
-	vc := &cfg.VHosts[i]
-	at := func(err error, path ...any) error {
-		return cfg.errAt(fmt.Sprintf("vhost %q: %v", vc.Name, err), append([]any{"vhosts", i}, path...)...)
-	}
-	var certs []tls.Certificate
-	for j, cf := range vc.TLS.Certificates {
-		c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
-		if err != nil {
-			return nil, at(fmt.Errorf("tls.certificates: cert %s, key %s: %w", cf.Cert, cf.Key, err), "tls", "certificates", j)
-		}
-		certs = append(certs, c)
-	}
-
-	// trust identifies what this vhost trusts; it keys the chain cache and
-	// the ticket keys, so a change of CA or pins invalidates both.
-	trust := sha256.New()
-	auth := &ClientAuth{Cache: NewChainCache(1024)}
-	if vc.ClientAuth.CA == "cloudflare" {
-		pool, ca := CloudflareCA()
-		auth.Roots = pool
-		trust.Write(ca.Raw)
-	} else {
-		pem, err := os.ReadFile(cfg.Path(vc.ClientAuth.CA))
-		if err != nil {
-			return nil, at(fmt.Errorf("client_auth.ca: %w", err), "client_auth", "ca")
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, at(fmt.Errorf("client_auth.ca: %s holds no PEM certificate", vc.ClientAuth.CA), "client_auth", "ca")
-		}
-		auth.Roots = pool
-		trust.Write(pem)
-	}
-	for j, s := range vc.ClientAuth.SPKISHA256 {
-		p, err := ParsePin(s)
-		if err != nil {
-			return nil, at(fmt.Errorf("client_auth.spki_sha256: %w", err), "client_auth", "spki_sha256", j)
-		}
-		auth.Pins = append(auth.Pins, p)
-		trust.Write(p[:])
-	}
-	trustSum := trust.Sum(nil)
-	auth.Generation = NewTrustGeneration()
-
-	allow := vc.allowFrom
-
-	secrets := [][]byte{ticketSecret}
-	if f := vc.TLS.SessionTicketKeys; f != "" {
-		var err error
-		if secrets, err = readTicketKeys(cfg.Path(f)); err != nil {
-			return nil, at(fmt.Errorf("tls.session_ticket_keys: %w", err), "tls", "session_ticket_keys")
-		}
-	}
-	var keys [][32]byte
-	for _, sec := range secrets {
-		mac := hmac.New(sha256.New, sec)
-		mac.Write([]byte("edgegate session ticket\x00"))
-		mac.Write([]byte(vc.Name))
-		mac.Write([]byte{0})
-		mac.Write(trustSum)
-		var k [32]byte
-		copy(k[:], mac.Sum(nil))
-		keys = append(keys, k)
-	}
-
-	minVersion := uint16(tls.VersionTLS12)
-	if vc.TLS.MinVersion == "1.3" {
-		minVersion = tls.VersionTLS13
-	}
-	tc := &tls.Config{
-		Certificates: certs,
-		MinVersion:   minVersion,
-		NextProtos:   vc.TLS.ALPN,
-		// The handshake asks for a certificate but judges it itself, in
-		// VerifyConnection, which also runs on resumption; Go's own
-		// "certificate required" path is never taken.
-		ClientAuth: tls.RequestClientCert,
-	}
-	tc.SetSessionTicketKeys(keys)
-	return &mtlsHost{tls: tc, auth: auth, allow: allow}, nil
-}
-
-// readTicketKeys reads a session ticket key file: one or more 32-byte keys,
-// raw (as `openssl rand 32` writes them); the first encrypts new tickets,
-// all decrypt.
-func readTicketKeys(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) == 0 || len(b)%32 != 0 {
-		return nil, fmt.Errorf("%s: want one or more 32-byte keys, got %d bytes", path, len(b))
-	}
-	var keys [][]byte
-	for len(b) > 0 {
-		keys = append(keys, b[:32])
-		b = b[32:]
-	}
-	return keys, nil
-}
 
 // terminate runs an mtls vhost's path: source check, TLS handshake with a
 // verified client certificate, then the cleartext to the upstream after a
@@ -151,7 +30,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 
 	hc := &heldConn{TCPConn: c, prefix: prefix, holding: true}
 	cfg := m.tls.Clone()
-	var reason RejectReason
+	var reason clientauth.Reason
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		r, err := m.auth.VerifyChain(cs.PeerCertificates, time.Now())
 		if err != nil {
@@ -192,44 +71,29 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	}
 	if err := hc.release(); err != nil {
 		ss.outcome, ss.err = OutcomeHandshake, err
-		c.Close()
+		relay.CloseSilently(c, false)
 		return
 	}
 
-	up, err := dialUpstream(v.upstream, st.cfg.Timeouts.UpstreamDial.D())
-	if err != nil {
-		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
-		c.Close()
-		return
-	}
 	cs := tc.ConnectionState()
-	tlvs, err := tlsTLVs(ss.hello.ServerName, cs, served, ss.uniqueID(v.upstream))
+	tlvs, err := proxyheader.TLSTLVs(ss.hello.ServerName, cs, served, ss.uniqueID(v.upstream))
 	var hdr []byte
 	if err == nil {
-		hdr, err = proxyHeader(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
-	}
-	if err == nil && len(hdr) > 0 {
-		_, err = up.Write(hdr)
+		hdr, err = proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
 	}
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err
-		up.Close()
-		c.Close()
+		relay.CloseSilently(c, false)
 		return
 	}
-	toUp, toClient, idled := pipe(tc, up, st.cfg.Timeouts.Idle.D())
-	ss.toUp, ss.toClient = toUp, toClient
-	ss.outcome = OutcomeProxied
-	if idled {
-		ss.outcome = OutcomeIdleTimeout
-	}
+	s.forward(ss, st, tc, c, hdr, nil)
 }
 
 // refuse ends an mtls connection without a response, counting the reason.
 func (s *Server) refuse(ss *session, c *net.TCPConn, o Outcome, reason string, err error) {
 	ss.outcome, ss.reason, ss.err = o, reason, err
 	s.metrics.rejections.WithLabelValues(ss.vhost.name, reason).Inc()
-	closeSilently(c, ss.vhost.resetOnReject)
+	relay.CloseSilently(c, ss.vhost.resetOnReject)
 }
 
 // handshakeReason names a handshake failure that was not a certificate

@@ -19,6 +19,7 @@ import (
 	"github.com/pires/go-proxyproto/tlvparse"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -374,7 +375,7 @@ func TestSharedTicketKeys(t *testing.T) {
 	os.WriteFile(keyFile, key[:40], 0o600)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "e.yaml"), []byte(cfg), 0o644)
-	c, err := LoadConfig(filepath.Join(dir, "e.yaml"))
+	c, err := config.Load(filepath.Join(dir, "e.yaml"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

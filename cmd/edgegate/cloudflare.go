@@ -1,18 +1,13 @@
 package main
 
 import (
-	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/cloudflare"
 )
 
 // defaultCloudflareDir is where `edgegate cloudflare update` installs a set
@@ -84,17 +79,17 @@ func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
 		}
 		contents[i] = b
 	}
-	next, err := gateway.ParseCloudflareData(contents[0], contents[1], contents[2], time.Now())
+	next, err := cloudflare.Parse(contents[0], contents[1], contents[2], time.Now())
 	if err != nil {
 		return refuse("%v", err)
 	}
 
 	// A list that shrinks by half or more is far more likely a partial
 	// download than Cloudflare giving up half its network.
-	current, err := gateway.ReadCloudflareData(*dir, time.Now())
+	current, err := cloudflare.Read(*dir, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegate cloudflare update: the installed set is not valid (%v); comparing with the built-in set and replacing it\n", err)
-		current = gateway.BuiltinCloudflareData()
+		current = cloudflare.Builtin()
 	}
 	for _, l := range []struct {
 		name      string
@@ -109,13 +104,13 @@ func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
 	for _, w := range next.Warnings {
 		fmt.Fprintf(stderr, "\n*** WARNING *** %s\n\n", w)
 	}
-	if err := installCloudflareData(*dir, next); err != nil {
+	if err := cloudflare.Install(*dir, next); err != nil {
 		fmt.Fprintf(stderr, "edgegate cloudflare update: %v\n", err)
 		return 1
 	}
 	// Read back what the gateway will read, so a success here means the
 	// gateway will accept the folder too.
-	installed, err := gateway.ReadCloudflareData(*dir, time.Now())
+	installed, err := cloudflare.Read(*dir, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegate cloudflare update: the installed set does not read back: %v\n", err)
 		return 1
@@ -127,82 +122,9 @@ func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func describeSource(d *gateway.CloudflareData) string {
+func describeSource(d *cloudflare.Data) string {
 	if d.Source == "built-in" {
 		return "built-in"
 	}
 	return "installed"
-}
-
-// installCloudflareData writes the set into dir in the canonical form the
-// gateway reads: one prefix a line with a final newline, and the CA alone in
-// PEM. Each file is written to a temporary name, flushed to disk, and
-// renamed over the old one, so a reader never sees a partial file; the
-// renames come only after all three are written, so a failure before them
-// leaves the installed set whole.
-func installCloudflareData(dir string, d *gateway.CloudflareData) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	files := []struct {
-		name string
-		data []byte
-	}{
-		{gateway.CloudflareIPv4File, prefixLines(d.IPv4)},
-		{gateway.CloudflareIPv6File, prefixLines(d.IPv6)},
-		{gateway.CloudflareCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.CA.Raw})},
-	}
-	var temps []string
-	defer func() {
-		for _, t := range temps {
-			os.Remove(t)
-		}
-	}()
-	for _, f := range files {
-		tmp, err := writeTemp(dir, f.name, f.data)
-		if err != nil {
-			return err
-		}
-		temps = append(temps, tmp)
-	}
-	for i, f := range files {
-		if err := os.Rename(temps[i], filepath.Join(dir, f.name)); err != nil {
-			return fmt.Errorf("install %s: %w (the set in %s may now be mixed; run the update again)", f.name, err, dir)
-		}
-	}
-	temps = nil
-	// The renames are durable only once the folder itself is synced.
-	if df, err := os.Open(dir); err == nil {
-		err = df.Sync()
-		df.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
-// writeTemp writes data to a new hidden file next to name in dir, flushed
-// and readable by the unprivileged edgegate user, and returns its path.
-func writeTemp(dir, name string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", name, err)
-	}
-	_, err = f.Write(data)
-	err = errors.Join(err, f.Chmod(0o644), f.Sync(), f.Close())
-	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("write %s: %w", name, err)
-	}
-	return f.Name(), nil
-}
-
-func prefixLines(ps []netip.Prefix) []byte {
-	var b strings.Builder
-	for _, p := range ps {
-		b.WriteString(p.String())
-		b.WriteByte('\n')
-	}
-	return []byte(b.String())
 }

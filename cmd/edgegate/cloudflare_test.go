@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/cloudflare"
 )
 
 // The reference data as Cloudflare publishes it, embedded in the gateway.
@@ -147,11 +147,11 @@ func TestCloudflareUpdateInstalls(t *testing.T) {
 		}
 	}
 	// What the gateway reads is what was installed.
-	d, err := gateway.ReadCloudflareData(dir, time.Now())
+	d, err := cloudflare.Read(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Source != dir || len(d.IPv4) != 15 || len(d.IPv6) != 7 || !d.CA.Equal(gateway.BuiltinCloudflareData().CA) {
+	if d.Source != dir || len(d.IPv4) != 15 || len(d.IPv6) != 7 || !d.CA.Equal(cloudflare.Builtin().CA) {
 		t.Errorf("the gateway reads %d IPv4, %d IPv6, CA %v from %q", len(d.IPv4), len(d.IPv6), d.CA.Subject, d.Source)
 	}
 
@@ -176,7 +176,7 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 
 func TestCloudflareUpdateRefuses(t *testing.T) {
 	now := time.Now()
-	goodCA := cfCA(t, gateway.CloudflareCACommonName, now.Add(-time.Hour), now.Add(365*24*time.Hour), true)
+	goodCA := cfCA(t, cloudflare.CACommonName, now.Add(-time.Hour), now.Add(365*24*time.Hour), true)
 	dir := t.TempDir()
 	// The installed set is larger than Cloudflare's, so that a list that
 	// passes the absolute minimum can still be less than half of it.
@@ -204,9 +204,9 @@ func TestCloudflareUpdateRefuses(t *testing.T) {
 		{"everyone is cloudflare", cfInputs(t, v4+"0.0.0.0/0\n", v6, goodCA), []string{"0.0.0.0/0", "broader than /8"}},
 		{"CA empty", cfInputs(t, v4, v6, ""), []string{"origin-pull-ca.pem", "empty"}},
 		{"CA not PEM", cfInputs(t, v4, v6, "<html>Moved</html>\n"), []string{"origin-pull-ca.pem", "not a PEM certificate"}},
-		{"CA is a leaf", cfInputs(t, v4, v6, cfCA(t, gateway.CloudflareCACommonName, now.Add(-time.Hour), now.Add(time.Hour), false)), []string{"not a CA certificate"}},
-		{"CA expired", cfInputs(t, v4, v6, cfCA(t, gateway.CloudflareCACommonName, now.Add(-48*time.Hour), now.Add(-time.Hour), true)), []string{"origin-pull-ca.pem", "expired"}},
-		{"CA not yet valid", cfInputs(t, v4, v6, cfCA(t, gateway.CloudflareCACommonName, now.Add(time.Hour), now.Add(48*time.Hour), true)), []string{"not valid before"}},
+		{"CA is a leaf", cfInputs(t, v4, v6, cfCA(t, cloudflare.CACommonName, now.Add(-time.Hour), now.Add(time.Hour), false)), []string{"not a CA certificate"}},
+		{"CA expired", cfInputs(t, v4, v6, cfCA(t, cloudflare.CACommonName, now.Add(-48*time.Hour), now.Add(-time.Hour), true)), []string{"origin-pull-ca.pem", "expired"}},
+		{"CA not yet valid", cfInputs(t, v4, v6, cfCA(t, cloudflare.CACommonName, now.Add(time.Hour), now.Add(48*time.Hour), true)), []string{"not valid before"}},
 		{"CA bundle", cfInputs(t, v4, v6, goodCA+goodCA), []string{"2 certificates"}},
 		{"input missing", []string{"--ips-v4", filepath.Join(dir, "nope.txt"), "--ips-v6", "x", "--ca", "y"}, []string{"nope.txt", "no such file"}},
 	}
@@ -230,7 +230,7 @@ func TestCloudflareUpdateRefuses(t *testing.T) {
 		})
 	}
 	// The refusals left the last good set in force for the gateway.
-	d, err := gateway.ReadCloudflareData(dir, now)
+	d, err := cloudflare.Read(dir, now)
 	if err != nil || len(d.IPv4) != 30 || len(d.IPv6) != 12 {
 		t.Fatalf("after the refusals the gateway reads %v, %v", d, err)
 	}
@@ -257,7 +257,7 @@ func TestCloudflareUpdateWarnsAboutForeignCA(t *testing.T) {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
 	if !strings.Contains(stderr, "*** WARNING ***") || !strings.Contains(stderr, "Example Corp origin CA") ||
-		!strings.Contains(stderr, "CN="+gateway.CloudflareCACommonName) {
+		!strings.Contains(stderr, "CN="+cloudflare.CACommonName) {
 		t.Errorf("stderr does not warn loudly about the CA's name:\n%s", stderr)
 	}
 	if !strings.Contains(stdout, "installed in "+dir) {
@@ -268,7 +268,7 @@ func TestCloudflareUpdateWarnsAboutForeignCA(t *testing.T) {
 func TestCloudflareUpdateReplacesBrokenSet(t *testing.T) {
 	dir := t.TempDir()
 	// Half a set: what a crash between two manual copies leaves behind.
-	if err := os.WriteFile(filepath.Join(dir, gateway.CloudflareIPv4File), []byte("198.18.0.0/24\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, cloudflare.IPv4File), []byte("198.18.0.0/24\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := cfInputs(t, string(readRef(t, "ips-v4.txt")), string(readRef(t, "ips-v6.txt")), string(readRef(t, "origin-pull-ca.pem")))
@@ -282,7 +282,7 @@ func TestCloudflareUpdateReplacesBrokenSet(t *testing.T) {
 	if !strings.Contains(stdout, "(was 15 and 7, built-in)") {
 		t.Errorf("stdout %q; want the comparison with the built-in set", stdout)
 	}
-	if _, err := gateway.ReadCloudflareData(dir, time.Now()); err != nil {
+	if _, err := cloudflare.Read(dir, time.Now()); err != nil {
 		t.Errorf("the folder is still broken: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // The control socket speaks one line each way: the client sends "reload" or
@@ -90,7 +91,7 @@ func cmdSignal(op string, args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path, nil)
 	if err == nil {
 		_, err = gateway.NewServer(cfg, discardLogger())
 	}

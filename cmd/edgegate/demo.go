@@ -19,6 +19,7 @@ import (
 	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -144,7 +145,7 @@ func startDemo(listen string, log *slog.Logger) (d *demo, err error) {
 	if err := os.WriteFile(cfgFile, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
-	cfg, err := gateway.LoadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile, nil)
 	if err != nil {
 		return nil, err
 	}

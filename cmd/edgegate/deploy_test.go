@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/clientauth"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 const (
@@ -24,7 +26,7 @@ const (
 // starts from is valid and shows the setup the operations guide describes.
 // Its certificate files do not exist here, so it is loaded, not compiled.
 func TestDeployExampleConfig(t *testing.T) {
-	cfg, err := gateway.LoadConfig(deployConfig)
+	cfg, err := config.Load(deployConfig, nil)
 	if err != nil {
 		t.Fatalf("the example configuration does not load: %v", err)
 	}
@@ -50,7 +52,7 @@ func TestDeployExampleConfig(t *testing.T) {
 			t.Errorf("mtls vhost %q has no pins", v.Name)
 		}
 		for _, p := range v.ClientAuth.SPKISHA256 {
-			if _, err := gateway.ParsePin(p); err != nil {
+			if _, err := clientauth.ParsePin(p); err != nil {
 				t.Errorf("mtls vhost %q: %v", v.Name, err)
 			}
 		}

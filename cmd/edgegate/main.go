@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -102,7 +103,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // process is a running `edgegate run`: the gateway and everything around it
@@ -22,7 +23,7 @@ import (
 // pid file, systemd readiness, upgrades).
 type process struct {
 	path string
-	cfg  *gateway.Config
+	cfg  *config.Config
 	srv  *gateway.Server
 	log  *slog.Logger
 
@@ -42,7 +43,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

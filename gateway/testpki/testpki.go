@@ -177,6 +177,13 @@ func ServerAuthOnly() ClientOption {
 	return func(s *leafSpec) { s.serverAuth, s.clientAuth = true, false }
 }
 
+// KeyUsage replaces the certificate's KeyUsage bits (digitalSignature by
+// default); a non-zero set without digitalSignature makes a leaf that
+// OpenSSL refuses for TLS client authentication.
+func KeyUsage(ku x509.KeyUsage) ClientOption {
+	return func(s *leafSpec) { s.keyUsage = ku }
+}
+
 // RSAKey gives the certificate an RSA key of the given size instead of
 // ECDSA P-256.
 func RSAKey(bits int) ClientOption {
@@ -220,6 +227,7 @@ type leafSpec struct {
 	clientAuth          bool
 	serverAuth          bool
 	rsaBits             int
+	keyUsage            x509.KeyUsage
 	notBefore, notAfter time.Time
 }
 
@@ -258,6 +266,9 @@ func (s *leafSpec) template() (*x509.Certificate, error) {
 	if s.rsaBits > 0 {
 		// RSA key exchange in TLS 1.2 suites without ECDHE encrypts to the key.
 		t.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	if s.keyUsage != 0 {
+		t.KeyUsage = s.keyUsage
 	}
 	if s.serverAuth {
 		t.ExtKeyUsage = append(t.ExtKeyUsage, x509.ExtKeyUsageServerAuth)

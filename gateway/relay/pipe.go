@@ -1,4 +1,8 @@
-package gateway
+// Package relay moves a connection's bytes once edgegate has decided where
+// they go: it dials the upstream, copies both directions (spliced in the
+// kernel between TCP sockets) with half-close and an idle timeout, and
+// closes client connections without a byte when they are refused.
+package relay
 
 import (
 	"errors"
@@ -18,7 +22,17 @@ type closeWriter interface {
 	CloseWrite() error
 }
 
-// pipe copies bytes both ways between client and upstream until both
+// Result is what Pipe saw of a connection.
+type Result struct {
+	ToUpstream, ToClient int64
+	// Idled is set when the connection was closed for timeouts.idle.
+	Idled bool
+	// UpstreamClosedFirst is set when the upstream ended its direction (FIN
+	// or reset) before the client ended its own.
+	UpstreamClosedFirst bool
+}
+
+// Pipe copies bytes both ways between client and upstream until both
 // directions have ended, propagating a half-close from each side to the
 // other. Between two *net.TCPConn (or a TCP and a Unix conn) io.Copy uses
 // splice, so passthrough bytes never enter user space.
@@ -28,26 +42,38 @@ type closeWriter interface {
 // is cut between idle and 1.25×idle after its last byte; the check resumes a
 // copy after the deadline, which loses nothing (a timed-out read took no
 // bytes).
-func pipe(client, upstream net.Conn, idle time.Duration) (toUp, toClient int64, idled bool) {
+func Pipe(client, upstream net.Conn, idle time.Duration) Result {
 	p := &pipeState{idle: idle, tick: idle / 4}
 	p.touch()
+	var r Result
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		toClient = p.copyHalf(client, upstream)
+		r.ToClient = p.copyHalf(client, upstream)
+		p.first.CompareAndSwap(0, fromUpstream)
 	}()
-	toUp = p.copyHalf(upstream, client)
+	r.ToUpstream = p.copyHalf(upstream, client)
+	p.first.CompareAndSwap(0, fromClient)
 	wg.Wait()
 	client.Close()
 	upstream.Close()
-	return toUp, toClient, p.idled.Load()
+	r.Idled = p.idled.Load()
+	r.UpstreamClosedFirst = p.first.Load() == fromUpstream && !r.Idled
+	return r
 }
+
+// The directions, for pipeState.first.
+const (
+	fromClient   = 1
+	fromUpstream = 2
+)
 
 type pipeState struct {
 	idle, tick time.Duration
 	last       atomic.Int64 // unix nanoseconds of the last byte seen either way
 	idled      atomic.Bool
+	first      atomic.Int32 // the direction that ended first
 }
 
 func (p *pipeState) touch() { p.last.Store(time.Now().UnixNano()) }

@@ -1,35 +1,17 @@
-package gateway
+package proxyheader
 
 import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
-	"time"
 
-	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto"
 )
 
-// dialUpstream connects to an upstream address (host:port or unix:/path).
-func dialUpstream(u Upstream, timeout time.Duration) (net.Conn, error) {
-	// No TCP keep-alive: timeouts.idle ends silent connections, and the
-	// keep-alive setsockopt calls cost several percent of a short connection.
-	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
-	network, addr := "tcp", u.Address
-	if path, ok := strings.CutPrefix(u.Address, "unix:"); ok {
-		network, addr = "unix", path
-	}
-	c, err := d.Dial(network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial upstream %s: %w", u.Address, err)
-	}
-	return c, nil
-}
-
-// proxyHeader encodes the PROXY protocol header an upstream reads before the
+// Encode encodes the PROXY protocol header an upstream reads before the
 // client's bytes: version "v1" or "v2" (TLVs are v2 only), or nil for "off".
 // src is the client, dst the address it connected to.
-func proxyHeader(version string, src, dst netip.AddrPort, tlvs []proxyproto.TLV) ([]byte, error) {
+func Encode(version string, src, dst netip.AddrPort, tlvs []proxyproto.TLV) ([]byte, error) {
 	var v byte
 	switch version {
 	case "off":

@@ -1,4 +1,4 @@
-package gateway
+package proxyheader
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
 
+	"github.com/edgegate/edgegate/gateway/cloudflare"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -239,7 +240,7 @@ func TestTLSTLVsFromHandshake(t *testing.T) {
 				CipherSuites: tc.suites,
 			}
 			st := serverState(t, srv, cli)
-			tlvs, err := tlsTLVs("app.example.com", st, tc.server.Leaf, []byte("conn-42"))
+			tlvs, err := TLSTLVs("app.example.com", st, tc.server.Leaf, []byte("conn-42"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -279,7 +280,7 @@ func TestTLSTLVsResumed(t *testing.T) {
 			if !second.DidResume {
 				t.Fatal("second connection did not resume; cannot test CERT_SESS without CERT_CONN")
 			}
-			tlvs, err := tlsTLVs("app.example.com", second, nil, nil)
+			tlvs, err := TLSTLVs("app.example.com", second, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -299,7 +300,7 @@ func TestTLSTLVsResumed(t *testing.T) {
 
 func TestTLSTLVsEdges(t *testing.T) {
 	st := tls.ConnectionState{Version: tls.VersionTLS13, CipherSuite: tls.TLS_AES_128_GCM_SHA256, HandshakeComplete: true}
-	tlvs, err := tlsTLVs("", st, nil, nil)
+	tlvs, err := TLSTLVs("", st, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,16 +311,16 @@ func TestTLSTLVsEdges(t *testing.T) {
 	if !f.hasSSL || f.version != "TLSv1.3" {
 		t.Fatalf("SSL TLV missing or wrong: %+v", f)
 	}
-	if _, err := tlsTLVs("a", st, nil, bytes.Repeat([]byte{1}, maxUniqueIDLen+1)); err == nil {
+	if _, err := TLSTLVs("a", st, nil, bytes.Repeat([]byte{1}, maxUniqueIDLen+1)); err == nil {
 		t.Fatal("accepted a unique id over 128 bytes")
 	}
-	if _, err := tlsTLVs("a", st, nil, bytes.Repeat([]byte{1}, maxUniqueIDLen)); err != nil {
+	if _, err := TLSTLVs("a", st, nil, bytes.Repeat([]byte{1}, maxUniqueIDLen)); err != nil {
 		t.Fatalf("refused a 128-byte unique id: %v", err)
 	}
 	// A client certificate without a CN must not produce an empty CN TLV,
 	// which readers reject as malformed (losing the whole SSL TLV).
 	st.PeerCertificates = []*x509.Certificate{{}}
-	tlvs, err = tlsTLVs("a", st, nil, nil)
+	tlvs, err = TLSTLVs("a", st, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,11 +331,11 @@ func TestTLSTLVsEdges(t *testing.T) {
 }
 
 func TestPassthroughTLVs(t *testing.T) {
-	f := readFacts(t, roundTrip(t, passthroughTLVs("App.Example.com.", nil)))
+	f := readFacts(t, roundTrip(t, PassthroughTLVs("App.Example.com.", nil)))
 	if f.authority != "App.Example.com." || f.hasSSL || f.alpn != "" {
 		t.Fatalf("passthrough TLVs: %+v", f)
 	}
-	if got := passthroughTLVs("", nil); got != nil {
+	if got := PassthroughTLVs("", nil); got != nil {
 		t.Fatalf("no SNI gave %v", got)
 	}
 }
@@ -389,7 +390,7 @@ func TestCertAlgNames(t *testing.T) {
 		}
 	}
 	// The embedded Cloudflare CA is RSA 4096 signed with SHA-512.
-	_, cf := CloudflareCA()
+	cf := cloudflare.Builtin().CA
 	if got := certSigAlgName(cf) + " " + certKeyAlgName(cf); got != "RSA-SHA512 RSA4096" {
 		t.Errorf("Cloudflare CA: %q", got)
 	}
@@ -456,7 +457,7 @@ func TestTLSTLVsMatchHAProxy(t *testing.T) {
 				Certificates: []tls.Certificate{tc.server}, ClientAuth: tls.RequireAnyClientCert,
 				NextProtos: []string{"http/1.1"}, MinVersion: tc.version, MaxVersion: tc.version,
 			}, cli())
-			tlvs, err := tlsTLVs("app.example.com", st, tc.server.Leaf, nil)
+			tlvs, err := TLSTLVs("app.example.com", st, tc.server.Leaf, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package gateway
+package cloudflare
 
 import (
 	"bytes"
@@ -10,38 +10,37 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 )
 
 // Cloudflare's data can be refreshed without a new release: `edgegate
 // cloudflare update` writes these three files into a folder
-// (Config.CloudflareData), and LoadCloudflareData makes a valid set there
-// replace the embedded copies for every configuration compiled afterwards.
+// (the configuration's cloudflare_data), and a valid set there replaces the
+// embedded copies for every configuration loaded afterwards.
 const (
-	CloudflareIPv4File = "ips-v4.txt"
-	CloudflareIPv6File = "ips-v6.txt"
-	CloudflareCAFile   = "origin-pull-ca.pem"
+	IPv4File = "ips-v4.txt"
+	IPv6File = "ips-v6.txt"
+	CAFile   = "origin-pull-ca.pem"
 )
 
-// CloudflareCACommonName is the subject CN of Cloudflare's shared
+// CACommonName is the subject CN of Cloudflare's shared
 // origin-pull CA. A replacement CA with another name is accepted (the
 // operator may know better) but warned about.
-const CloudflareCACommonName = "origin-pull.cloudflare.net"
+const CACommonName = "origin-pull.cloudflare.net"
 
 // The broadest prefix a Cloudflare list may hold. Cloudflare's largest
 // ranges are an IPv4 /13 and an IPv6 /29; a /0 or /1 in an allow-list is a
 // mistake that would let the whole internet in as "Cloudflare".
 const (
-	broadestCloudflareIPv4 = 8
-	broadestCloudflareIPv6 = 16
+	broadestIPv4 = 8
+	broadestIPv6 = 16
 )
 
-// CloudflareData is one consistent set of Cloudflare's public data: the
+// Data is one consistent set of Cloudflare's public data: the
 // origin-pull CA behind `client_auth.ca: cloudflare` and the edge ranges
 // behind the word "cloudflare" in allow_from, never_limit and the eBPF
-// lists. A CloudflareData is never modified once built.
-type CloudflareData struct {
+// lists. A Data is never modified once built.
+type Data struct {
 	CA   *x509.Certificate
 	IPv4 []netip.Prefix
 	IPv6 []netip.Prefix
@@ -54,53 +53,21 @@ type CloudflareData struct {
 	pool *x509.CertPool
 }
 
-func newCloudflareData(ca *x509.Certificate, v4, v6 []netip.Prefix, source string, warnings []string) *CloudflareData {
+func newData(ca *x509.Certificate, v4, v6 []netip.Prefix, source string, warnings []string) *Data {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &CloudflareData{CA: ca, IPv4: v4, IPv6: v6, Source: source, Warnings: warnings, pool: pool}
+	return &Data{CA: ca, IPv4: v4, IPv6: v6, Source: source, Warnings: warnings, pool: pool}
 }
 
-// BuiltinCloudflareData returns the set embedded at build time.
-func BuiltinCloudflareData() *CloudflareData { return builtinCloudflare() }
+// Builtin returns the set embedded at build time.
+func Builtin() *Data { return builtin() }
 
-// installedCloudflare is the set LoadCloudflareData last accepted; nil
-// means the built-in set. Readers load it once per use, so a swap during a
-// reload never mixes two sets in one compiled configuration's CA or ranges.
-var installedCloudflare atomic.Pointer[CloudflareData]
-
-// CurrentCloudflareData returns the set in force: the one LoadCloudflareData
-// last accepted, else the built-in one. It is safe for concurrent use; the
-// result must not be modified.
-func CurrentCloudflareData() *CloudflareData {
-	if d := installedCloudflare.Load(); d != nil {
-		return d
-	}
-	return builtinCloudflare()
-}
-
-// LoadCloudflareData reads the set in dir (see ReadCloudflareData) and, if
-// it is valid, makes it the one CloudflareCA and CloudflarePrefixes return.
-// A missing dir, or one holding none of the three files, installs the
-// built-in set, so deleting the folder undoes an update. On error the set in
-// force is kept and the error says which file is wrong and why.
-//
-// Configurations expand "cloudflare" when they are parsed and compiled, so
-// call it before that, and again on every reload.
-func LoadCloudflareData(dir string) (*CloudflareData, error) {
-	d, err := ReadCloudflareData(dir, time.Now())
-	if err != nil {
-		return CurrentCloudflareData(), err
-	}
-	installedCloudflare.Store(d)
-	return d, nil
-}
-
-// ReadCloudflareData reads and validates ips-v4.txt, ips-v6.txt and
-// origin-pull-ca.pem in dir with ParseCloudflareData, without installing
+// Read reads and validates ips-v4.txt, ips-v6.txt and
+// origin-pull-ca.pem in dir with Parse, without installing
 // them. A missing dir, or one holding none of the three, gives the built-in
 // set; a dir holding only some of them is an error (a half-written set).
-func ReadCloudflareData(dir string, now time.Time) (*CloudflareData, error) {
-	names := []string{CloudflareIPv4File, CloudflareIPv6File, CloudflareCAFile}
+func Read(dir string, now time.Time) (*Data, error) {
+	names := []string{IPv4File, IPv6File, CAFile}
 	var contents [3][]byte
 	var missing []string
 	for i, name := range names {
@@ -114,12 +81,12 @@ func ReadCloudflareData(dir string, now time.Time) (*CloudflareData, error) {
 		contents[i] = b
 	}
 	if len(missing) == len(names) {
-		return builtinCloudflare(), nil
+		return builtin(), nil
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("cloudflare data in %s: %v missing (a set is all three files)", dir, missing)
 	}
-	d, err := ParseCloudflareData(contents[0], contents[1], contents[2], now)
+	d, err := Parse(contents[0], contents[1], contents[2], now)
 	if err != nil {
 		return nil, fmt.Errorf("cloudflare data in %s: %w", dir, err)
 	}
@@ -127,7 +94,7 @@ func ReadCloudflareData(dir string, now time.Time) (*CloudflareData, error) {
 	return d, nil
 }
 
-// ParseCloudflareData validates a set of Cloudflare data: the IPv4 and IPv6
+// Parse validates a set of Cloudflare data: the IPv4 and IPv6
 // lists in the format of Cloudflare's ips-v4 and ips-v6 files, and the
 // origin-pull CA in PEM. It refuses, rather than returns part of a set:
 //
@@ -141,29 +108,29 @@ func ReadCloudflareData(dir string, now time.Time) (*CloudflareData, error) {
 //
 // A CA whose subject CN is not origin-pull.cloudflare.net is accepted with a
 // warning in the result's Warnings.
-func ParseCloudflareData(ipv4, ipv6, caPEM []byte, now time.Time) (*CloudflareData, error) {
-	v4, err := parseCloudflareList(CloudflareIPv4File, ipv4, minCloudflareIPv4, true)
+func Parse(ipv4, ipv6, caPEM []byte, now time.Time) (*Data, error) {
+	v4, err := parseList(IPv4File, ipv4, minIPv4, true)
 	if err != nil {
 		return nil, err
 	}
-	v6, err := parseCloudflareList(CloudflareIPv6File, ipv6, minCloudflareIPv6, false)
+	v6, err := parseList(IPv6File, ipv6, minIPv6, false)
 	if err != nil {
 		return nil, err
 	}
-	ca, err := parseCloudflareCA(caPEM, now)
+	ca, err := parseCA(caPEM, now)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CloudflareCAFile, err)
+		return nil, fmt.Errorf("%s: %w", CAFile, err)
 	}
 	var warnings []string
-	if ca.Subject.CommonName != CloudflareCACommonName {
+	if ca.Subject.CommonName != CACommonName {
 		warnings = append(warnings, fmt.Sprintf("%s: the CA's subject is %q, not CN=%s: "+
 			"every mtls vhost with client_auth.ca: cloudflare will trust whatever this CA signs",
-			CloudflareCAFile, ca.Subject.String(), CloudflareCACommonName))
+			CAFile, ca.Subject.String(), CACommonName))
 	}
-	return newCloudflareData(ca, v4, v6, "", warnings), nil
+	return newData(ca, v4, v6, "", warnings), nil
 }
 
-func parseCloudflareList(name string, data []byte, minEntries int, ipv4 bool) ([]netip.Prefix, error) {
+func parseList(name string, data []byte, minEntries int, ipv4 bool) ([]netip.Prefix, error) {
 	ps, err := ParsePrefixList(data, minEntries)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -176,9 +143,9 @@ func parseCloudflareList(name string, data []byte, minEntries int, ipv4 bool) ([
 			}
 			return nil, fmt.Errorf("%s: %s is not an %s prefix (files swapped?)", name, p, want)
 		}
-		broadest := broadestCloudflareIPv6
+		broadest := broadestIPv6
 		if ipv4 {
-			broadest = broadestCloudflareIPv4
+			broadest = broadestIPv4
 		}
 		if p.Bits() < broadest {
 			return nil, fmt.Errorf("%s: %s is broader than /%d; no Cloudflare range is that large", name, p, broadest)
@@ -187,7 +154,7 @@ func parseCloudflareList(name string, data []byte, minEntries int, ipv4 bool) ([
 	return ps, nil
 }
 
-func parseCloudflareCA(data []byte, now time.Time) (*x509.Certificate, error) {
+func parseCA(data []byte, now time.Time) (*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := data
 	for {

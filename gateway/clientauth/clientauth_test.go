@@ -1,4 +1,4 @@
-package gateway
+package clientauth
 
 import (
 	"crypto/sha256"
@@ -22,6 +22,7 @@ type clientPKI struct {
 	otherCA            tls.Certificate
 	expired, future    tls.Certificate
 	serverOnly         tls.Certificate
+	noDigitalSig       tls.Certificate
 }
 
 func newClientPKI(t testing.TB) *clientPKI {
@@ -51,13 +52,16 @@ func newClientPKI(t testing.TB) *clientPKI {
 	p.expired = must(p.root.Client("expired", testpki.Expired()))
 	p.future = must(p.root.Client("future", testpki.NotYetValid()))
 	p.serverOnly = must(p.root.Client("server-only", testpki.ServerAuthOnly()))
+	// KeyUsage present, digitalSignature missing: the key may not sign a
+	// CertificateVerify (OpenSSL refuses such a client certificate).
+	p.noDigitalSig = must(p.root.Client("key-agreement-only", testpki.KeyUsage(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement)))
 	return &p
 }
 
-func (p *clientPKI) auth(pins ...[32]byte) *ClientAuth {
+func (p *clientPKI) auth(pins ...[32]byte) *Verifier {
 	roots := x509.NewCertPool()
 	roots.AddCert(p.root.Cert)
-	return &ClientAuth{Roots: roots, Pins: pins, Generation: NewTrustGeneration()}
+	return &Verifier{Roots: roots, Pins: pins, Generation: NewTrustGeneration()}
 }
 
 func pinOf(c tls.Certificate) [32]byte {
@@ -71,7 +75,7 @@ func TestClientAuthVerify(t *testing.T) {
 		name  string
 		chain [][]byte
 		pins  [][32]byte
-		want  RejectReason
+		want  Reason
 	}{
 		{name: "valid", chain: p.valid.Certificate},
 		{name: "valid via intermediate", chain: p.viaInter.Certificate},
@@ -82,6 +86,7 @@ func TestClientAuthVerify(t *testing.T) {
 		{name: "expired", chain: p.expired.Certificate, want: RejectExpired},
 		{name: "not yet valid", chain: p.future.Certificate, want: RejectNotYetValid},
 		{name: "server auth only", chain: p.serverOnly.Certificate, want: RejectBadKeyUsage},
+		{name: "key usage without digitalSignature", chain: p.noDigitalSig.Certificate, want: RejectBadKeyUsage},
 		{name: "pin match", chain: p.valid.Certificate, pins: [][32]byte{pinOf(p.otherCA), pinOf(p.valid)}},
 		{name: "pin match via intermediate", chain: p.viaInter.Certificate, pins: [][32]byte{pinOf(p.viaInter)}},
 		{name: "pin mismatch", chain: p.valid.Certificate, pins: [][32]byte{pinOf(p.viaInter)}, want: RejectPinMismatch},
@@ -101,7 +106,7 @@ func TestClientAuthVerify(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				a := p.auth(tc.pins...)
 				if cached {
-					a.Cache = NewChainCache(16)
+					a.Cache = NewCache(16)
 				}
 				// Twice: the second call may be answered from the cache
 				// and must give the same verdict.
@@ -155,24 +160,24 @@ func TestClientAuthVerifyChainParsed(t *testing.T) {
 	if r, _ := a.VerifyChain([]*x509.Certificate{nil}, time.Now()); r != RejectBadCertificate {
 		t.Fatalf("VerifyChain(nil cert) = %q", r)
 	}
-	if r, _ := (&ClientAuth{}).Verify(p.valid.Certificate, time.Now()); r != RejectUnknownIssuer {
-		t.Fatalf("zero ClientAuth accepted a chain: %q", r)
+	if r, _ := (&Verifier{}).Verify(p.valid.Certificate, time.Now()); r != RejectUnknownIssuer {
+		t.Fatalf("zero Verifier accepted a chain: %q", r)
 	}
 }
 
-// TestChainCache checks what the cache may and may not answer. A ClientAuth
+// TestChainCache checks what the cache may and may not answer. A Verifier
 // whose Roots trust nothing but which shares the Generation of a trusting one
 // reveals whether an answer came from the cache.
 func TestChainCache(t *testing.T) {
 	p := newClientPKI(t)
 	now := time.Now()
-	cache := NewChainCache(4)
+	cache := NewCache(4)
 	good := p.auth()
 	good.Cache = cache
 	if r, err := good.Verify(p.viaInter.Certificate, now); r != "" {
 		t.Fatalf("verify: %q %v", r, err)
 	}
-	blind := &ClientAuth{Roots: x509.NewCertPool(), Generation: good.Generation, Cache: cache}
+	blind := &Verifier{Roots: x509.NewCertPool(), Generation: good.Generation, Cache: cache}
 
 	t.Run("hit", func(t *testing.T) {
 		if r, err := blind.Verify(p.viaInter.Certificate, now); r != "" {
@@ -199,7 +204,7 @@ func TestChainCache(t *testing.T) {
 		}
 	})
 	t.Run("other generation", func(t *testing.T) {
-		other := &ClientAuth{Roots: x509.NewCertPool(), Generation: NewTrustGeneration(), Cache: cache}
+		other := &Verifier{Roots: x509.NewCertPool(), Generation: NewTrustGeneration(), Cache: cache}
 		if r, _ := other.Verify(p.viaInter.Certificate, now); r != RejectUnknownIssuer {
 			t.Fatalf("new generation got %q, want unknown_issuer", r)
 		}
@@ -245,7 +250,7 @@ func TestChainCache(t *testing.T) {
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
-		small := NewChainCache(2)
+		small := NewCache(2)
 		a := p.auth()
 		a.Cache = small
 		for i := range 5 {
@@ -354,7 +359,7 @@ func FuzzClientAuthVerify(f *testing.F) {
 	f.Add(p.viaInter.Certificate[0], p.viaInter.Certificate[1])
 	f.Add([]byte{0x30, 0x82, 0xff, 0xff}, []byte{})
 	a := p.auth()
-	a.Cache = NewChainCache(64)
+	a.Cache = NewCache(64)
 	now := time.Now()
 	f.Fuzz(func(t *testing.T, leaf, extra []byte) {
 		chain := [][]byte{leaf}
@@ -374,9 +379,9 @@ func BenchmarkVerify(b *testing.B) {
 	chain := p.valid.Certificate
 	for _, tc := range []struct {
 		name  string
-		cache *ChainCache
+		cache *Cache
 	}{
-		{"cache", NewChainCache(1024)},
+		{"cache", NewCache(1024)},
 		{"nocache", nil},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"fmt"
+
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 type mode string
@@ -16,7 +18,7 @@ const (
 type vhost struct {
 	name          string
 	mode          mode
-	upstream      Upstream
+	upstream      config.Upstream
 	resetOnReject bool
 	mtls          *mtlsHost // mode mtls only
 }
@@ -24,15 +26,17 @@ type vhost struct {
 // state is one configuration generation, compiled. Connections hold the
 // state they were accepted under until they end.
 type state struct {
-	cfg        *Config
+	cfg        *config.Config
 	generation uint64
 	routes     *routes
 	vhosts     map[string]*vhost
 }
 
 // compile turns a validated configuration into a state, loading every file
-// it names. It fails without side effects.
-func compile(cfg *Config, generation uint64) (*state, error) {
+// it names. prev is the state it will replace (nil at start): mtls vhosts
+// whose trust is unchanged keep its verified-chain caches. It fails without
+// side effects, and succeeds with none but that sharing.
+func compile(cfg *config.Config, generation uint64, prev *state) (*state, error) {
 	st := &state{
 		cfg:        cfg,
 		generation: generation,
@@ -48,14 +52,20 @@ func compile(cfg *Config, generation uint64) (*state, error) {
 			resetOnReject: vc.OnReject == "reset",
 		}
 		if v.mode == modeMTLS {
-			m, err := newMTLSHost(cfg, i, generation)
+			var before *mtlsHost
+			if prev != nil {
+				if pv := prev.vhosts[vc.Name]; pv != nil {
+					before = pv.mtls
+				}
+			}
+			m, err := newMTLSHost(cfg, i, before)
 			if err != nil {
 				return nil, err
 			}
 			v.mtls = m
 		}
 		for _, h := range vc.Hosts {
-			pat, err := hostPattern(h)
+			pat, err := config.HostPattern(h)
 			if err != nil {
 				return nil, fmt.Errorf("vhost %q: %w", vc.Name, err)
 			}

@@ -2,39 +2,10 @@ package gateway
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
 )
-
-// NewLogger returns the structured logger the configuration asks for.
-func NewLogger(w io.Writer, c Log) (*slog.Logger, error) {
-	lvl, err := parseLevel(c.Level)
-	if err != nil {
-		return nil, err
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	switch s {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info", "":
-		return slog.LevelInfo, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
-}
 
 // finish writes the connection's one log line and counts its outcome.
 // Proxied connections log at info; the noise every open port receives at

@@ -1,11 +1,16 @@
-package gateway
+package config
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/cloudflare"
+	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
 const goodConfig = `listen:
@@ -30,11 +35,11 @@ vhosts:
 `
 
 func TestParseConfigGood(t *testing.T) {
-	cfg, err := ParseConfig("/etc/edgegate/edgegate.yaml", []byte(goodConfig))
+	cfg, err := Parse("/etc/edgegate/edgegate.yaml", []byte(goodConfig), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Listen[0].trusted; len(got) != 2 || got[1].String() != "2001:db8::1/128" {
+	if got := cfg.Listen[0].Trusted; len(got) != 2 || got[1].String() != "2001:db8::1/128" {
 		t.Errorf("trusted proxies = %v", got)
 	}
 	if cfg.Timeouts.ClientHello.D() != 3*time.Second || cfg.Timeouts.Handshake.D() != 10*time.Second {
@@ -52,9 +57,9 @@ func TestParseConfigGood(t *testing.T) {
 }
 
 func TestParseConfigDefaults(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte(`listen: [{address: ":443"}]
+	cfg, err := Parse("x.yaml", []byte(`listen: [{address: ":443"}]
 vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
-`))
+`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +112,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("c.yaml", []byte(tc.yaml))
+			_, err := Parse("c.yaml", []byte(tc.yaml), nil)
 			if err == nil {
 				t.Fatalf("accepted; want error containing %q", tc.want)
 			}
@@ -121,62 +126,51 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-// TestCompileErrors checks errors only loading files can find (mtls
-// certificates) carry FILE:LINE too.
-func TestCompileErrors(t *testing.T) {
+// TestCloudflareDataAtLoad: the word "cloudflare" in a configuration
+// expands to the set in its cloudflare_data folder, read at load time, and
+// loading changes nothing outside the configuration it returns.
+func TestCloudflareDataAtLoad(t *testing.T) {
+	ca, err := testpki.NewCA(cloudflare.CACommonName)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	path := filepath.Join(dir, "edgegate.yaml")
-	os.WriteFile(path, []byte(`listen: [{address: "127.0.0.1:0"}]
+	var v4, v6 strings.Builder
+	for i := range 12 {
+		fmt.Fprintf(&v4, "198.18.%d.0/24\n", i)
+	}
+	for i := range 6 {
+		fmt.Fprintf(&v6, "2001:db8:%x::/48\n", i)
+	}
+	os.WriteFile(filepath.Join(dir, cloudflare.IPv4File), []byte(v4.String()), 0o644)
+	os.WriteFile(filepath.Join(dir, cloudflare.IPv6File), []byte(v6.String()), 0o644)
+	os.WriteFile(filepath.Join(dir, cloudflare.CAFile), ca.PEM, 0o644)
+	cfg, err := Parse("edgegate.yaml", []byte(`
+listen: [{address: "127.0.0.1:8443"}]
+cloudflare_data: `+dir+`
+limits: {never_limit: [cloudflare]}
 vhosts:
-  - name: app
-    hosts: [app.example]
-    mode: mtls
-    tls:
-      certificates:
-        - {cert: missing.crt, key: missing.key}
-    upstream: {address: "127.0.0.1:1"}
-`), 0o644)
-	cfg, err := LoadConfig(path)
+  - {name: www, hosts: [www.example.com], mode: passthrough, upstream: {address: "127.0.0.1:8444"}}
+`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = NewServer(cfg, nil)
-	if err == nil || !strings.HasPrefix(err.Error(), path+":8: ") || !strings.Contains(err.Error(), "missing.crt") {
-		t.Fatalf("error %v; want %s:8: ... missing.crt", err, path)
+	if cfg.Cloudflare.Source != dir || !cfg.Cloudflare.CA.Equal(ca.Cert) {
+		t.Fatalf("configuration loaded with the set from %q; want %s", cfg.Cloudflare.Source, dir)
 	}
-}
-
-func TestRoutes(t *testing.T) {
-	cfg, err := ParseConfig("c.yaml", []byte(`listen: [{address: ":443"}]
-vhosts:
-  - {name: app, hosts: [app.example.com], mode: passthrough, upstream: {address: "1.2.3.4:5"}}
-  - {name: wild, hosts: ["*.example.com", "EXACT.other.test"], mode: passthrough, upstream: {address: "1.2.3.4:5"}}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := compile(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]string{
-		"app.example.com":   "app",  // exact beats wildcard
-		"a.example.com":     "wild", // one label
-		"example.com":       "",     // the wildcard's parent is not covered
-		"a.b.example.com":   "",     // nor two labels
-		"exact.other.test":  "wild", // names were normalised at load
-		"other.test":        "",
-		"":                  "",
-		"xapp.example.com":  "wild",
-		"app.example.com.x": "",
-	} {
-		got := ""
-		if v := st.routes.lookup(name); v != nil {
-			got = v.name
+	in := func(a string) bool {
+		for _, p := range cfg.Limits.NeverLimitPrefixes {
+			if p.Contains(netip.MustParseAddr(a)) {
+				return true
+			}
 		}
-		if got != want {
-			t.Errorf("lookup(%q) = %q, want %q", name, got, want)
-		}
+		return false
+	}
+	if !in("198.18.3.9") || in("104.16.0.1") {
+		t.Errorf("never_limit: [cloudflare] = %v; want the installed ranges, not the built-in ones", cfg.Limits.NeverLimitPrefixes)
+	}
+	if b := cloudflare.Builtin(); b.CA.Equal(ca.Cert) || len(b.IPv4) == 12 {
+		t.Error("loading a configuration changed the built-in set")
 	}
 }
 
@@ -185,23 +179,47 @@ vhosts:
 // why.
 func TestCloudflareDataRefusedAtLoad(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{CloudflareIPv4File, CloudflareIPv6File, CloudflareCAFile} {
+	for _, f := range []string{cloudflare.IPv4File, cloudflare.IPv6File, cloudflare.CAFile} {
 		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 	}
-	before := CurrentCloudflareData()
-	cfg, err := ParseConfig("c.yaml", []byte("listen: [{address: \":443\"}]\ncloudflare_data: "+dir+"\n"+
-		"vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: \"1.2.3.4:5\"}}]\n"))
+	keep, err := cloudflare.Parse([]byte(testList(10, false)), []byte(testList(5, true)), testCAPEM(t), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if CurrentCloudflareData() != before {
-		t.Fatal("a refused set replaced the one in force")
+	keep.Source = "/var/lib/edgegate/cloudflare"
+	cfg, err := Parse("c.yaml", []byte("listen: [{address: \":443\"}]\ncloudflare_data: "+dir+"\n"+
+		"vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: \"1.2.3.4:5\"}}]\n"), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cloudflare != keep {
+		t.Fatalf("a refused set: the configuration uses the set from %q, want the one in force", cfg.Cloudflare.Source)
 	}
 	found := false
-	for _, w := range Warnings(cfg) {
-		found = found || strings.Contains(w, "cloudflare_data "+dir+" refused")
+	for _, w := range cfg.Notes {
+		found = found || strings.Contains(w, "cloudflare_data "+dir+" refused, keeping /var/lib/edgegate/cloudflare")
 	}
 	if !found {
-		t.Fatalf("warnings %q do not report the refused set", Warnings(cfg))
+		t.Fatalf("notes %q do not report the refused set", cfg.Notes)
 	}
+}
+
+func testList(n int, ipv6 bool) string {
+	var b strings.Builder
+	for i := range n {
+		if ipv6 {
+			fmt.Fprintf(&b, "2001:db8:%x::/48\n", i)
+		} else {
+			fmt.Fprintf(&b, "198.18.%d.0/24\n", i)
+		}
+	}
+	return b.String()
+}
+
+func testCAPEM(t *testing.T) []byte {
+	ca, err := testpki.NewCA(cloudflare.CACommonName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.PEM
 }

@@ -1,4 +1,8 @@
-package gateway
+// Package proxyheader encodes the PROXY protocol header (v1, v2) that
+// edgegate sends an upstream before the client's bytes, and the v2 TLVs
+// that carry what edgegate learnt: the SNI, the unique ID and, for
+// terminated connections, the TLS facts spelled as HAProxy spells them.
+package proxyheader
 
 import (
 	"crypto/ecdsa"
@@ -16,7 +20,7 @@ import (
 // maxUniqueIDLen is the PROXY protocol's limit for PP2_TYPE_UNIQUE_ID.
 const maxUniqueIDLen = 128
 
-// tlsTLVs returns the PROXY v2 TLVs that tell the upstream what edgegate
+// TLSTLVs returns the PROXY v2 TLVs that tell the upstream what edgegate
 // learnt terminating a connection, spelled as HAProxy spells them so that
 // nginx and HAProxy configurations written for HAProxy work unchanged:
 //
@@ -36,7 +40,7 @@ const maxUniqueIDLen = 128
 // SSL_KEY_ALG from the certificate the frontend presented, that is the
 // server certificate edgegate served; pass that as cert to match them. They
 // describe a single certificate, so the caller decides which one.
-func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueID []byte) ([]proxyproto.TLV, error) {
+func TLSTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueID []byte) ([]proxyproto.TLV, error) {
 	if len(uniqueID) > maxUniqueIDLen {
 		return nil, fmt.Errorf("proxy TLV unique id: %d bytes, limit %d", len(uniqueID), maxUniqueIDLen)
 	}
@@ -44,7 +48,7 @@ func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 	if st.NegotiatedProtocol != "" {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(st.NegotiatedProtocol)})
 	}
-	tlvs = append(tlvs, passthroughTLVs(sni, nil)...)
+	tlvs = append(tlvs, PassthroughTLVs(sni, nil)...)
 
 	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
 	ssl.TLV = append(ssl.TLV,
@@ -81,10 +85,10 @@ func tlsTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 	return tlvs, nil
 }
 
-// passthroughTLVs returns the PROXY v2 TLVs for a connection edgegate did not
+// PassthroughTLVs returns the PROXY v2 TLVs for a connection edgegate did not
 // terminate: only PP2_TYPE_AUTHORITY with the SNI it read from the
 // ClientHello, or none without SNI. The TLS facts are the upstream's own.
-func passthroughTLVs(sni string, uniqueID []byte) []proxyproto.TLV {
+func PassthroughTLVs(sni string, uniqueID []byte) []proxyproto.TLV {
 	var tlvs []proxyproto.TLV
 	if sni != "" {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(sni)})

@@ -1,4 +1,8 @@
-package gateway
+// Package cloudflare holds Cloudflare's public reference data that edgegate
+// relies on, the origin-pull CA and the edge IP ranges, as embedded copies
+// and as sets an operator installs with `edgegate cloudflare update`, and
+// validates every set before it is used.
+package cloudflare
 
 import (
 	"bytes"
@@ -12,61 +16,53 @@ import (
 	"sync"
 )
 
-// Embedded copies of Cloudflare's public data; see cloudflare/README.md.
+// Embedded copies of Cloudflare's public data; see README.md.
 var (
-	//go:embed cloudflare/origin-pull-ca.pem
+	//go:embed origin-pull-ca.pem
 	cloudflareCAPEM []byte
-	//go:embed cloudflare/ips-v4.txt
+	//go:embed ips-v4.txt
 	cloudflareIPv4 []byte
-	//go:embed cloudflare/ips-v6.txt
+	//go:embed ips-v6.txt
 	cloudflareIPv6 []byte
 )
 
 // Lower bounds for any Cloudflare list. Cloudflare publishes 15 IPv4 and 7
 // IPv6 ranges; a list far shorter than that is a truncated copy.
 const (
-	minCloudflareIPv4 = 10
-	minCloudflareIPv6 = 5
+	minIPv4 = 10
+	minIPv6 = 5
 )
 
-var builtinCloudflare = sync.OnceValue(func() *CloudflareData {
+var builtin = sync.OnceValue(func() *Data {
 	block, _ := pem.Decode(cloudflareCAPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
-		panic("gateway: embedded cloudflare/origin-pull-ca.pem holds no certificate")
+		panic("cloudflare: embedded origin-pull-ca.pem holds no certificate")
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		panic("gateway: embedded cloudflare/origin-pull-ca.pem: " + err.Error())
+		panic("cloudflare: embedded origin-pull-ca.pem: " + err.Error())
 	}
-	v4, err := ParsePrefixList(cloudflareIPv4, minCloudflareIPv4)
+	v4, err := ParsePrefixList(cloudflareIPv4, minIPv4)
 	if err != nil {
-		panic("gateway: embedded cloudflare/ips-v4.txt: " + err.Error())
+		panic("cloudflare: embedded ips-v4.txt: " + err.Error())
 	}
-	v6, err := ParsePrefixList(cloudflareIPv6, minCloudflareIPv6)
+	v6, err := ParsePrefixList(cloudflareIPv6, minIPv6)
 	if err != nil {
-		panic("gateway: embedded cloudflare/ips-v6.txt: " + err.Error())
+		panic("cloudflare: embedded ips-v6.txt: " + err.Error())
 	}
 	// The built-in set is not refused for expiry: after 2029-11-01 it still
 	// loads, and `edgegate check` and the handshakes' own verification say
 	// why nothing is accepted.
-	return newCloudflareData(cert, v4, v6, "built-in", nil)
+	return newData(cert, v4, v6, "built-in", nil)
 })
 
-// CloudflareCA returns the Cloudflare origin-pull CA in force (the set
-// installed by LoadCloudflareData, else the embedded copy) as a pool for
-// client verification and as a certificate (for its dates, in checks and
-// logs). Each call returns a fresh pool that the caller may extend; the
-// certificate is shared and must not be modified.
-func CloudflareCA() (*x509.CertPool, *x509.Certificate) {
-	d := CurrentCloudflareData()
-	return d.pool.Clone(), d.CA
-}
+// Pool returns the set's origin-pull CA as a pool for client verification.
+// Each call returns a fresh pool that the caller may extend.
+func (d *Data) Pool() *x509.CertPool { return d.pool.Clone() }
 
-// CloudflarePrefixes returns Cloudflare's IPv4 and IPv6 edge ranges in
-// force (the set installed by LoadCloudflareData, else the copies embedded
-// at build time), IPv4 first. The caller owns the slice.
-func CloudflarePrefixes() []netip.Prefix {
-	d := CurrentCloudflareData()
+// Prefixes returns the set's IPv4 and IPv6 edge ranges, IPv4 first. The
+// caller owns the slice.
+func (d *Data) Prefixes() []netip.Prefix {
 	return append(slices.Clone(d.IPv4), d.IPv6...)
 }
 

@@ -1,0 +1,249 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway/cloudflare"
+	"github.com/edgegate/edgegate/sni"
+	"go.yaml.in/yaml/v3"
+)
+
+// Error is a configuration problem at a line of a file.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Load reads, decodes and validates the configuration file at path.
+// Every problem is reported as FILE:LINE: what is wrong. keep is the set of
+// Cloudflare data in force (nil: the built-in one); it is used when the set
+// in cloudflare_data is refused.
+func Load(path string, keep *cloudflare.Data) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, keep)
+}
+
+// Parse decodes and validates configuration bytes; file names them in
+// errors and anchors relative paths. keep is as for Load.
+func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
+	if keep == nil {
+		keep = cloudflare.Builtin()
+	}
+	cfg := &Config{File: file}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, &Error{File: file, Line: 1, Msg: "empty configuration"}
+	}
+	cfg.root = &root
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, yamlError(file, err)
+	}
+	cfg.setDefaults()
+	// Cloudflare's ranges and CA come from cloudflare_data when it holds a
+	// valid set (written by `edgegate cloudflare update`); a broken set is
+	// refused, the last good one stays, and check and the log say so.
+	if d, err := cloudflare.Read(cfg.Path(cfg.CloudflareData), time.Now()); err != nil {
+		cfg.Cloudflare = keep
+		cfg.Notes = append(cfg.Notes, fmt.Sprintf("cloudflare_data %s refused, keeping %s: %v", cfg.CloudflareData, keep.Source, err))
+	} else {
+		cfg.Cloudflare = d
+		cfg.Notes = append(cfg.Notes, d.Warnings...)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var unknownField = regexp.MustCompile(`^field (\S+) not found in type .*$`)
+
+// yamlError turns the decoder's errors into FILE:LINE: errors (the first one;
+// one fix at a time is what an operator can act on).
+func yamlError(file string, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	m := yamlLine.FindStringSubmatch(msgs[0])
+	if m == nil {
+		return &Error{File: file, Msg: strings.TrimPrefix(msgs[0], "yaml: ")}
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg := m[2]
+	if u := unknownField.FindStringSubmatch(msg); u != nil {
+		msg = fmt.Sprintf("unknown key %q", u[1])
+	}
+	msg = strings.Replace(msg, "cannot unmarshal !!", "wrong type: ", 1)
+	return &Error{File: file, Line: line, Msg: msg}
+}
+
+func (c *Config) setDefaults() {
+	if c.Unmatched == "" {
+		c.Unmatched = "close"
+	}
+	if c.CloudflareData == "" {
+		c.CloudflareData = "/var/lib/edgegate/cloudflare"
+	}
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.Timeouts.ClientHello, 5*time.Second)
+	def(&c.Timeouts.UpstreamDial, 5*time.Second)
+	def(&c.Timeouts.Idle, 5*time.Minute)
+	def(&c.Timeouts.Drain, 30*time.Second)
+	def(&c.Timeouts.Handshake, 10*time.Second)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Limits.MaxHelloSize == 0 {
+		c.Limits.MaxHelloSize = sni.DefaultMaxSize
+	}
+	if c.EBPF.Mode == "" {
+		c.EBPF.Mode = "auto"
+	}
+	if c.EBPF.Fragments == "" {
+		c.EBPF.Fragments = "pass"
+	}
+	if c.EBPF.Blocklist.After == 0 {
+		c.EBPF.Blocklist.After = 20
+	}
+	def(&c.EBPF.Blocklist.Within, time.Minute)
+	def(&c.EBPF.Blocklist.For, 10*time.Minute)
+	if c.EBPF.FlowTableSize == 0 {
+		c.EBPF.FlowTableSize = 262144
+	}
+	if c.EBPF.PinPath == "" {
+		c.EBPF.PinPath = "/sys/fs/bpf/edgegate"
+	}
+	for i := range c.VHosts {
+		v := &c.VHosts[i]
+		if v.Upstream.ProxyProtocol == "" {
+			v.Upstream.ProxyProtocol = "v2"
+		}
+		if v.OnReject == "" {
+			v.OnReject = "close"
+		}
+		if v.Mode == "mtls" {
+			if v.TLS == nil {
+				v.TLS = &TLS{}
+			}
+			if v.TLS.MinVersion == "" {
+				v.TLS.MinVersion = "1.2"
+			}
+			if v.TLS.ALPN == nil {
+				v.TLS.ALPN = []string{"http/1.1"}
+			}
+			if v.ClientAuth == nil {
+				v.ClientAuth = &ClientCA{}
+			}
+			if v.ClientAuth.CA == "" {
+				v.ClientAuth.CA = "cloudflare"
+			}
+		}
+	}
+}
+
+// ErrAt is a configuration error at the node found by path (keys and
+// indexes from the document root, as in ErrAt("bad", "vhosts", 2, "tls"));
+// the nearest existing ancestor gives the line.
+func (c *Config) ErrAt(msg string, path ...any) error {
+	return &Error{File: c.File, Line: c.line(path...), Msg: msg}
+}
+
+// line returns the line of the node at path, or of its nearest ancestor.
+func (c *Config) line(path ...any) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	n := c.root.Content[0]
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == p {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
+				next = n.Content[p]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+// Path resolves a path from the configuration against the file's folder.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Files lists every file the configuration depends on: itself and each
+// certificate, key, CA bundle and ticket-key file it names (resolved). A
+// change to any of them is a reason to reload.
+func (c *Config) Files() []string {
+	files := []string{c.File}
+	for _, name := range []string{cloudflare.IPv4File, cloudflare.IPv6File, cloudflare.CAFile} {
+		files = append(files, filepath.Join(c.Path(c.CloudflareData), name))
+	}
+	for _, v := range c.VHosts {
+		if v.TLS != nil {
+			for _, cf := range v.TLS.Certificates {
+				files = append(files, c.Path(cf.Cert), c.Path(cf.Key))
+			}
+			if v.TLS.SessionTicketKeys != "" {
+				files = append(files, c.Path(v.TLS.SessionTicketKeys))
+			}
+		}
+		if v.ClientAuth != nil && v.ClientAuth.CA != "cloudflare" {
+			files = append(files, c.Path(v.ClientAuth.CA))
+		}
+	}
+	return files
+}

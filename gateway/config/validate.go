@@ -1,0 +1,305 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/sni"
+)
+
+func (c *Config) validate() error {
+	if len(c.Listen) == 0 {
+		return c.ErrAt("listen: at least one listener is required", "listen")
+	}
+	seenAddr := map[string]bool{}
+	for i := range c.Listen {
+		l := &c.Listen[i]
+		if _, _, err := net.SplitHostPort(l.Address); err != nil || l.Address == "" {
+			return c.ErrAt(fmt.Sprintf("listen address %q is not host:port", l.Address), "listen", i, "address")
+		}
+		if seenAddr[l.Address] {
+			return c.ErrAt(fmt.Sprintf("listen address %q appears twice", l.Address), "listen", i, "address")
+		}
+		seenAddr[l.Address] = true
+		for j, s := range l.TrustedProxies {
+			p, err := ParsePrefix(s)
+			if err != nil {
+				return c.ErrAt(fmt.Sprintf("trusted_proxies: %v", err), "listen", i, "trusted_proxies", j)
+			}
+			l.Trusted = append(l.Trusted, p)
+		}
+		if len(l.TrustedProxies) > 0 && !l.AcceptProxyProtocol {
+			return c.ErrAt("trusted_proxies is set but accept_proxy_protocol is false", "listen", i, "trusted_proxies")
+		}
+		if l.AcceptProxyProtocol && len(l.Trusted) == 0 {
+			return c.ErrAt("accept_proxy_protocol needs trusted_proxies (CIDRs allowed to send a PROXY header)", "listen", i, "accept_proxy_protocol")
+		}
+	}
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"client_hello", c.Timeouts.ClientHello}, {"upstream_dial", c.Timeouts.UpstreamDial}, {"handshake", c.Timeouts.Handshake}} {
+		if t.d.D() < 10*time.Millisecond {
+			return c.ErrAt(fmt.Sprintf("timeouts.%s must be at least 10ms", t.key), "timeouts", t.key)
+		}
+	}
+	if c.Timeouts.Idle.D() < time.Second {
+		return c.ErrAt("timeouts.idle must be at least 1s", "timeouts", "idle")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return c.ErrAt(fmt.Sprintf("metrics.listen %q is not host:port", c.Metrics.Listen), "metrics", "listen")
+		}
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		return c.ErrAt(err.Error(), "log", "level")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return c.ErrAt(fmt.Sprintf("log.format %q: want text or json", c.Log.Format), "log", "format")
+	}
+	if c.Limits.MaxHelloSize < 512 || c.Limits.MaxHelloSize > 1<<20 {
+		return c.ErrAt("limits.max_hello_size must be between 512 and 1048576", "limits", "max_hello_size")
+	}
+	if c.Limits.MaxConnections < 0 {
+		return c.ErrAt("limits.max_connections must not be negative", "limits", "max_connections")
+	}
+	if c.Limits.PerSource < 0 {
+		return c.ErrAt("limits.per_source must not be negative", "limits", "per_source")
+	}
+	var err error
+	if c.Limits.NeverLimitPrefixes, err = c.prefixList("limits.never_limit", c.Limits.NeverLimit, "limits", "never_limit"); err != nil {
+		return err
+	}
+	if err := c.validateEBPF(); err != nil {
+		return err
+	}
+	if len(c.VHosts) == 0 {
+		return c.ErrAt("vhosts: at least one vhost is required", "vhosts")
+	}
+	names := map[string]bool{}
+	hosts := map[string]string{}
+	for i := range c.VHosts {
+		v := &c.VHosts[i]
+		if err := c.validateVHost(i, v); err != nil {
+			return err
+		}
+		if names[v.Name] {
+			return c.ErrAt(fmt.Sprintf("vhost name %q is used twice", v.Name), "vhosts", i, "name")
+		}
+		names[v.Name] = true
+		for j, h := range v.Hosts {
+			pat, err := HostPattern(h)
+			if err != nil {
+				return c.ErrAt(fmt.Sprintf("vhost %q: %v", v.Name, err), "vhosts", i, "hosts", j)
+			}
+			if other, dup := hosts[pat]; dup {
+				return c.ErrAt(fmt.Sprintf("host %q is already served by vhost %q", h, other), "vhosts", i, "hosts", j)
+			}
+			hosts[pat] = v.Name
+		}
+	}
+	switch c.Unmatched {
+	case "close", "reset":
+	default:
+		if !names[c.Unmatched] {
+			return c.ErrAt(fmt.Sprintf("unmatched %q: want close, reset or the name of a vhost", c.Unmatched), "unmatched")
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateEBPF() error {
+	e := &c.EBPF
+	switch e.Mode {
+	case "auto", "xdp-native", "xdp-generic", "tcx":
+	default:
+		return c.ErrAt(fmt.Sprintf("ebpf.mode %q: want auto, xdp-native, xdp-generic or tcx", e.Mode), "ebpf", "mode")
+	}
+	if e.Fragments != "pass" && e.Fragments != "drop" {
+		return c.ErrAt(fmt.Sprintf("ebpf.fragments %q: want pass or drop", e.Fragments), "ebpf", "fragments")
+	}
+	if e.Enabled && len(e.Interfaces) == 0 {
+		return c.ErrAt("ebpf.interfaces: name at least one interface to attach to", "ebpf")
+	}
+	for j, name := range e.Interfaces {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+			return c.ErrAt(fmt.Sprintf("ebpf.interfaces: %q is not an interface name", name), "ebpf", "interfaces", j)
+		}
+	}
+	if e.FlowTableSize < 1024 || e.FlowTableSize > 1<<24 {
+		return c.ErrAt("ebpf.flow_table_size must be between 1024 and 16777216", "ebpf", "flow_table_size")
+	}
+	if e.Blocklist.After < 1 {
+		return c.ErrAt("ebpf.blocklist.after must be at least 1", "ebpf", "blocklist", "after")
+	}
+	if p := filepath.Clean(e.PinPath); !strings.HasPrefix(p, "/sys/fs/bpf/") {
+		return c.ErrAt(fmt.Sprintf("ebpf.pin_path %q: want a folder under /sys/fs/bpf (bpffs)", e.PinPath), "ebpf", "pin_path")
+	}
+	var err error
+	if e.AllowOnlyPrefixes, err = c.prefixList("ebpf.allow_only", e.AllowOnly, "ebpf", "allow_only"); err != nil {
+		return err
+	}
+	e.Blocklist.NeverBlockPrefixes, err = c.prefixList("ebpf.blocklist.never_block", e.Blocklist.NeverBlock, "ebpf", "blocklist", "never_block")
+	return err
+}
+
+// prefixList parses a list of CIDRs and the word "cloudflare" (Cloudflare's
+// published ranges); what names the list and path locates it for errors.
+func (c *Config) prefixList(what string, list []string, path ...any) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for j, s := range list {
+		if s == "cloudflare" {
+			out = append(out, c.Cloudflare.Prefixes()...)
+			continue
+		}
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return nil, c.ErrAt(fmt.Sprintf("%s: %v (want \"cloudflare\" or a CIDR)", what, err), append(path, j)...)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+var vhostName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+func (c *Config) validateVHost(i int, v *VHost) error {
+	at := func(msg string, path ...any) error {
+		return c.ErrAt(fmt.Sprintf("vhost %q: %s", v.Name, msg), append([]any{"vhosts", i}, path...)...)
+	}
+	if !vhostName.MatchString(v.Name) {
+		return c.ErrAt(fmt.Sprintf("vhost name %q: want letters, digits, '.', '_' or '-' (at most 63)", v.Name), "vhosts", i, "name")
+	}
+	if len(v.Hosts) == 0 {
+		return at("hosts: at least one host name is required", "hosts")
+	}
+	if err := validateUpstream(v.Upstream); err != nil {
+		return at(err.Error(), "upstream")
+	}
+	switch v.OnReject {
+	case "close", "reset":
+	default:
+		return at(fmt.Sprintf("on_reject %q: want close or reset", v.OnReject), "on_reject")
+	}
+	switch v.Mode {
+	case "passthrough":
+		if v.TLS != nil {
+			return at("tls is only for mode mtls", "tls")
+		}
+		if v.ClientAuth != nil {
+			return at("client_auth is only for mode mtls", "client_auth")
+		}
+		if len(v.AllowFrom) > 0 {
+			return at("allow_from is only for mode mtls", "allow_from")
+		}
+	case "mtls":
+		if len(v.TLS.Certificates) == 0 {
+			return at("tls.certificates: at least one certificate is required", "tls")
+		}
+		for j, cf := range v.TLS.Certificates {
+			if cf.Cert == "" || cf.Key == "" {
+				return at("tls.certificates: cert and key are both required", "tls", "certificates", j)
+			}
+		}
+		if v.TLS.MinVersion != "1.2" && v.TLS.MinVersion != "1.3" {
+			return at(fmt.Sprintf("tls.min_version %q: want \"1.2\" or \"1.3\"", v.TLS.MinVersion), "tls", "min_version")
+		}
+		for j, a := range v.TLS.ALPN {
+			if a == "" || len(a) > 255 {
+				return at("tls.alpn: protocol names are 1 to 255 bytes", "tls", "alpn", j)
+			}
+		}
+		var err error
+		if v.AllowFromPrefixes, err = c.prefixList(fmt.Sprintf("vhost %q: allow_from", v.Name), v.AllowFrom, "vhosts", i, "allow_from"); err != nil {
+			return err
+		}
+	case "":
+		return at("mode is required (passthrough or mtls)", "mode")
+	default:
+		return at(fmt.Sprintf("mode %q: want passthrough or mtls", v.Mode), "mode")
+	}
+	return nil
+}
+
+func validateUpstream(u Upstream) error {
+	switch u.ProxyProtocol {
+	case "off", "v1", "v2":
+	default:
+		return fmt.Errorf("upstream.proxy_protocol %q: want off, v1 or v2", u.ProxyProtocol)
+	}
+	if u.UniqueID && u.ProxyProtocol != "v2" {
+		return errors.New("upstream.unique_id needs proxy_protocol v2")
+	}
+	if u.Address == "" {
+		return errors.New("upstream.address is required")
+	}
+	if path, ok := strings.CutPrefix(u.Address, "unix:"); ok {
+		if path == "" {
+			return errors.New("upstream.address unix: needs a path")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(u.Address)
+	if err != nil || host == "" {
+		return fmt.Errorf("upstream.address %q: want host:port or unix:/path", u.Address)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("upstream.address %q: bad port", u.Address)
+	}
+	return nil
+}
+
+// ParsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// HostPattern validates a vhost host entry and returns its routing form:
+// a normalised name, or "*." + normalised parent for a one-label wildcard.
+func HostPattern(h string) (string, error) {
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		n := sni.NormalizeName(rest)
+		if n == "" || strings.Contains(rest, "*") {
+			return "", fmt.Errorf("host %q is not a valid wildcard (want *.example.com)", h)
+		}
+		return "*." + n, nil
+	}
+	n := sni.NormalizeName(h)
+	if n == "" {
+		return "", fmt.Errorf("host %q is not a valid DNS name", h)
+	}
+	return n, nil
+}
+
+// ParseLevel parses log.level.
+func ParseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
+}
