@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // synFrom returns a SYN from src to the guarded test port.
@@ -145,24 +147,94 @@ func TestFlowTableResizeReplacesPin(t *testing.T) {
 	}
 }
 
-func TestSetPortsAndAllowOnly(t *testing.T) {
+// TestUpdate changes a running guard's settings as a reload does: guarded
+// ports, which of them take a PROXY header, the allow-list and fragments
+// all follow, what the new settings drop is gone from the maps, and an
+// update the kernel refuses leaves every map as it was.
+func TestUpdate(t *testing.T) {
 	g := openTestGuard(t, Config{Ports: []uint16{guarded}, AllowOnly: allowed})
-	tc := entryPoints[1]
-	if v := judge(t, g, tc, synFrom(outside4, guarded)); v != "drop_not_allowed" {
+	xdp := entryPoints[0]
+	if v := judge(t, g, xdp, synFrom(outside4, guarded)); v != "drop_not_allowed" {
 		t.Fatalf("verdict %s, want drop_not_allowed", v)
 	}
-	if v := judge(t, g, tc, synFrom(client6, guarded)); v != "pass_syn" {
+	if v := judge(t, g, xdp, synFrom(client6, guarded)); v != "pass_syn" {
 		t.Fatalf("verdict %s, want pass_syn", v)
 	}
-	if err := g.SetPorts([]uint16{notGuarded}); err != nil {
+	proxyHeaderOn := func(port uint16) string {
+		f := newFlow(client4, server4, 40300+port%100)
+		f.dport = port
+		judge(t, g, xdp, f.syn().bytes())
+		return judge(t, g, xdp, f.data(0, proxyV2).bytes())
+	}
+
+	// A listener added, one switched to accept_proxy_protocol, allow_only
+	// dropped.
+	if err := g.Update(Settings{Ports: []uint16{notGuarded, proxyPort}, ProxyProtocolPorts: []uint16{proxyPort}}); err != nil {
 		t.Fatal(err)
 	}
-	if v := judge(t, g, tc, synFrom(outside4, guarded)); v != "pass_not_guarded" {
+	if v := judge(t, g, xdp, synFrom(outside4, guarded)); v != "pass_not_guarded" {
 		t.Fatalf("verdict %s after unguarding, want pass_not_guarded", v)
 	}
-	if v := judge(t, g, tc, synFrom(outside6, notGuarded)); v != "drop_not_allowed" {
-		t.Fatalf("verdict %s on the newly guarded port, want drop_not_allowed", v)
+	if v := judge(t, g, xdp, synFrom(outside6, notGuarded)); v != "pass_syn" {
+		t.Fatalf("verdict %s on the newly guarded port without allow_only, want pass_syn", v)
 	}
+	if v := proxyHeaderOn(proxyPort); v != "pass_proxy_port" {
+		t.Fatalf("PROXY header on a port switched to accept it: %s, want pass_proxy_port", v)
+	}
+	if n := mapLen(t, g.objs.Allow); n != 0 {
+		t.Fatalf("allow-list holds %d prefixes after allow_only was dropped, want 0", n)
+	}
+
+	// Switched back off: the exemption goes, the allow-list comes back.
+	if err := g.Update(Settings{Ports: []uint16{proxyPort}, AllowOnly: allowed, DropFragments: true}); err != nil {
+		t.Fatal(err)
+	}
+	if v := proxyHeaderOn(proxyPort); v != "drop_not_tls" {
+		t.Fatalf("PROXY header on a port switched back to TLS only: %s, want drop_not_tls", v)
+	}
+	if v := judge(t, g, xdp, synFrom(outside6, proxyPort)); v != "drop_not_allowed" {
+		t.Fatalf("verdict %s with allow_only back, want drop_not_allowed", v)
+	}
+	var cfg guardGuardConfig
+	if err := g.objs.Config.Lookup(uint32(0), &cfg); err != nil || cfg.Flags&configDropFragments == 0 {
+		t.Fatalf("config map %+v, %v: want drop fragments set", cfg, err)
+	}
+	if n := mapLen(t, g.objs.Ports); n != 1 {
+		t.Fatalf("port map holds %d ports, want 1", n)
+	}
+
+	// More ports than the map holds: refused, and nothing changed.
+	var many []uint16
+	for p := range 2000 {
+		many = append(many, uint16(10000+p))
+	}
+	if err := g.Update(Settings{Ports: many}); err == nil {
+		t.Fatal("an update over the port map's capacity was accepted")
+	}
+	if n := mapLen(t, g.objs.Ports); n != 1 {
+		t.Fatalf("after a refused update the port map holds %d ports, want the 1 from before", n)
+	}
+	if n := mapLen(t, g.objs.Allow); n != len(allowed) {
+		t.Fatalf("after a refused update the allow-list holds %d prefixes, want %d", n, len(allowed))
+	}
+	if v := judge(t, g, xdp, synFrom(outside6, proxyPort)); v != "drop_not_allowed" {
+		t.Fatalf("verdict %s after a refused update, want drop_not_allowed as before", v)
+	}
+}
+
+// mapLen counts a map's entries.
+func mapLen(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	n := 0
+	it := m.Iterate()
+	var k, v []byte
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestOffendersBlockInKernel(t *testing.T) {

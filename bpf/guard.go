@@ -89,14 +89,14 @@ type Config struct {
 // Guard is a loaded, attached guard. Its methods are safe for concurrent use.
 // It is a prometheus.Collector (see counters.go).
 type Guard struct {
-	log    *slog.Logger
-	cfg    Config
-	objs   guardObjects
-	mu     sync.Mutex // guards links, modes, ports
-	links  []link.Link
-	modes  map[string]string
-	ports  []uint16
-	closed bool
+	log      *slog.Logger
+	cfg      Config
+	objs     guardObjects
+	mu       sync.Mutex // guards links, modes, settings
+	links    []link.Link
+	modes    map[string]string
+	settings Settings // in the maps now
+	closed   bool
 }
 
 // Open loads the guard, reusing pinned maps under cfg.PinPath if present so
@@ -152,19 +152,14 @@ func Open(cfg Config, log *slog.Logger) (*Guard, error) {
 // fill writes the configuration maps, which are not pinned: every Open
 // states the whole configuration.
 func (g *Guard) fill() error {
-	var flags uint32
-	if g.cfg.DropFragments {
-		flags |= configDropFragments
-	}
-	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{Flags: flags}); err != nil {
-		return fmt.Errorf("bpf: write config map: %w", err)
-	}
-	for _, p := range g.cfg.AllowOnly {
-		if err := g.objs.Allow.Put(lpmKey(p), uint8(1)); err != nil {
-			return fmt.Errorf("bpf: allow %s: %w", p, err)
-		}
-	}
-	return g.SetPorts(g.cfg.Ports)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.apply(Settings{
+		Ports:              g.cfg.Ports,
+		ProxyProtocolPorts: g.cfg.ProxyProtocolPorts,
+		AllowOnly:          g.cfg.AllowOnly,
+		DropFragments:      g.cfg.DropFragments,
+	})
 }
 
 // Flags shared with guard.c.
@@ -174,32 +169,85 @@ const (
 	configDropFragments = 0x1
 )
 
-// SetPorts replaces the set of guarded destination ports. Ports listed in
-// Config.ProxyProtocolPorts keep that treatment.
-func (g *Guard) SetPorts(ports []uint16) error {
+// Settings are the parts of a Config that a running guard can change: what
+// it guards and how. The rest (interfaces, mode, table size, pin path)
+// needs a new Guard.
+type Settings struct {
+	Ports              []uint16
+	ProxyProtocolPorts []uint16
+	AllowOnly          []netip.Prefix
+	DropFragments      bool
+}
+
+// Update makes s the guard's settings, as a configuration reload does. On
+// error the guard is put back to the settings it had and the error says
+// what failed, so a refused reload leaves the kernel as it was.
+func (g *Guard) Update(s Settings) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, p := range ports {
+	old := g.settings
+	if err := g.apply(s); err != nil {
+		// Part of s may be in the maps: count it as in force so that
+		// restoring old removes it.
+		g.settings.Ports = append(slices.Clone(old.Ports), s.Ports...)
+		g.settings.AllowOnly = append(slices.Clone(old.AllowOnly), s.AllowOnly...)
+		if rerr := g.apply(old); rerr != nil {
+			return fmt.Errorf("%w (and restoring the previous settings failed: %v)", err, rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// apply writes s into the port, allow-list and config maps, removing what
+// the settings in force had and s has not. g.mu must be held.
+func (g *Guard) apply(s Settings) error {
+	var flags uint32
+	if s.DropFragments {
+		flags |= configDropFragments
+	}
+	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{Flags: flags}); err != nil {
+		return fmt.Errorf("bpf: write config map: %w", err)
+	}
+	for _, p := range s.AllowOnly {
+		if err := g.objs.Allow.Put(lpmKey(p), uint8(1)); err != nil {
+			return fmt.Errorf("bpf: allow %s: %w", p, err)
+		}
+	}
+	for _, p := range g.settings.AllowOnly {
+		if slices.Contains(s.AllowOnly, p) {
+			continue
+		}
+		if err := g.objs.Allow.Delete(lpmKey(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("bpf: disallow %s: %w", p, err)
+		}
+	}
+	for _, p := range s.Ports {
 		var pol guardPortPolicy
-		if len(g.cfg.AllowOnly) > 0 {
+		if len(s.AllowOnly) > 0 {
 			pol.Flags |= portAllowOnly
 		}
-		if slices.Contains(g.cfg.ProxyProtocolPorts, p) {
+		if slices.Contains(s.ProxyProtocolPorts, p) {
 			pol.Flags |= portProxyHeader
 		}
 		if err := g.objs.Ports.Put(p, pol); err != nil {
 			return fmt.Errorf("bpf: guard port %d: %w", p, err)
 		}
 	}
-	for _, p := range g.ports {
-		if slices.Contains(ports, p) {
+	for _, p := range g.settings.Ports {
+		if slices.Contains(s.Ports, p) {
 			continue
 		}
 		if err := g.objs.Ports.Delete(p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("bpf: unguard port %d: %w", p, err)
 		}
 	}
-	g.ports = slices.Clone(ports)
+	g.settings = Settings{
+		Ports:              slices.Clone(s.Ports),
+		ProxyProtocolPorts: slices.Clone(s.ProxyProtocolPorts),
+		AllowOnly:          slices.Clone(s.AllowOnly),
+		DropFragments:      s.DropFragments,
+	}
 	return nil
 }
 

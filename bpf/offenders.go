@@ -20,15 +20,20 @@ const DefaultOffendersSize = 65536
 //
 // An Offenders is safe for concurrent use.
 type Offenders struct {
+	block func(netip.Addr, time.Time) error
+	now   func() time.Time // replaced in tests
+
+	mu    sync.Mutex
+	table *simplelru.LRU[netip.Addr, []time.Time]
+	rules offenceRules
+}
+
+// offenceRules say when a source is blocked, and for how long.
+type offenceRules struct {
 	after      int
 	within     time.Duration
 	blockFor   time.Duration
 	neverBlock []netip.Prefix
-	block      func(netip.Addr, time.Time) error
-	now        func() time.Time // replaced in tests
-
-	mu    sync.Mutex
-	table *simplelru.LRU[netip.Addr, []time.Time]
 }
 
 // NewOffenders returns a tracker that calls block(addr, now+blockFor) once
@@ -38,9 +43,6 @@ type Offenders struct {
 // (*Guard).Block.
 func NewOffenders(after int, within, blockFor time.Duration, neverBlock []netip.Prefix, size int,
 	block func(netip.Addr, time.Time) error) *Offenders {
-	if after < 1 {
-		after = 1
-	}
 	if size < 1 {
 		size = DefaultOffendersSize
 	}
@@ -49,14 +51,25 @@ func NewOffenders(after int, within, blockFor time.Duration, neverBlock []netip.
 		// Only a non-positive size fails, which is excluded above.
 		panic(err)
 	}
+	o := &Offenders{block: block, now: time.Now, table: table}
+	o.SetRules(after, within, blockFor, neverBlock)
+	return o
+}
+
+// SetRules replaces when a source is blocked (after offences within the
+// duration within), for how long, and who never is, as a configuration
+// reload does. Offences on record are kept and judged by the new rules.
+func (o *Offenders) SetRules(after int, within, blockFor time.Duration, neverBlock []netip.Prefix) {
+	if after < 1 {
+		after = 1
+	}
 	never := make([]netip.Prefix, len(neverBlock))
 	for i, p := range neverBlock {
 		never[i] = netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked()
 	}
-	return &Offenders{
-		after: after, within: within, blockFor: blockFor,
-		neverBlock: never, block: block, now: time.Now, table: table,
-	}
+	o.mu.Lock()
+	o.rules = offenceRules{after: after, within: within, blockFor: blockFor, neverBlock: never}
+	o.mu.Unlock()
 }
 
 // unmappedBits returns the prefix length once a v4-mapped prefix is
@@ -74,20 +87,25 @@ func unmappedBits(p netip.Prefix) int {
 // offence is not reported as a block and counting starts over.
 func (o *Offenders) Offence(addr netip.Addr) (blocked bool) {
 	addr = addr.Unmap().WithZone("")
-	if !addr.IsValid() || o.exempt(addr) {
+	if !addr.IsValid() {
 		return false
 	}
 	now := o.now()
 
 	o.mu.Lock()
+	r := o.rules
+	if r.exempt(addr) {
+		o.mu.Unlock()
+		return false
+	}
 	times, _ := o.table.Get(addr)
 	// Times are appended in order, so expired ones are a prefix.
 	cut := 0
-	for cut < len(times) && now.Sub(times[cut]) >= o.within {
+	for cut < len(times) && now.Sub(times[cut]) >= r.within {
 		cut++
 	}
 	times = append(times[cut:], now)
-	full := len(times) >= o.after
+	full := len(times) >= r.after
 	if full {
 		o.table.Remove(addr)
 	} else {
@@ -98,11 +116,11 @@ func (o *Offenders) Offence(addr netip.Addr) (blocked bool) {
 	if !full {
 		return false
 	}
-	return o.block(addr, now.Add(o.blockFor)) == nil
+	return o.block(addr, now.Add(r.blockFor)) == nil
 }
 
-func (o *Offenders) exempt(addr netip.Addr) bool {
-	for _, p := range o.neverBlock {
+func (r offenceRules) exempt(addr netip.Addr) bool {
+	for _, p := range r.neverBlock {
 		if p.Contains(addr) {
 			return true
 		}

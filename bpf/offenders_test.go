@@ -171,3 +171,27 @@ func TestOffendersConcurrent(t *testing.T) {
 		t.Fatalf("1000 offences with after=50 gave %d blocks, want 20", blocks)
 	}
 }
+
+// TestOffendersSetRules changes the rules as a reload does: a source made
+// exempt is no longer counted, the new threshold and block time apply, and
+// offences on record carry over.
+func TestOffendersSetRules(t *testing.T) {
+	o, rec, clock := newTestOffenders(3, nil, 64)
+	a := netip.MustParseAddr("198.18.0.7")
+	b := netip.MustParseAddr("198.18.0.8")
+	o.Offence(a)
+	o.Offence(b)
+	o.SetRules(2, time.Minute, time.Hour, []netip.Prefix{netip.MustParsePrefix("198.18.0.7/32")})
+	if o.Offence(a) {
+		t.Fatal("a source made never_block was blocked")
+	}
+	if !o.Offence(b) {
+		t.Fatal("the second offence did not block under the new threshold of 2")
+	}
+	if got, want := rec.calls[b], clock.now().Add(time.Hour); !got.Equal(want) {
+		t.Fatalf("blocked until %v, want %v (the new block time)", got, want)
+	}
+	if _, blocked := rec.calls[a]; blocked {
+		t.Fatal("the exempt source reached the blocklist")
+	}
+}
