@@ -20,48 +20,90 @@ type guard struct {
 	offenders *bpf.Offenders
 }
 
-// startGuard loads and attaches the eBPF guard when the configuration asks
-// for it. A failure is fatal with ebpf.required; otherwise edgegate runs
-// unguarded and says so loudly (log and edgegate_bpf_guard_up 0).
-func (s *Server) startGuard(cfg *config.Config) error {
+// openGuard loads and attaches the eBPF guard when the configuration asks
+// for it. A failure is an error with ebpf.required; otherwise it is
+// returned as failed, for commitGuard to report: edgegate then runs
+// unguarded and says so loudly.
+func (s *Server) openGuard(cfg *config.Config) (g *guard, failed, err error) {
 	e := cfg.EBPF
 	if !e.Enabled {
-		return nil
+		return nil, nil, nil
 	}
-	ports, proxied := guardedPorts(cfg)
-	g, err := bpf.Open(bpf.Config{
-		Interfaces:         e.Interfaces,
-		Mode:               bpf.Mode(e.Mode),
-		Ports:              ports,
-		ProxyProtocolPorts: proxied,
-		AllowOnly:          e.AllowOnlyPrefixes,
-		DropFragments:      e.Fragments == "drop",
-		FlowTableSize:      e.FlowTableSize,
-		PinPath:            filepath.Join(e.PinPath, bpf.PinVersion),
+	bg, err := bpf.Open(bpf.Config{
+		Interfaces:    e.Interfaces,
+		Mode:          bpf.Mode(e.Mode),
+		FlowTableSize: e.FlowTableSize,
+		PinPath:       filepath.Join(e.PinPath, bpf.PinVersion),
 	}, s.log)
+	if err == nil {
+		err = bg.Update(guardSettings(cfg))
+		if err != nil {
+			bg.Close()
+		}
+	}
 	if err != nil {
 		if e.Required {
-			return fmt.Errorf("ebpf guard (required): %w", err)
+			return nil, nil, cfg.ErrAt(fmt.Sprintf("ebpf guard (required): %v", err), "ebpf")
 		}
-		s.log.Error("RUNNING WITHOUT THE EBPF GUARD: attach failed and ebpf.required is false", "err", err)
-		s.guardMode.Store("failed")
-		return nil
+		return nil, err, nil
 	}
 	bl := e.Blocklist
-	s.guard = &guard{
-		g:         g,
-		offenders: bpf.NewOffenders(bl.After, bl.Within.D(), bl.For.D(), bl.NeverBlockPrefixes, 0, g.Block),
+	return &guard{
+		g:         bg,
+		offenders: bpf.NewOffenders(bl.After, bl.Within.D(), bl.For.D(), bl.NeverBlockPrefixes, 0, bg.Block),
+	}, nil, nil
+}
+
+// commitGuard makes the guard that openGuard returned the server's, with
+// its metrics; edgegate_bpf_guard_up exists only where the guard is
+// configured, so an alert on it never fires where it is not used.
+func (s *Server) commitGuard(cfg *config.Config, g *guard, failed error) {
+	if !cfg.EBPF.Enabled {
+		return
 	}
+	s.metrics.reg.MustRegister(s.metrics.guardUp, s.metrics.blocked)
+	if g == nil {
+		s.log.Error("RUNNING WITHOUT THE EBPF GUARD: attach failed and ebpf.required is false", "err", failed)
+		s.guardMode.Store("failed")
+		return
+	}
+	s.guard = g
 	s.metrics.guardUp.Set(1)
-	s.metrics.reg.MustRegister(prometheus.Collector(g))
-	modes := g.Modes()
+	s.metrics.reg.MustRegister(prometheus.Collector(g.g))
+	modes := g.g.Modes()
 	var desc []string
-	for _, ifc := range e.Interfaces {
+	for _, ifc := range cfg.EBPF.Interfaces {
 		desc = append(desc, ifc+"="+modes[ifc])
 	}
 	s.guardMode.Store(fmt.Sprint(desc))
-	s.log.Info("ebpf guard attached", "modes", modes, "ports", ports)
+	s.log.Info("ebpf guard attached", "modes", modes, "ports", guardSettings(cfg).Ports)
+}
+
+// updateGuard applies what a reloaded configuration changes in the running
+// guard: guarded ports, which of them take a PROXY header, allow_only,
+// fragments, and the blocklist's rules. If the kernel refuses, the guard
+// is left as it was and the reload must be refused.
+func (s *Server) updateGuard(cfg *config.Config) error {
+	if s.guard == nil {
+		return nil
+	}
+	if err := s.guard.g.Update(guardSettings(cfg)); err != nil {
+		return fmt.Errorf("ebpf guard: %w", err)
+	}
+	bl := cfg.EBPF.Blocklist
+	s.guard.offenders.SetRules(bl.After, bl.Within.D(), bl.For.D(), bl.NeverBlockPrefixes)
 	return nil
+}
+
+// guardSettings is what the guard derives from a configuration.
+func guardSettings(cfg *config.Config) bpf.Settings {
+	ports, proxied := guardedPorts(cfg)
+	return bpf.Settings{
+		Ports:              ports,
+		ProxyProtocolPorts: proxied,
+		AllowOnly:          cfg.EBPF.AllowOnlyPrefixes,
+		DropFragments:      cfg.EBPF.Fragments == "drop",
+	}
 }
 
 // guardedPorts lists the listeners' ports, and those of them that take an

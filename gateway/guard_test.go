@@ -99,7 +99,7 @@ func testLog() *slog.Logger {
 // finds the interfaces named in the config there (interface names and
 // indexes belong to a namespace). listen, if not nil, replaces how
 // listening sockets are opened. The gateway is closed when the test ends.
-func startInNetns(t testing.TB, ns string, cfg *config.Config, listen func(string) (net.Listener, error)) (*Server, error) {
+func startInNetns(t testing.TB, ns string, cfg *config.Config, listen ListenFunc) (*Server, error) {
 	t.Helper()
 	s, err := NewServer(cfg, testLog())
 	if err != nil {
@@ -607,10 +607,10 @@ func TestGuardRestartKeepsBlocklist(t *testing.T) {
 			drain, cancel := context.WithTimeout(context.Background(), guardWait)
 			defer cancel()
 			start2 := func() *Server {
-				s2, err := startInNetns(t, n.server, cfg, func(addr string) (net.Listener, error) {
-					f, ok := files[addr]
+				s2, err := startInNetns(t, n.server, cfg, func(lc config.Listener) (net.Listener, error) {
+					f, ok := files[lc.Address]
 					if !ok {
-						return nil, fmt.Errorf("no socket handed over for %s", addr)
+						return nil, fmt.Errorf("no socket handed over for %s", lc.Address)
 					}
 					defer f.Close()
 					return net.FileListener(f)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/relay"
+	"golang.org/x/sys/unix"
 )
 
 // listener is one open listening socket and the settings it runs with;
@@ -20,22 +21,34 @@ type listener struct {
 	cfg  atomic.Pointer[config.Listener]
 }
 
-// ListenTCP opens a listening TCP socket the way edgegate does by default.
-// SO_REUSEPORT lets several edgegate processes share a port on one host.
-func ListenTCP(addr string) (net.Listener, error) {
+// ListenFunc opens the listening socket of one configured listener.
+type ListenFunc func(lc config.Listener) (net.Listener, error)
+
+// Listen opens a listener's socket the way edgegate does by default:
+// SO_REUSEPORT only when the listener sets reuse_port, so that an address
+// another process already listens on is refused ("address already in
+// use") rather than silently shared.
+func Listen(lc config.Listener) (net.Listener, error) {
+	return listenTCP(lc.Address, lc.ReusePort)
+}
+
+// listenTCP opens a listening TCP socket, with SO_REUSEPORT if reusePort.
+func listenTCP(addr string, reusePort bool) (net.Listener, error) {
 	lc := net.ListenConfig{
 		// No TCP keep-alive on accepted connections: see relay.Dial.
 		KeepAlive: -1,
-		Control: func(network, address string, c syscall.RawConn) error {
+	}
+	if reusePort {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			})
 			if err != nil {
 				return err
 			}
 			return serr
-		},
+		}
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -65,13 +65,13 @@ func newMetrics() *metricsSet {
 			Name: "edgegate_config_generation", Help: "Generation of the configuration in force.",
 		}),
 	}
+	// Registered only when the configuration enables the guard.
 	m.guardUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "edgegate_bpf_guard_up", Help: "1 when the eBPF guard is attached, 0 when edgegate runs without it.",
+		Name: "edgegate_bpf_guard_up", Help: "1 when the configured eBPF guard is attached, 0 when it failed to attach and edgegate runs without it (ebpf.required: false). Absent where ebpf.enabled is false.",
 	})
 	m.blocked = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgegate_bpf_blocks_total", Help: "Sources put in the kernel blocklist for repeated offences.",
 	})
-	m.reg.MustRegister(m.guardUp, m.blocked)
 	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
 		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

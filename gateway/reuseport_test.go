@@ -14,7 +14,7 @@ import (
 )
 
 // TestReusePortFleet runs two gateways on one fixed port, as two processes
-// of a fleet on one host would: both start (SO_REUSEPORT), the kernel
+// of a fleet on one host would: both start (reuse_port), the kernel
 // spreads new connections over both, and when one shuts down the other
 // serves every connection on its own.
 func TestReusePortFleet(t *testing.T) {
@@ -26,7 +26,7 @@ func TestReusePortFleet(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg := yamlf(`
-listen: [{address: %q}]
+listen: [{address: %q, reuse_port: true}]
 vhosts:
   - {name: go, hosts: [go.example.test], mode: passthrough, upstream: {address: %q, proxy_protocol: v2}}
 `, addr, up.address())
@@ -130,8 +130,8 @@ vhosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.SetListenFunc(func(addr string) (net.Listener, error) {
-		f := files[addr]
+	b.SetListenFunc(func(lc config.Listener) (net.Listener, error) {
+		f := files[lc.Address]
 		defer f.Close()
 		return net.FileListener(f)
 	})

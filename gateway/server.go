@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +42,7 @@ type Server struct {
 	refusalLog rateLimit
 	admission  admission
 	guard      *guard // nil without the eBPF guard
-	listen     func(addr string) (net.Listener, error)
+	listen     ListenFunc
 	handOver   atomic.Bool // Shutdown is an upgrade's: keep the guard attached
 }
 
@@ -59,7 +58,7 @@ func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		listeners:  map[string]*listener{},
 		conns:      map[net.Conn]*session{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
-		listen:     ListenTCP,
+		listen:     Listen,
 	}
 	s.guardMode.Store("off")
 	st, err := compile(cfg, 1, nil)
@@ -78,63 +77,123 @@ func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 // other parts of the process (the eBPF guard) can add theirs.
 func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 
-// Start opens every configured listener (and the metrics endpoint) and
-// begins accepting. It fails, leaving nothing open, if any address cannot
-// be bound.
+// Start opens every configured listener, attaches the eBPF guard when the
+// configuration asks for it, opens the metrics endpoint, and begins
+// accepting. If any step fails, everything the earlier steps acquired is
+// released (no listener open, no program attached) and the error says
+// which step failed, as FILE:LINE for an address that cannot be bound.
 func (s *Server) Start() error {
 	st := s.state.Load()
+	cfg := st.cfg
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opened := map[string]*listener{}
-	for _, lc := range st.cfg.Listen {
-		l, err := s.openListener(lc)
-		if err != nil {
-			for _, l := range opened {
-				l.ln.Close()
-			}
-			return err
-		}
-		opened[lc.Address] = l
-	}
-	if err := s.startGuard(st.cfg); err != nil {
-		for _, l := range opened {
-			l.ln.Close()
-		}
+	var a acquired
+	if err := s.acquire(cfg, &a); err != nil {
+		a.release()
 		return err
 	}
-	if addr := st.cfg.Metrics.Listen; addr != "" {
-		// SO_REUSEPORT here too: during an upgrade both processes hold it.
-		ln, err := ListenTCP(addr)
-		if err != nil {
-			for _, l := range opened {
-				l.ln.Close()
-			}
-			return fmt.Errorf("metrics listen %s: %w", addr, err)
-		}
-		s.httpLn = ln
-		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go s.http.Serve(ln)
-	}
-	for addr, l := range opened {
-		s.listeners[addr] = l
+	// Nothing below fails: commit what was acquired.
+	for _, l := range a.listeners {
+		s.listeners[l.name] = l
 		s.serveListener(l)
+	}
+	s.commitGuard(cfg, a.guard, a.guardErr)
+	if a.metrics != nil {
+		s.serveMetrics(a.metrics)
 	}
 	return nil
 }
 
+// acquired is what Start (or a reload) has opened and not yet committed;
+// release gives all of it back, so every failure takes one path.
+type acquired struct {
+	listeners []*listener
+	guard     *guard
+	guardErr  error // the guard failed to attach and ebpf.required is false
+	metrics   net.Listener
+}
+
+func (a *acquired) release() {
+	for _, l := range a.listeners {
+		l.ln.Close()
+	}
+	if a.guard != nil {
+		a.guard.g.Close()
+	}
+	if a.metrics != nil {
+		a.metrics.Close()
+	}
+}
+
+// acquire opens what cfg asks for at start, in order: the listeners, the
+// guard, the metrics endpoint.
+func (s *Server) acquire(cfg *config.Config, a *acquired) error {
+	for i := range cfg.Listen {
+		l, err := s.openListener(cfg, i)
+		if err != nil {
+			return err
+		}
+		a.listeners = append(a.listeners, l)
+	}
+	var err error
+	if a.guard, a.guardErr, err = s.openGuard(cfg); err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		if a.metrics, err = openMetrics(cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openMetrics opens the metrics endpoint's socket. SO_REUSEPORT: during an
+// upgrade the old and the new process both hold it for a moment.
+func openMetrics(cfg *config.Config) (net.Listener, error) {
+	ln, err := listenTCP(cfg.Metrics.Listen, true)
+	if err != nil {
+		return nil, cfg.ErrAt(fmt.Sprintf("metrics.listen %q: %v", cfg.Metrics.Listen, bindError(err)), "metrics", "listen")
+	}
+	return ln, nil
+}
+
+// serveMetrics serves /metrics and /healthz on ln, replacing the endpoint
+// in force (a reload that moves metrics.listen). s.mu must be held.
+func (s *Server) serveMetrics(ln net.Listener) {
+	if s.http != nil {
+		s.http.Close()
+	}
+	s.httpLn = ln
+	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go s.http.Serve(ln)
+}
+
 // SetListenFunc replaces how listening sockets are opened (before Start):
 // a zero-downtime upgrade hands the new process its predecessor's sockets
-// this way. The default opens a TCP socket with SO_REUSEPORT.
-func (s *Server) SetListenFunc(f func(addr string) (net.Listener, error)) { s.listen = f }
+// this way. The default is Listen.
+func (s *Server) SetListenFunc(f ListenFunc) { s.listen = f }
 
-func (s *Server) openListener(lc config.Listener) (*listener, error) {
-	ln, err := s.listen(lc.Address)
+// openListener opens cfg's listener i; an address that cannot be bound is
+// reported at its line.
+func (s *Server) openListener(cfg *config.Config, i int) (*listener, error) {
+	lc := cfg.Listen[i]
+	ln, err := s.listen(lc)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", lc.Address, err)
+		return nil, cfg.ErrAt(fmt.Sprintf("listen address %q: %v", lc.Address, bindError(err)), "listen", i, "address")
 	}
 	l := &listener{ln: ln, name: lc.Address}
 	l.cfg.Store(&lc)
 	return l, nil
+}
+
+// bindError is the part of a listen error an operator acts on ("bind:
+// address already in use"), without the address it already names.
+func bindError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }
 
 func (s *Server) serveListener(l *listener) {
@@ -183,6 +242,8 @@ func (s *Server) ListenerFiles() (map[string]*os.File, error) {
 
 // MetricsAddr returns the metrics endpoint's address, or nil.
 func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.httpLn == nil {
 		return nil
 	}
@@ -196,96 +257,6 @@ func (s *Server) SetGuardMode(mode string) { s.guardMode.Store(mode) }
 // Generation returns the configuration generation in force (1 at start,
 // +1 for each successful reload).
 func (s *Server) Generation() uint64 { return s.state.Load().generation }
-
-// Reload compiles cfg and, if it is valid and every file it names loads,
-// makes it the configuration for new connections. Connections in flight
-// keep the configuration they started with. Listeners the new configuration
-// adds are opened, those it drops are closed, and unchanged ones stay open.
-// On error nothing changes.
-func (s *Server) Reload(cfg *config.Config) error {
-	err := s.reload(cfg)
-	if err != nil {
-		s.metrics.reloads.WithLabelValues("error").Inc()
-		s.log.Error("reload refused; keeping the running configuration", "err", err)
-		return err
-	}
-	s.metrics.reloads.WithLabelValues("ok").Inc()
-	return nil
-}
-
-// ReloadFile loads the configuration file at path and Reloads it. A file
-// that does not load is refused, logged and counted the same way.
-func (s *Server) ReloadFile(path string) error {
-	cfg, err := config.Load(path, s.state.Load().cfg.Cloudflare)
-	if err != nil {
-		s.metrics.reloads.WithLabelValues("error").Inc()
-		s.log.Error("reload refused; keeping the running configuration", "err", err)
-		return err
-	}
-	return s.Reload(cfg)
-}
-
-// Config returns the configuration in force.
-func (s *Server) Config() *config.Config { return s.state.Load().cfg }
-
-func (s *Server) reload(cfg *config.Config) error {
-	old := s.state.Load()
-	st, err := compile(cfg, old.generation+1, old)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return errors.New("server is shutting down")
-	}
-	if cfg.Metrics.Listen != old.cfg.Metrics.Listen {
-		return errors.New("metrics.listen cannot change on reload; restart edgegate")
-	}
-	if !reflect.DeepEqual(cfg.EBPF, old.cfg.EBPF) {
-		return errors.New("ebpf settings cannot change on reload; restart edgegate")
-	}
-	want := map[string]config.Listener{}
-	for _, lc := range cfg.Listen {
-		want[lc.Address] = lc
-	}
-	var opened []*listener
-	for addr, lc := range want {
-		if _, ok := s.listeners[addr]; ok {
-			continue
-		}
-		l, err := s.openListener(lc)
-		if err != nil {
-			for _, l := range opened {
-				l.ln.Close()
-			}
-			return err
-		}
-		opened = append(opened, l)
-	}
-	s.state.Store(st)
-	for addr, l := range s.listeners {
-		if lc, ok := want[addr]; ok {
-			l.cfg.Store(&lc)
-			continue
-		}
-		l.ln.Close()
-		delete(s.listeners, addr)
-	}
-	for _, l := range opened {
-		s.listeners[l.name] = l
-		s.serveListener(l)
-	}
-	if s.guard != nil {
-		ports, _ := guardedPorts(cfg)
-		if err := s.guard.g.SetPorts(ports); err != nil {
-			s.log.Error("ebpf guard: updating guarded ports failed", "err", err)
-		}
-	}
-	s.metrics.generation.Set(float64(st.generation))
-	s.log.Info("configuration reloaded", "generation", st.generation, "listeners", len(s.listeners), "vhosts", len(st.vhosts))
-	return nil
-}
 
 // track registers a connection so Shutdown can close it.
 //
@@ -353,8 +324,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	if s.http != nil {
-		s.http.Close()
+	s.mu.Lock()
+	h := s.http
+	s.mu.Unlock()
+	if h != nil {
+		h.Close()
 	}
 	s.closeGuard()
 	return err

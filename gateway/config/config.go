@@ -61,6 +61,12 @@ type Listener struct {
 	Address             string   `yaml:"address"`
 	AcceptProxyProtocol bool     `yaml:"accept_proxy_protocol"`
 	TrustedProxies      []string `yaml:"trusted_proxies"`
+	// ReusePort sets SO_REUSEPORT, so that several processes (edgegate
+	// instances, or edgegate and something else) can share the address.
+	// Without it, an address another process listens on is refused at
+	// start with "address already in use", as nginx and HAProxy do. An
+	// upgrade hands the sockets over either way.
+	ReusePort bool `yaml:"reuse_port"`
 
 	// Trusted is TrustedProxies parsed.
 	Trusted []netip.Prefix `yaml:"-"`
