@@ -48,16 +48,17 @@ func (p *process) openControl() error {
 	return nil
 }
 
-// closeControl stops answering on the control socket and, unless this
-// process handed over to a successor (which has bound its own socket at the
-// same path by now), removes the socket file.
-func (p *process) closeControl(handedOver bool) {
+// closeControl stops answering on the control socket cfg names and, unless
+// this process handed over to a successor (which has bound its own socket
+// at the same path by now), removes the socket file.
+func (p *process) closeControl(cfg *config.Config, handedOver bool) {
 	if p.control == nil {
 		return
 	}
 	p.control.Close()
+	p.control = nil
 	if !handedOver {
-		os.Remove(p.cfg.Path(p.cfg.ControlSocket))
+		os.Remove(cfg.Path(cfg.ControlSocket))
 	}
 }
 
@@ -74,8 +75,13 @@ func (p *process) serveControl(c net.Conn) {
 		fmt.Fprintf(c, "error: unknown request %q\n", op)
 		return
 	}
-	if err := p.ask(op); err != nil {
+	notes, err := p.ask(op)
+	if err != nil {
 		fmt.Fprintf(c, "error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		return
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(c, "ok; %s\n", strings.ReplaceAll(strings.Join(notes, "; "), "\n", " "))
 		return
 	}
 	fmt.Fprintln(c, "ok")
@@ -95,21 +101,25 @@ func cmdSignal(op string, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		_, err = gateway.NewServer(cfg, discardLogger())
 	}
-	if err != nil {
+	// A reload through the control socket is the running process's to
+	// judge, even of a file that does not load: it refuses it with the
+	// same FILE:LINE, counts the refusal and keeps its configuration.
+	sock := config.ControlSocketOf(path)
+	if err != nil && (op != "reload" || sock == "") {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	if sock := cfg.Path(cfg.ControlSocket); sock != "" {
+	if sock != "" {
 		answer, err := askControl(sock, op)
 		if err != nil {
 			fmt.Fprintf(stderr, "edgegate %s: %v\n", op, err)
 			return 1
 		}
-		if answer != "ok" {
+		if answer != "ok" && !strings.HasPrefix(answer, "ok; ") {
 			fmt.Fprintf(stderr, "edgegate %s: %s\n", op, answer)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", op)
+		fmt.Fprintf(stdout, "%s: %s\n", op, answer)
 		return 0
 	}
 	pidFile := cfg.Path(cfg.PIDFile)

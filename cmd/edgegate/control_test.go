@@ -41,10 +41,11 @@ func reloadRecords(t *testing.T, p *gateProc) (ok, refused int) {
 
 // TestReloadCommand: `edgegate reload` through the control socket reports
 // the running process's answer. A good change is live when it exits 0; a
-// file that does not load is refused before the process is asked (exit 1,
-// FILE:LINE, nothing changes); a file that loads but that the process
-// refuses (metrics.listen cannot change in place) exits 1 with the
-// process's reason. Once the process has stopped, reload fails.
+// file that does not load, or that loads but that the process refuses (a
+// new listener on an address in use), exits 1 with the process's FILE:LINE
+// reason, and the process counts the refusal as it would a SIGHUP's; a new
+// metrics address and log format apply in place, and what needs a restart
+// is named. Once the process has stopped, reload fails.
 func TestReloadCommand(t *testing.T) {
 	t.Parallel()
 	www := newTLSUpstream(t, "www.e2e.test")
@@ -70,42 +71,73 @@ func TestReloadCommand(t *testing.T) {
 		t.Fatalf("/healthz after the reload: %d %+v, want generation 2", code, h)
 	}
 
-	// A file that does not load: refused here, the process never asked.
+	// A file that does not load: the process is asked all the same and
+	// refuses it, so the refusal is counted where a SIGHUP's would be, and
+	// the command prints the FILE:LINE.
 	broken, line := brokenConfig(added)
 	writeFile(t, dir, "edgegate.yaml", broken)
 	stdout, stderr, code = runEdgegate(t, "reload", "--config", cfg)
-	want := fmt.Sprintf("%s:%d: ", cfg, line)
+	want := fmt.Sprintf("edgegate reload: error: %s:%d: ", cfg, line)
 	if code != 1 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, `unknown key "proxy_protocl"`) {
 		t.Fatalf("edgegate reload with a broken file: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
 	}
-	if ok, refused := reloadRecords(t, p); ok != 1 || refused != 0 {
-		t.Errorf("the process logged %d reloads and %d refusals; want 1 and none (it was not asked)", ok, refused)
+	if ok, refused := reloadRecords(t, p); ok != 1 || refused != 1 {
+		t.Errorf("the process logged %d reloads and %d refusals; want 1 and 1", ok, refused)
 	}
 
-	// A file that loads but that the running process refuses.
-	moved := strings.Replace(added, fmt.Sprintf("metrics: {listen: %q}", metrics), fmt.Sprintf("metrics: {listen: %q}", freeAddr(t)), 1)
-	if moved == added {
-		t.Fatal("test bug: metrics.listen not found in the config")
+	// A file that loads but that the running process refuses: a new
+	// listener on an address another process holds.
+	held, err := net.Listen("tcp", freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
 	}
-	writeFile(t, dir, "edgegate.yaml", moved)
-	if _, stderr, code := runEdgegate(t, "check", "--config", cfg); code != 0 {
-		t.Fatalf("test bug: the moved-metrics config does not validate: %s", stderr)
+	defer held.Close()
+	first := fmt.Sprintf("  - address: %q\n", listen)
+	second := fmt.Sprintf("  - address: %q\n", held.Addr())
+	taken := strings.Replace(added, first, first+second, 1)
+	if taken == added {
+		t.Fatal("test bug: the listen line was not found in the config")
 	}
+	writeFile(t, dir, "edgegate.yaml", taken)
 	stdout, stderr, code = runEdgegate(t, "reload", "--config", cfg)
-	if code != 1 || stdout != "" || stderr != "edgegate reload: error: metrics.listen cannot change on reload; restart edgegate\n" {
-		t.Fatalf("edgegate reload refused by the process: exit %d, stdout %q, stderr %q; want 1 and the process's reason", code, stdout, stderr)
+	heldLine := strings.Count(taken[:strings.Index(taken, second)], "\n") + 1
+	want = fmt.Sprintf("edgegate reload: error: %s:%d: listen address %q: bind: address already in use\n", cfg, heldLine, held.Addr())
+	if code != 1 || stdout != "" || stderr != want {
+		t.Fatalf("edgegate reload refused by the process: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
 	}
-	if _, refused := reloadRecords(t, p); refused != 1 {
-		t.Errorf("the process logged %d refusals, want 1", refused)
+	if _, refused := reloadRecords(t, p); refused != 2 {
+		t.Errorf("the process logged %d refusals, want 2", refused)
 	}
 	if code, h := getHealthz(t, metrics); code != 200 || h.Generation != 2 {
 		t.Errorf("/healthz after the refusals: %d %+v, want generation 2", code, h)
 	}
 	expectProxied(t, listen, "new.e2e.test", news)
 	_, page := httpGet(t, "http://"+metrics+"/metrics")
-	if v, _ := metricValue(page, "edgegate_config_reload_total", `result="error"`); v != 1 {
-		t.Errorf("edgegate_config_reload_total{result=\"error\"} = %v, want 1 (the local refusal never reached the process)", v)
+	if v, _ := metricValue(page, "edgegate_config_reload_total", `result="error"`); v != 2 {
+		t.Errorf("edgegate_config_reload_total{result=\"error\"} = %v, want 2 (both refusals counted by the process)", v)
 	}
+
+	// What a reload applies that it used to refuse: a new metrics address
+	// and the log format; what needs a restart is named in the answer.
+	moved := freeAddr(t)
+	applied := strings.Replace(added, fmt.Sprintf("metrics: {listen: %q}", metrics), fmt.Sprintf("metrics: {listen: %q}", moved), 1)
+	applied = strings.Replace(applied, "format: json", "format: text", 1)
+	applied = strings.Replace(applied, first, first+"    reuse_port: true\n", 1)
+	writeFile(t, dir, "edgegate.yaml", applied)
+	stdout, stderr, code = runEdgegate(t, "reload", "--config", cfg)
+	if want := fmt.Sprintf("reload: ok; listen %s reuse_port\n", listen); code != 0 || stdout != want || stderr != "" {
+		t.Fatalf("edgegate reload moving metrics: exit %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+	}
+	if code, h := getHealthz(t, moved); code != 200 || h.Generation != 3 {
+		t.Fatalf("/healthz on the new metrics address: %d %+v, want generation 3", code, h)
+	}
+	if _, err := net.DialTimeout("tcp", metrics, time.Second); err == nil {
+		t.Error("the old metrics address still answers after it moved")
+	}
+	metrics = moved
+	p.stderr.waitFor(t, "a text log line after the reload", func(l string) bool {
+		return strings.Contains(l, `level=WARN msg="setting changed but needs a restart`)
+	})
 
 	// The socket answers nothing but its two requests.
 	c, err := net.DialTimeout("unix", filepath.Join(dir, "control.sock"), waitLimit)

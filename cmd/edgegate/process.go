@@ -27,15 +27,23 @@ type process struct {
 	srv  *gateway.Server
 	log  *slog.Logger
 
-	requests chan request  // from the control socket and the file watcher
-	done     chan struct{} // closed when the process stops serving
-	control  net.Listener
+	requests  chan request  // from the control socket and the file watcher
+	done      chan struct{} // closed when the process stops serving
+	control   net.Listener
+	stopWatch chan struct{} // closed to stop the file watcher; nil when none runs
 }
 
 // request asks the main loop to act; the answer goes back on reply.
 type request struct {
 	op    string // "reload" | "upgrade"
-	reply chan error
+	reply chan answer
+}
+
+// answer is the main loop's answer to a request: an error, or success with
+// notes for the operator (settings that need a restart).
+type answer struct {
+	notes []string
+	err   error
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
@@ -68,13 +76,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// Taken now: opening the listeners consumes the inherited map.
 	upgraded := len(inherited) > 0
 	if len(inherited) > 0 {
-		srv.SetListenFunc(func(addr string) (net.Listener, error) {
-			if f, ok := inherited[addr]; ok {
-				delete(inherited, addr)
+		srv.SetListenFunc(func(lc config.Listener) (net.Listener, error) {
+			if f, ok := inherited[lc.Address]; ok {
+				delete(inherited, lc.Address)
 				defer f.Close()
 				return net.FileListener(f)
 			}
-			return gateway.ListenTCP(addr)
+			return gateway.Listen(lc)
 		})
 	}
 
@@ -97,7 +105,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	p.writePIDFile()
 	if cfg.Watch {
-		go p.watch()
+		p.startWatch()
 	}
 	ready(log, upgraded)
 	var bound []string
@@ -129,15 +137,15 @@ func (p *process) loop(sigs <-chan os.Signal) int {
 				why = sig.String()
 			}
 		case r := <-p.requests:
-			var err error
+			var a answer
 			switch r.op {
 			case "reload":
-				err = p.reload()
+				a.notes, a.err = p.reload()
 			case "upgrade":
-				err = p.upgrade()
+				a.err = p.upgrade()
 			}
-			r.reply <- err
-			if r.op != "upgrade" || err != nil {
+			r.reply <- a
+			if r.op != "upgrade" || a.err != nil {
 				continue
 			}
 			why = "upgraded"
@@ -147,11 +155,33 @@ func (p *process) loop(sigs <-chan os.Signal) int {
 }
 
 // reload reads the configuration file again and swaps it in; on any error
-// the running configuration stays.
-func (p *process) reload() error {
-	err := p.srv.ReloadFile(p.path) // logs and counts a refusal
+// the running configuration stays. Besides what the gateway applies, the
+// process applies its own settings: pid_file, control_socket and watch. It
+// returns the settings that need a restart.
+func (p *process) reload() ([]string, error) {
+	old := p.cfg
+	if err := p.srv.ReloadFile(p.path); err != nil { // logs and counts a refusal
+		return nil, err
+	}
 	p.cfg = p.srv.Config()
-	return err
+	if p.cfg.Path(p.cfg.PIDFile) != old.Path(old.PIDFile) {
+		p.removePIDFile(old)
+		p.writePIDFile()
+	}
+	if p.cfg.Path(p.cfg.ControlSocket) != old.Path(old.ControlSocket) {
+		p.closeControl(old, false)
+		if err := p.openControl(); err != nil {
+			p.log.Error("control socket: the new control_socket cannot be opened; reload and upgrade need signals until it can", "err", err)
+		}
+	}
+	switch {
+	case p.cfg.Watch && p.stopWatch == nil:
+		p.startWatch()
+	case !p.cfg.Watch && p.stopWatch != nil:
+		close(p.stopWatch)
+		p.stopWatch = nil
+	}
+	return gateway.RestartNeeded(old, p.cfg), nil
 }
 
 // stop drains the gateway and cleans up what this process owns.
@@ -159,7 +189,7 @@ func (p *process) stop(why string) int {
 	drain := p.cfg.Timeouts.Drain.D()
 	p.log.Info("stopping: draining connections", "why", why, "drain", drain)
 	close(p.done)
-	p.closeControl(why == "upgraded")
+	p.closeControl(p.cfg, why == "upgraded")
 	if why == "upgraded" {
 		p.srv.HandOver()
 	}
@@ -167,7 +197,7 @@ func (p *process) stop(why string) int {
 	err := p.srv.Shutdown(ctx)
 	cancel()
 	if why != "upgraded" {
-		p.removePIDFile()
+		p.removePIDFile(p.cfg)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		p.log.Warn("stopped after the drain timeout")
@@ -179,13 +209,14 @@ func (p *process) stop(why string) int {
 
 // ask hands a request to the main loop and waits for its answer; it
 // returns errStopped if the process stops first.
-func (p *process) ask(op string) error {
-	r := request{op: op, reply: make(chan error, 1)}
+func (p *process) ask(op string) ([]string, error) {
+	r := request{op: op, reply: make(chan answer, 1)}
 	select {
 	case p.requests <- r:
-		return <-r.reply
+		a := <-r.reply
+		return a.notes, a.err
 	case <-p.done:
-		return errStopped
+		return nil, errStopped
 	}
 }
 
@@ -201,10 +232,10 @@ func (p *process) writePIDFile() {
 	}
 }
 
-// removePIDFile removes the pid file if it still names this process (after
-// an upgrade it names the successor).
-func (p *process) removePIDFile() {
-	f := p.cfg.Path(p.cfg.PIDFile)
+// removePIDFile removes cfg's pid file if it still names this process
+// (after an upgrade it names the successor).
+func (p *process) removePIDFile(cfg *config.Config) {
+	f := cfg.Path(cfg.PIDFile)
 	if f == "" {
 		return
 	}
@@ -227,10 +258,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
+// startWatch starts the file watcher; closing p.stopWatch stops it.
+func (p *process) startWatch() {
+	p.stopWatch = make(chan struct{})
+	go p.watch(p.stopWatch)
+}
+
 // watch reloads when a file the configuration names changes: it polls their
 // size and modification time every second and waits until they have been
 // still for two polls (an ACME client writes the certificate, then the key).
-func (p *process) watch() {
+func (p *process) watch(stop <-chan struct{}) {
 	type stamp struct {
 		size int64
 		mod  time.Time
@@ -264,11 +301,13 @@ func (p *process) watch() {
 		case <-time.After(time.Second):
 		case <-p.done:
 			return
+		case <-stop:
+			return
 		}
 		now := snapshot()
 		if !equal(now, applied) && equal(now, last) {
 			p.log.Info("a configured file changed; reloading")
-			if err := p.ask("reload"); errors.Is(err, errStopped) {
+			if _, err := p.ask("reload"); errors.Is(err, errStopped) {
 				return
 			}
 			// A failed reload is not retried until the files change again.

@@ -247,3 +247,22 @@ func (c *Config) Files() []string {
 	}
 	return files
 }
+
+// ControlSocketOf returns the control socket that the configuration file
+// at path names, resolved against its folder, or "" when it names none or
+// cannot be read as YAML at all. It reads only that key, so that `edgegate
+// reload` can reach the running process even with a file that does not
+// load: the process refuses it and says why.
+func ControlSocketOf(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		ControlSocket string `yaml:"control_socket"`
+	}
+	if yaml.Unmarshal(data, &c) != nil {
+		return ""
+	}
+	return (&Config{File: path}).Path(c.ControlSocket)
+}
