@@ -475,14 +475,15 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	__u32 seq = bpf_ntohl(th->seq);
 
 	if (th->syn && !th->ack) {
+		// A SYN (re)starts the check of its stream. With TCP Fast Open the
+		// hello rides in the SYN; a SYN whose data is not one is dropped
+		// and, like every dropped segment, leaves the flow table as it was.
 		struct flow_state st = {.next_seq = seq + 1};
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
-			// TCP Fast Open: the hello rides in the SYN.
-			if (check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
-				v = VERDICT_PASS_TLS;
-			else
-				v = VERDICT_DROP_NOT_TLS;
+			if (!check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
+				return VERDICT_DROP_NOT_TLS;
+			v = VERDICT_PASS_TLS;
 		}
 		if (st.checked >= TLS_PREFIX_LEN)
 			bpf_map_delete_elem(&flows, &p->key);

@@ -54,10 +54,11 @@ func (m *model) judge(p pkt) string {
 		st := &modelFlow{next: p.seq + 1}
 		v := "pass_syn"
 		if len(p.payload) > 0 {
-			v = "drop_not_tls"
-			if next, ok := st.check(p.payload); ok {
-				st, v = next, "pass_tls"
+			next, ok := st.check(p.payload)
+			if !ok {
+				return "drop_not_tls" // flow table untouched
 			}
+			st, v = next, "pass_tls"
 		}
 		if st.checked >= 9 {
 			delete(m.flows, key)
