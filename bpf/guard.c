@@ -50,7 +50,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 // enum verdict indexes the counters map. The Go side keeps the names in the
 // same order (counters.go); a test checks they agree. Append only, so a
-// verdict keeps its index across versions.
+// verdict keeps its index across versions. Whether a verdict drops is
+// listed in drops(), not implied by its place in the enum.
 enum verdict {
 	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
 	VERDICT_PASS_SYN,             // SYN without data: flow entry created
@@ -578,9 +579,34 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	return judge_tcp(ctx, is_xdp, &c, &p, pol->flags);
 }
 
-static __always_inline int is_drop(enum verdict v)
+// drops says whether a verdict drops its packet. Each verdict is listed
+// by name and there is no default, so a new verdict fails the build
+// (-Wswitch under -Werror) until it is given an action here, and cannot
+// change another's by where it lands in the enum.
+static __always_inline int drops(enum verdict v)
 {
-	return v >= VERDICT_DROP_NOT_TLS && v <= VERDICT_DROP_MALFORMED;
+	switch (v) {
+	case VERDICT_PASS_NOT_GUARDED:
+	case VERDICT_PASS_SYN:
+	case VERDICT_PASS_TLS:
+	case VERDICT_PASS_NO_PAYLOAD:
+	case VERDICT_PASS_OTHER_SEQ:
+	case VERDICT_PASS_UNTRACKED:
+	case VERDICT_PASS_FRAGMENT:
+	case VERDICT_PASS_PROXY_PORT:
+		return 0;
+	case VERDICT_DROP_NOT_TLS:
+	case VERDICT_DROP_NON_TCP:
+	case VERDICT_DROP_BAD_FLAGS:
+	case VERDICT_DROP_BLOCKED:
+	case VERDICT_DROP_NOT_ALLOWED:
+	case VERDICT_DROP_FRAGMENT:
+	case VERDICT_DROP_MALFORMED:
+		return 1;
+	case VERDICT_MAX: // a count, not a verdict: guard() never returns it
+		break;
+	}
+	return 0;
 }
 
 SEC("xdp")
@@ -589,7 +615,7 @@ int guard_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	enum verdict v = count(guard(ctx, 1, data, data_end, data_end - data));
-	return is_drop(v) ? XDP_DROP : XDP_PASS;
+	return drops(v) ? XDP_DROP : XDP_PASS;
 }
 
 // Headers are read with direct packet access; at TC they may sit partly in
@@ -607,5 +633,5 @@ int guard_tc(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	enum verdict v = count(guard(skb, 0, data, data_end, skb->len));
 	// TCX_NEXT rather than TCX_PASS, so programs after ours still run.
-	return is_drop(v) ? TCX_DROP : TCX_NEXT;
+	return drops(v) ? TCX_DROP : TCX_NEXT;
 }

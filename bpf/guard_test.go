@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
 )
@@ -587,6 +588,24 @@ func TestVerdictNamesMatchProgram(t *testing.T) {
 	}
 	if got := spec.Maps[guardMapCounters].MaxEntries; got != uint32(len(Verdicts)) {
 		t.Fatalf("counters map has %d entries, want %d", got, len(Verdicts))
+	}
+	// Names too, index by index: Verdicts[i] names counter i.
+	var enum *btf.Enum
+	if err := spec.Types.TypeByName("verdict", &enum); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range enum.Values {
+		if v.Name == "VERDICT_MAX" {
+			continue
+		}
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "VERDICT_"))
+		got := "nothing"
+		if v.Value < uint64(len(Verdicts)) {
+			got = Verdicts[v.Value]
+		}
+		if got != want {
+			t.Errorf("guard.c has %s = %d, Verdicts has %s there, want %s", v.Name, v.Value, got, want)
+		}
 	}
 }
 
