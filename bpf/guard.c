@@ -23,12 +23,10 @@
 // check; bytes after a fragment boundary or past the 9th) is left to that
 // second look.
 
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/tcp.h>
+// No kernel headers (see uapi.h): the BPF interface comes from uapi.h, the
+// packet headers are laid out below, and libbpf's headers are
+// architecture-neutral.
+#include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -43,10 +41,6 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define TLS_PREFIX_LEN 9  // stream bytes checked per flow
 
 #define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of iphdr.frag_off
-
-// TCX return codes (linux/bpf.h of the build host may predate TCX).
-#define TCX_NEXT -1
-#define TCX_DROP 2
 
 // enum verdict indexes the counters map. The Go side keeps the names in the
 // same order (counters.go); a test checks they agree. Append only, so a
@@ -186,6 +180,83 @@ struct packet {
 	__u32 l4_len; // bytes from the L4 header to the end of the IP payload
 };
 
+// Packet headers as on the wire. Bytes, not the kernel's bitfields, hold
+// the sub-byte fields, so the layouts do not depend on the target's bit
+// order; only the fields guard.c reads are named.
+
+#define ETH_ALEN 6           // bytes in a MAC address
+#define ETH_P_IP 0x0800      // EtherType: IPv4
+#define ETH_P_IPV6 0x86dd    // EtherType: IPv6
+#define ETH_P_8021Q 0x8100   // EtherType: 802.1Q VLAN tag
+#define ETH_P_8021AD 0x88a8  // EtherType: 802.1ad (QinQ) outer tag
+
+struct ethhdr {
+	__u8 h_dest[ETH_ALEN];
+	__u8 h_source[ETH_ALEN];
+	__be16 h_proto;
+};
+
+// IP protocol numbers (next header values).
+#define IPPROTO_HOPOPTS 0    // IPv6 hop-by-hop options
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_DCCP 33
+#define IPPROTO_ROUTING 43   // IPv6 routing header
+#define IPPROTO_FRAGMENT 44  // IPv6 fragment header
+#define IPPROTO_DSTOPTS 60   // IPv6 destination options
+#define IPPROTO_SCTP 132
+#define IPPROTO_UDPLITE 136
+
+#define IPV4_IHL_MASK 0x0f   // header length, in 32-bit words, in version_ihl
+
+struct iphdr {
+	__u8 version_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ipv6hdr {
+	__be32 version_class_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+// The start shared by hop-by-hop, routing and destination options headers.
+struct ipv6_opt_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+// TCP flag bits in tcphdr.flags.
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+#define TCP_DOFF_SHIFT 4 // data offset, in 32-bit words: high nibble of doff_res
+
+struct tcphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff_res;
+	__u8 flags;
+	__be16 window;
+	__be16 check;
+	__be16 urg_ptr;
+};
+
 static __always_inline enum verdict count(enum verdict v)
 {
 	__u64 *c = bpf_map_lookup_elem(&counters, &v);
@@ -244,7 +315,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 
 	struct iphdr *ip = c->pos;
 	if ((void *)(ip + 1) > c->end)
 		return -1;
-	__u32 hlen = ip->ihl * 4;
+	__u32 hlen = (ip->version_ihl & IPV4_IHL_MASK) * 4;
 	if (hlen < sizeof(*ip))
 		return -1;
 	if (c->pos + hlen > c->end)
@@ -373,11 +444,11 @@ static __always_inline int allowed(struct packet *p)
 // Deliberately allowed: FIN+RST (not forbidden by RFC 9293 and seen from
 // some stacks), SYN with PSH/URG/ECE/CWR (TFO, ECN set-up), reserved bits
 // (AccECN uses one), SYN+ACK (simultaneous open).
-static __always_inline int bad_flags(struct tcphdr *th)
+static __always_inline int bad_flags(__u8 flags)
 {
-	if (th->syn && (th->fin || th->rst))
+	if ((flags & TCP_SYN) && (flags & (TCP_FIN | TCP_RST)))
 		return 1;
-	if (!th->syn && !th->ack && !th->rst)
+	if (!(flags & (TCP_SYN | TCP_ACK | TCP_RST)))
 		return 1;
 	return 0;
 }
@@ -463,10 +534,10 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	struct tcphdr *th = c->pos;
 	if ((void *)(th + 1) > c->end)
 		return VERDICT_DROP_MALFORMED;
-	__u32 doff = th->doff * 4;
+	__u32 doff = (th->doff_res >> TCP_DOFF_SHIFT) * 4;
 	if (doff < sizeof(*th) || doff > p->l4_len)
 		return VERDICT_DROP_MALFORMED;
-	if (bad_flags(th))
+	if (bad_flags(th->flags))
 		return VERDICT_DROP_BAD_FLAGS;
 	if (port_flags & PORT_PROXY_HEADER)
 		return VERDICT_PASS_PROXY_PORT;
@@ -475,7 +546,7 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	__u32 payload_len = p->l4_len - doff;
 	__u32 seq = bpf_ntohl(th->seq);
 
-	if (th->syn && !th->ack) {
+	if ((th->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		// A SYN (re)starts the check of its stream. With TCP Fast Open the
 		// hello rides in the SYN; a SYN whose data is not one is dropped
 		// and, like every dropped segment, leaves the flow table as it was.
