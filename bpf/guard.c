@@ -23,12 +23,10 @@
 // check; bytes after a fragment boundary or past the 9th) is left to that
 // second look.
 
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/tcp.h>
+// No kernel headers (see uapi.h): the BPF interface comes from uapi.h, the
+// packet headers are laid out below, and libbpf's headers are
+// architecture-neutral.
+#include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -40,17 +38,50 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // is longer than IPV6_EXT_MAX hides its port and is dropped as malformed.
 #define VLAN_MAX_DEPTH 2  // 802.1Q and 802.1ad (QinQ)
 #define IPV6_EXT_MAX 8    // extension headers walked before giving up
-#define TLS_PREFIX_LEN 9  // stream bytes checked per flow
 
-#define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of iphdr.frag_off
+// Map sizes. FLOWS_MAX is only a default: the loader sizes the flow table
+// from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
+#define PORTS_MAX 1024        // guarded ports
+#define BLOCKLIST_MAX 65536   // blocked sources (LRU)
+#define ALLOW_MAX 16384       // allow-list prefixes
+#define FLOWS_MAX 262144      // streams being checked (LRU)
 
-// TCX return codes (linux/bpf.h of the build host may predate TCX).
-#define TCX_NEXT -1
-#define TCX_DROP 2
+// The stream bytes checked per flow: the TLS record header (RFC 8446 5.1:
+// content type, version, length) and the first handshake message's header
+// (RFC 8446 4: message type, length).
+#define TLS_RECORD_HDR_LEN 5
+#define TLS_HANDSHAKE_HDR_LEN 4
+#define TLS_PREFIX_LEN (TLS_RECORD_HDR_LEN + TLS_HANDSHAKE_HDR_LEN)
+
+// Stream positions of the fields check_byte judges, and their values.
+#define TLS_POS_CONTENT_TYPE 0
+#define TLS_POS_VERSION_MAJOR 1
+#define TLS_POS_VERSION_MINOR 2
+#define TLS_POS_LENGTH_HI 3
+#define TLS_POS_LENGTH_LO 4
+#define TLS_POS_HANDSHAKE_TYPE 5
+
+#define TLS_CONTENT_HANDSHAKE 0x16      // record content type: handshake
+#define TLS_VERSION_MAJOR 0x03          // SSL 3.0 to TLS 1.3 are all {03,xx}
+#define TLS_VERSION_MINOR_MAX 0x04      // {03,04}: TLS 1.3's number, the newest
+#define TLS_RECORD_MAX_LEN (1 << 14)    // record length limit (RFC 8446 5.1)
+#define TLS_HANDSHAKE_CLIENT_HELLO 0x01 // handshake message type
+
+// Addresses are stored as 16 bytes, IPv4 v4-mapped (RFC 4291 2.5.5.2:
+// 80 zero bits, 16 one bits, the IPv4 address).
+#define ADDR_LEN 16
+#define ADDR_BITS (ADDR_LEN * 8)   // prefix length of a single address
+#define V4MAPPED_ZEROS 10          // leading zero bytes
+#define V4MAPPED_ONES 2            // then 0xff bytes, then the IPv4 address
+
+// flow_key.family.
+#define FAMILY_IPV4 4
+#define FAMILY_IPV6 6
 
 // enum verdict indexes the counters map. The Go side keeps the names in the
 // same order (counters.go); a test checks they agree. Append only, so a
-// verdict keeps its index across versions.
+// verdict keeps its index across versions. Whether a verdict drops is
+// listed in drops(), not implied by its place in the enum.
 enum verdict {
 	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
 	VERDICT_PASS_SYN,             // SYN without data: flow entry created
@@ -88,23 +119,23 @@ struct guard_config {
 	__u32 flags;
 };
 
-// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped
+// Addresses are ADDR_LEN bytes everywhere; IPv4 is stored v4-mapped
 // (::ffff:a.b.c.d), so one map serves both families.
 struct addr_key {
-	__u8 addr[16];
+	__u8 addr[ADDR_LEN];
 };
 
 struct lpm_key {
 	__u32 prefixlen;
-	__u8 addr[16];
+	__u8 addr[ADDR_LEN];
 };
 
 struct flow_key {
-	__u8 saddr[16];
-	__u8 daddr[16];
+	__u8 saddr[ADDR_LEN];
+	__u8 daddr[ADDR_LEN];
 	__be16 sport;
 	__be16 dport;
-	__u8 family; // 4 or 6: a v4-mapped IPv6 source never aliases an IPv4 flow
+	__u8 family; // FAMILY_*: a v4-mapped IPv6 source never aliases an IPv4 flow
 	__u8 pad[3];
 };
 
@@ -131,7 +162,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u16);
 	__type(value, struct port_policy);
-	__uint(max_entries, 1024);
+	__uint(max_entries, PORTS_MAX);
 } ports SEC(".maps");
 
 struct {
@@ -147,7 +178,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct addr_key);
 	__type(value, __u64);
-	__uint(max_entries, 65536);
+	__uint(max_entries, BLOCKLIST_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } blocklist SEC(".maps");
 
@@ -155,7 +186,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lpm_key);
 	__type(value, __u8);
-	__uint(max_entries, 16384);
+	__uint(max_entries, ALLOW_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } allow SEC(".maps");
 
@@ -165,7 +196,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct flow_state);
-	__uint(max_entries, 262144);
+	__uint(max_entries, FLOWS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } flows SEC(".maps");
 
@@ -183,6 +214,90 @@ struct packet {
 	__u8 l4proto;
 	__u8 nonfirst_fragment;
 	__u32 l4_len; // bytes from the L4 header to the end of the IP payload
+};
+
+// Packet headers as on the wire. Bytes, not the kernel's bitfields, hold
+// the sub-byte fields, so the layouts do not depend on the target's bit
+// order; only the fields guard.c reads are named.
+
+#define ETH_ALEN 6           // bytes in a MAC address
+#define ETH_P_IP 0x0800      // EtherType: IPv4
+#define ETH_P_IPV6 0x86dd    // EtherType: IPv6
+#define ETH_P_8021Q 0x8100   // EtherType: 802.1Q VLAN tag
+#define ETH_P_8021AD 0x88a8  // EtherType: 802.1ad (QinQ) outer tag
+
+struct ethhdr {
+	__u8 h_dest[ETH_ALEN];
+	__u8 h_source[ETH_ALEN];
+	__be16 h_proto;
+};
+
+// IP protocol numbers (next header values).
+#define IPPROTO_HOPOPTS 0    // IPv6 hop-by-hop options
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_DCCP 33
+#define IPPROTO_ROUTING 43   // IPv6 routing header
+#define IPPROTO_FRAGMENT 44  // IPv6 fragment header
+#define IPPROTO_DSTOPTS 60   // IPv6 destination options
+#define IPPROTO_SCTP 132
+#define IPPROTO_UDPLITE 136
+
+#define IPV4_IHL_MASK 0x0f      // header length, low nibble of version_ihl
+#define IPV4_IHL_UNIT 4         // ... counted in 32-bit words
+#define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of frag_off
+
+struct iphdr {
+	__u8 version_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ipv6hdr {
+	__be32 version_class_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[ADDR_LEN];
+	__u8 daddr[ADDR_LEN];
+};
+
+// Hop-by-hop, routing and destination options headers count their length
+// in 8-byte units, not counting the first 8 (RFC 8200 4.3).
+#define IPV6_EXT_LEN_UNIT 8
+
+// The start shared by hop-by-hop, routing and destination options headers.
+struct ipv6_opt_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+// TCP flag bits in tcphdr.flags.
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+#define TCP_DOFF_SHIFT 4 // data offset: high nibble of doff_res
+#define TCP_DOFF_UNIT 4  // ... counted in 32-bit words
+
+struct tcphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff_res;
+	__u8 flags;
+	__be16 window;
+	__be16 check;
+	__be16 urg_ptr;
 };
 
 static __always_inline enum verdict count(enum verdict v)
@@ -230,10 +345,9 @@ static __always_inline int parse_eth(struct cursor *c)
 
 static __always_inline void map_v4(__u8 *dst, __be32 addr)
 {
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
+	__builtin_memset(dst, 0, V4MAPPED_ZEROS);
+	__builtin_memset(dst + V4MAPPED_ZEROS, 0xff, V4MAPPED_ONES);
+	__builtin_memcpy(dst + V4MAPPED_ZEROS + V4MAPPED_ONES, &addr, sizeof(addr));
 }
 
 // parse_ipv4 skips the header including options. Returns 0, or -1 if the
@@ -243,7 +357,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 
 	struct iphdr *ip = c->pos;
 	if ((void *)(ip + 1) > c->end)
 		return -1;
-	__u32 hlen = ip->ihl * 4;
+	__u32 hlen = (ip->version_ihl & IPV4_IHL_MASK) * IPV4_IHL_UNIT;
 	if (hlen < sizeof(*ip))
 		return -1;
 	if (c->pos + hlen > c->end)
@@ -259,7 +373,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 
 	p->l4proto = ip->protocol;
 	p->l4_len = tot - hlen;
 	p->nonfirst_fragment = (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET)) != 0;
-	p->key.family = 4;
+	p->key.family = FAMILY_IPV4;
 	map_v4(p->key.saddr, ip->saddr);
 	map_v4(p->key.daddr, ip->daddr);
 
@@ -275,7 +389,7 @@ struct ipv6_frag_hdr {
 	__be32 identification;
 };
 
-#define IPV6_FRAG_OFFSET 0xfff8
+#define IPV6_FRAG_OFFSET 0xfff8 // fragment offset bits of frag_off (the low 3 are flags)
 
 // parse_ipv6 skips the header and up to IPV6_EXT_MAX extension headers.
 // Returns 0, or -1 if truncated, inconsistent or the chain is longer than
@@ -293,9 +407,9 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 
 	if (c->off + sizeof(*ip6) + plen > frame_len)
 		return -1;
 
-	p->key.family = 6;
-	__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
-	__builtin_memcpy(p->key.daddr, &ip6->daddr, 16);
+	p->key.family = FAMILY_IPV6;
+	__builtin_memcpy(p->key.saddr, ip6->saddr, ADDR_LEN);
+	__builtin_memcpy(p->key.daddr, ip6->daddr, ADDR_LEN);
 	__u8 next = ip6->nexthdr;
 	c->pos = ip6 + 1;
 	c->off += sizeof(*ip6);
@@ -309,7 +423,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 
 			struct ipv6_opt_hdr *h = c->pos;
 			if ((void *)(h + 1) > c->end)
 				return -1;
-			__u32 len = (h->hdrlen + 1) * 8;
+			__u32 len = (h->hdrlen + 1) * IPV6_EXT_LEN_UNIT;
 			if (c->pos + len > c->end)
 				return -1;
 			next = h->nexthdr;
@@ -359,8 +473,8 @@ static __always_inline int blocked(struct packet *p)
 
 static __always_inline int allowed(struct packet *p)
 {
-	struct lpm_key k = {.prefixlen = 128};
-	__builtin_memcpy(k.addr, p->key.saddr, 16);
+	struct lpm_key k = {.prefixlen = ADDR_BITS};
+	__builtin_memcpy(k.addr, p->key.saddr, ADDR_LEN);
 	return bpf_map_lookup_elem(&allow, &k) != NULL;
 }
 
@@ -372,37 +486,37 @@ static __always_inline int allowed(struct packet *p)
 // Deliberately allowed: FIN+RST (not forbidden by RFC 9293 and seen from
 // some stacks), SYN with PSH/URG/ECE/CWR (TFO, ECN set-up), reserved bits
 // (AccECN uses one), SYN+ACK (simultaneous open).
-static __always_inline int bad_flags(struct tcphdr *th)
+static __always_inline int bad_flags(__u8 flags)
 {
-	if (th->syn && (th->fin || th->rst))
+	if ((flags & TCP_SYN) && (flags & (TCP_FIN | TCP_RST)))
 		return 1;
-	if (!th->syn && !th->ack && !th->rst)
+	if (!(flags & (TCP_SYN | TCP_ACK | TCP_RST)))
 		return 1;
 	return 0;
 }
 
 // check_byte judges the byte at stream position pos of a TLS stream: a
-// handshake record (0x16), version 3.0-3.4, length at most 2^14 and a
-// ClientHello (1) as the first handshake message. 3.0 is allowed because
+// handshake record, version 3.0-3.4, length at most 2^14 and a
+// ClientHello as the first handshake message. 3.0 is allowed because
 // RFC 5246 E.1 lets a client put {03,00} in its first record, and
 // crypto/tls and edgegate's sni reader accept it. Bytes 6-8 (handshake
 // length) are not constrained: post-quantum hellos span several records.
 static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 {
 	switch (pos) {
-	case 0:
-		return b == 0x16;
-	case 1:
-		return b == 0x03;
-	case 2:
-		return b <= 0x04;
-	case 3:
+	case TLS_POS_CONTENT_TYPE:
+		return b == TLS_CONTENT_HANDSHAKE;
+	case TLS_POS_VERSION_MAJOR:
+		return b == TLS_VERSION_MAJOR;
+	case TLS_POS_VERSION_MINOR:
+		return b <= TLS_VERSION_MINOR_MAX;
+	case TLS_POS_LENGTH_HI:
 		st->byte3 = b;
-		return b <= 0x40;
-	case 4:
-		return st->byte3 < 0x40 || b == 0;
-	case 5:
-		return b == 0x01;
+		return b <= TLS_RECORD_MAX_LEN >> 8;
+	case TLS_POS_LENGTH_LO:
+		return ((st->byte3 << 8) | b) <= TLS_RECORD_MAX_LEN;
+	case TLS_POS_HANDSHAKE_TYPE:
+		return b == TLS_HANDSHAKE_CLIENT_HELLO;
 	}
 	return 1;
 }
@@ -422,7 +536,7 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	__u32 n = payload_len - skip;
 	if (n > TLS_PREFIX_LEN - checked)
 		n = TLS_PREFIX_LEN - checked;
-	// Callers guarantee 1 <= n <= 9, and clang knows it; the verifier does
+	// Callers guarantee 1 <= n <= TLS_PREFIX_LEN, and clang knows it; the verifier does
 	// not, so keep clang from folding the check away.
 	barrier_var(n);
 	if (n < 1 || n > TLS_PREFIX_LEN)
@@ -462,10 +576,10 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	struct tcphdr *th = c->pos;
 	if ((void *)(th + 1) > c->end)
 		return VERDICT_DROP_MALFORMED;
-	__u32 doff = th->doff * 4;
+	__u32 doff = (th->doff_res >> TCP_DOFF_SHIFT) * TCP_DOFF_UNIT;
 	if (doff < sizeof(*th) || doff > p->l4_len)
 		return VERDICT_DROP_MALFORMED;
-	if (bad_flags(th))
+	if (bad_flags(th->flags))
 		return VERDICT_DROP_BAD_FLAGS;
 	if (port_flags & PORT_PROXY_HEADER)
 		return VERDICT_PASS_PROXY_PORT;
@@ -474,15 +588,16 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	__u32 payload_len = p->l4_len - doff;
 	__u32 seq = bpf_ntohl(th->seq);
 
-	if (th->syn && !th->ack) {
-		struct flow_state st = {.next_seq = seq + 1};
+	if ((th->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		// A SYN (re)starts the check of its stream. With TCP Fast Open the
+		// hello rides in the SYN; a SYN whose data is not one is dropped
+		// and, like every dropped segment, leaves the flow table as it was.
+		struct flow_state st = {.next_seq = seq + 1}; // the SYN takes one
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
-			// TCP Fast Open: the hello rides in the SYN.
-			if (check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
-				v = VERDICT_PASS_TLS;
-			else
-				v = VERDICT_DROP_NOT_TLS;
+			if (!check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
+				return VERDICT_DROP_NOT_TLS;
+			v = VERDICT_PASS_TLS;
 		}
 		if (st.checked >= TLS_PREFIX_LEN)
 			bpf_map_delete_elem(&flows, &p->key);
@@ -577,9 +692,34 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	return judge_tcp(ctx, is_xdp, &c, &p, pol->flags);
 }
 
-static __always_inline int is_drop(enum verdict v)
+// drops says whether a verdict drops its packet. Each verdict is listed
+// by name and there is no default, so a new verdict fails the build
+// (-Wswitch under -Werror) until it is given an action here, and cannot
+// change another's by where it lands in the enum.
+static __always_inline int drops(enum verdict v)
 {
-	return v >= VERDICT_DROP_NOT_TLS && v <= VERDICT_DROP_MALFORMED;
+	switch (v) {
+	case VERDICT_PASS_NOT_GUARDED:
+	case VERDICT_PASS_SYN:
+	case VERDICT_PASS_TLS:
+	case VERDICT_PASS_NO_PAYLOAD:
+	case VERDICT_PASS_OTHER_SEQ:
+	case VERDICT_PASS_UNTRACKED:
+	case VERDICT_PASS_FRAGMENT:
+	case VERDICT_PASS_PROXY_PORT:
+		return 0;
+	case VERDICT_DROP_NOT_TLS:
+	case VERDICT_DROP_NON_TCP:
+	case VERDICT_DROP_BAD_FLAGS:
+	case VERDICT_DROP_BLOCKED:
+	case VERDICT_DROP_NOT_ALLOWED:
+	case VERDICT_DROP_FRAGMENT:
+	case VERDICT_DROP_MALFORMED:
+		return 1;
+	case VERDICT_MAX: // a count, not a verdict: guard() never returns it
+		break;
+	}
+	return 0;
 }
 
 SEC("xdp")
@@ -588,7 +728,7 @@ int guard_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	enum verdict v = count(guard(ctx, 1, data, data_end, data_end - data));
-	return is_drop(v) ? XDP_DROP : XDP_PASS;
+	return drops(v) ? XDP_DROP : XDP_PASS;
 }
 
 // Headers are read with direct packet access; at TC they may sit partly in
@@ -606,5 +746,5 @@ int guard_tc(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	enum verdict v = count(guard(skb, 0, data, data_end, skb->len));
 	// TCX_NEXT rather than TCX_PASS, so programs after ours still run.
-	return is_drop(v) ? TCX_DROP : TCX_NEXT;
+	return drops(v) ? TCX_DROP : TCX_NEXT;
 }

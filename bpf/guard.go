@@ -18,7 +18,7 @@
 // leaves the pins, so the next Open picks the state up again.
 package bpf
 
-//go:generate go tool bpf2go -cc clang-19 -target bpfel -type verdict guard guard.c -- -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang-19 -target bpfel -type verdict guard guard.c -- -mcpu=v3 -Wall -Werror
 
 import (
 	"errors"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
 )
@@ -587,5 +588,79 @@ func TestVerdictNamesMatchProgram(t *testing.T) {
 	}
 	if got := spec.Maps[guardMapCounters].MaxEntries; got != uint32(len(Verdicts)) {
 		t.Fatalf("counters map has %d entries, want %d", got, len(Verdicts))
+	}
+	// Names too, index by index: Verdicts[i] names counter i.
+	var enum *btf.Enum
+	if err := spec.Types.TypeByName("verdict", &enum); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range enum.Values {
+		if v.Name == "VERDICT_MAX" {
+			continue
+		}
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "VERDICT_"))
+		got := "nothing"
+		if v.Value < uint64(len(Verdicts)) {
+			got = Verdicts[v.Value]
+		}
+		if got != want {
+			t.Errorf("guard.c has %s = %d, Verdicts has %s there, want %s", v.Name, v.Value, got, want)
+		}
+	}
+}
+
+// TestTFODropInsertsNoFlow checks that a SYN whose data (TCP Fast Open)
+// is not a ClientHello is dropped without touching the flow table: no entry
+// is created for its 4-tuple, and an entry a plain SYN created before keeps
+// its progress.
+func TestTFODropInsertsNoFlow(t *testing.T) {
+	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
+	hello := clientHello(t)
+	lookup := func(t *testing.T, f flow) (guardFlowState, bool) {
+		t.Helper()
+		var st guardFlowState
+		err := g.objs.Flows.Lookup(f.key(), &st)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return st, false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, true
+	}
+	for _, ep := range entryPoints {
+		for _, f := range []flow{newFlow(client4, server4, 40201), newFlow(client6, server6, 40202)} {
+			t.Run(ep.name+"/"+f.src.String()+"/no entry", func(t *testing.T) {
+				resetState(t, g)
+				if v := judge(t, g, ep, f.synData(httpGet).bytes()); v != "drop_not_tls" {
+					t.Fatalf("tfo syn with http: verdict %s, want drop_not_tls", v)
+				}
+				if st, ok := lookup(t, f); ok {
+					t.Fatalf("dropped tfo syn left a flow entry %+v", st)
+				}
+			})
+			t.Run(ep.name+"/"+f.src.String()+"/entry kept", func(t *testing.T) {
+				resetState(t, g)
+				if v := judge(t, g, ep, f.syn().bytes()); v != "pass_syn" {
+					t.Fatalf("syn: verdict %s, want pass_syn", v)
+				}
+				if v := judge(t, g, ep, f.data(0, hello[:3]).bytes()); v != "pass_tls" {
+					t.Fatalf("first 3 bytes: verdict %s, want pass_tls", v)
+				}
+				before, ok := lookup(t, f)
+				if !ok {
+					t.Fatal("no flow entry after 3 checked bytes")
+				}
+				if v := judge(t, g, ep, f.synData(httpGet).bytes()); v != "drop_not_tls" {
+					t.Fatalf("tfo syn with http: verdict %s, want drop_not_tls", v)
+				}
+				if after, ok := lookup(t, f); !ok || after != before {
+					t.Fatalf("dropped tfo syn changed the flow entry from %+v to %+v (present %v)", before, after, ok)
+				}
+				if v := judge(t, g, ep, f.data(3, hello[3:100]).bytes()); v != "pass_tls" {
+					t.Fatalf("next bytes: verdict %s, want pass_tls", v)
+				}
+			})
+		}
 	}
 }

@@ -3,6 +3,8 @@ package bpf
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -54,10 +56,11 @@ func (m *model) judge(p pkt) string {
 		st := &modelFlow{next: p.seq + 1}
 		v := "pass_syn"
 		if len(p.payload) > 0 {
-			v = "drop_not_tls"
-			if next, ok := st.check(p.payload); ok {
-				st, v = next, "pass_tls"
+			next, ok := st.check(p.payload)
+			if !ok {
+				return "drop_not_tls" // flow table untouched
 			}
+			st, v = next, "pass_tls"
 		}
 		if st.checked >= 9 {
 			delete(m.flows, key)
@@ -228,7 +231,40 @@ func runModelOps(t testing.TB, g *Guard, data []byte) {
 			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel %s, model %s",
 				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, got, want)
 		}
+		if got, want := kernelFlows(t, g), m.flows; !maps.EqualFunc(got, want, func(k, m *modelFlow) bool { return *k == *m }) {
+			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel flows %s, model flows %s",
+				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, fmtFlows(got), fmtFlows(want))
+		}
 	}
+}
+
+// kernelFlows reads the flows map in the model's terms.
+func kernelFlows(t testing.TB, g *Guard) map[modelKey]*modelFlow {
+	t.Helper()
+	out := map[modelKey]*modelFlow{}
+	var k guardFlowKey
+	var v guardFlowState
+	it := g.objs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		src := netip.AddrFrom16(k.Saddr)
+		if k.Family == 4 {
+			src = src.Unmap()
+		}
+		key := modelKey{src, htons(k.Sport), htons(k.Dport)}
+		out[key] = &modelFlow{next: v.NextSeq, checked: int(v.Checked), byte3: v.Byte3}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func fmtFlows(fl map[modelKey]*modelFlow) string {
+	s := "{"
+	for k, v := range fl {
+		s += fmt.Sprintf(" %v:%d>%d: next %d checked %d byte3 %#x;", k.src, k.sport, k.dport, v.next, v.checked, v.byte3)
+	}
+	return s + " }"
 }
 
 func FuzzVerdicts(f *testing.F) {
