@@ -207,3 +207,49 @@ func TestOperationsDocCoversOutcomes(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsNameTheClientAuthMode: the README and docs/ name the
+// tls.ClientAuthType the gateway really configures for mtls vhosts, and no
+// other.
+func TestDocsNameTheClientAuthMode(t *testing.T) {
+	setting := regexp.MustCompile(`ClientAuth:\s*tls\.(\w+)`)
+	used := map[string]bool{}
+	err := filepath.WalkDir("../../gateway", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		for _, m := range setting.FindAllStringSubmatch(string(src), -1) {
+			used[m[1]] = true
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(used) != 1 {
+		t.Fatalf("gateway/ sets ClientAuth to %v; want exactly one mode", used)
+	}
+	var mode string
+	for m := range used {
+		mode = m
+	}
+	docs, _ := filepath.Glob("../../docs/*.md")
+	docs = append(docs, "../../README.md")
+	named := false
+	for _, f := range docs {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`\b(NoClientCert|RequestClientCert|RequireAnyClientCert|VerifyClientCertIfGiven|RequireAndVerifyClientCert)\b`).FindAllString(string(text), -1) {
+			if m != mode {
+				t.Errorf("%s names %s; the gateway uses tls.%s", f, m, mode)
+			}
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("neither README.md nor docs/ names the client-auth mode the gateway uses, tls.%s", mode)
+	}
+}
