@@ -2,6 +2,10 @@ package main_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
 const (
@@ -47,11 +52,14 @@ func TestDeployExampleConfig(t *testing.T) {
 			t.Errorf("mtls vhost %q: ca %q, allow_from %q; want Cloudflare's", v.Name, v.ClientAuth.CA, v.AllowFrom)
 		}
 		if len(v.ClientAuth.SPKISHA256) == 0 {
-			t.Errorf("mtls vhost %q has no pins", v.Name)
+			t.Errorf("mtls vhost %q has no pin placeholder", v.Name)
 		}
+		// A well-formed pin in the example would look real: an operator
+		// could keep it without computing their own. Only a placeholder
+		// that edgegate check refuses belongs there.
 		for _, p := range v.ClientAuth.SPKISHA256 {
-			if _, err := gateway.ParsePin(p); err != nil {
-				t.Errorf("mtls vhost %q: %v", v.Name, err)
+			if _, err := gateway.ParsePin(p); err == nil {
+				t.Errorf("mtls vhost %q: pin %q is well-formed; want a placeholder that edgegate check refuses", v.Name, p)
 			}
 		}
 	}
@@ -74,6 +82,167 @@ func TestDeployExampleConfig(t *testing.T) {
 	}
 	if stop <= cfg.Timeouts.Drain.D() {
 		t.Errorf("TimeoutStopSec %v is not above the example's drain timeout %v: systemd would kill draining connections", stop, cfg.Timeouts.Drain.D())
+	}
+}
+
+// TestDeployExampleChecks runs `edgegate check` on the example as an
+// operator would after step 3 of docs/operations.md, with every file it
+// names in place: it is refused for its pin placeholder, at that line; with
+// the placeholder replaced by the pin that the example's openssl command
+// prints, it passes without warnings.
+func TestDeployExampleChecks(t *testing.T) {
+	example, err := os.ReadFile(deployConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := writeFile(t, dir, "edgegate.yaml", string(example))
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testpki.NewCA("deploy test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var placeholders []string
+	for _, v := range cfg.VHosts {
+		if v.Mode != "mtls" {
+			continue
+		}
+		for _, c := range v.TLS.Certificates {
+			name, ok := strings.CutSuffix(c.Cert, ".crt")
+			if !ok || c.Key != name+".key" {
+				t.Fatalf("vhost %q: certificate %s, key %s; want NAME.crt and NAME.key", v.Name, c.Cert, c.Key)
+			}
+			var leaf tls.Certificate
+			if strings.Contains(name, "rsa") {
+				leaf, err = ca.ServerRSA(v.Hosts...)
+			} else {
+				leaf, err = ca.Server(v.Hosts...)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Dir(cfg.Path(c.Cert)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := testpki.WritePEM(filepath.Dir(cfg.Path(c.Cert)), filepath.Base(name), leaf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if f := v.TLS.SessionTicketKeys; f != "" {
+			writeFile(t, dir, f, string(make([]byte, 32)))
+		}
+		if v.ClientAuth.CA != "cloudflare" {
+			t.Fatalf("vhost %q: client_auth.ca %q; this test provides only the built-in Cloudflare CA", v.Name, v.ClientAuth.CA)
+		}
+		for _, p := range v.ClientAuth.SPKISHA256 {
+			if _, err := gateway.ParsePin(p); err != nil {
+				placeholders = append(placeholders, p)
+			}
+		}
+	}
+	if len(placeholders) != 1 {
+		t.Fatalf("the example has %d pin placeholders, want 1: %q", len(placeholders), placeholders)
+	}
+	placeholder := `"` + placeholders[0] + `"`
+	line := 0
+	for i, l := range strings.Split(string(example), "\n") {
+		if strings.Contains(l, placeholder) {
+			line = i + 1
+		}
+	}
+
+	_, stderr, code := runEdgegate(t, "check", "--config", path)
+	if want := fmt.Sprintf("%s:%d:", path, line); code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "spki_sha256") {
+		t.Errorf("edgegate check on the example as shipped: exit %d, stderr %q; want exit 1 and an spki_sha256 error at %s", code, stderr, want)
+	}
+
+	// The pin of a zone AOP certificate, as the example says to compute it.
+	zone, err := ca.Client("zone AOP certificate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := hex.EncodeToString(testpki.SPKISHA256(zone.Leaf))
+	if openssl, err := exec.LookPath("openssl"); err == nil {
+		writeFile(t, dir, "zone-aop.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: zone.Certificate[0]})))
+		var command string
+		for _, l := range strings.Split(string(example), "\n") {
+			if c, ok := strings.CutPrefix(strings.TrimLeft(l, " #"), "openssl x509 -in zone-aop.crt"); ok {
+				command = "openssl x509 -in zone-aop.crt" + c
+			}
+		}
+		if command == "" {
+			t.Fatal("the example shows no openssl command for the pin")
+		}
+		cmd := exec.Command("sh", "-c", command)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(openssl)+":"+os.Getenv("PATH"))
+		out, err := cmd.Output()
+		if f := strings.Fields(string(out)); err != nil || len(f) == 0 || f[0] != pin {
+			t.Errorf("%s: %v, output %q; want the pin %s as the first field", command, err, out, pin)
+		}
+	}
+	writeFile(t, dir, "edgegate.yaml", strings.Replace(string(example), placeholder, `"`+pin+`"`, 1))
+	stdout, stderr, code := runEdgegate(t, "check", "--config", path)
+	if code != 0 {
+		t.Fatalf("edgegate check on the example with a pin: exit %d\n%s", code, stderr)
+	}
+	if ws := warningLines(stdout); len(ws) > 0 {
+		t.Errorf("edgegate check on the example warns:\n%s", strings.Join(ws, "\n"))
+	}
+}
+
+// TestDeployExampleGuardComments: the example enables the eBPF guard on a
+// named interface with required: false. Its comments must say that the name
+// is to be changed, and that a guard that cannot attach leaves edgegate
+// running unguarded and how that shows.
+func TestDeployExampleGuardComments(t *testing.T) {
+	cfg, err := gateway.LoadConfig(deployConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.EBPF.Enabled {
+		t.Skip("the example does not enable the eBPF guard")
+	}
+	text, err := os.ReadFile(deployConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(text), "\n")
+	// The ebpf section: the comment above it, and its lines up to the next
+	// top-level key.
+	start := slices.Index(lines, "ebpf:")
+	if start < 0 {
+		t.Fatal("no ebpf: section")
+	}
+	end := start + 1
+	for end < len(lines) && (lines[end] == "" || lines[end][0] == ' ' || lines[end][0] == '#') {
+		end++
+	}
+	for start > 0 && strings.HasPrefix(lines[start-1], "#") {
+		start--
+	}
+	var comments []string
+	interfaceComment := ""
+	for _, l := range lines[start:end] {
+		code, comment, _ := strings.Cut(l, "#")
+		comments = append(comments, comment)
+		if strings.HasPrefix(strings.TrimSpace(code), "interfaces:") {
+			interfaceComment = comment
+		}
+	}
+	if !strings.Contains(strings.ToLower(interfaceComment), "change") {
+		t.Errorf("ebpf.interfaces %q has no comment saying to change it to the host's interface", cfg.EBPF.Interfaces)
+	}
+	all := strings.Join(comments, " ")
+	if !cfg.EBPF.Required {
+		for _, want := range []string{"UNGUARDED", "RUNNING WITHOUT THE EBPF", "edgegate_bpf_guard_up"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("ebpf.required is false but the example's comments do not say %q", want)
+			}
+		}
 	}
 }
 
