@@ -246,6 +246,188 @@ func TestDeployExampleGuardComments(t *testing.T) {
 	}
 }
 
+// TestDeployInstallTable checks the table at the top of docs/operations.md's
+// deployment section, which lists what an installation holds: every file in
+// deploy/ is in it, every file the example configuration names is
+// installed by it where the configuration looks for it, the unit runs the
+// configuration it installs, the unit creates the folders it says the unit
+// creates, and the shell steps install what it says they do. Every deploy/
+// path the documentation mentions exists.
+func TestDeployInstallTable(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Deployment\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	quoted := regexp.MustCompile("`([^`]+)`")
+	type row struct {
+		from string   // a deploy/ file, or ""
+		to   []string // absolute; folders end in /
+		by   string
+	}
+	var rows []row
+	var shell []string // lines of the section's sh blocks
+	inTable, inSh := false, false
+	for _, l := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(l, "| from | to |"):
+			inTable = true
+		case inTable && strings.HasPrefix(l, "| ---"):
+		case inTable && strings.HasPrefix(l, "| "):
+			cells := strings.Split(strings.Trim(l, "| "), " | ")
+			if len(cells) != 4 {
+				t.Fatalf("table row %q: want 4 cells", l)
+			}
+			r := row{by: cells[3]}
+			if m := quoted.FindStringSubmatch(cells[0]); m != nil && strings.HasPrefix(m[1], "deploy/") {
+				r.from = m[1]
+			}
+			for _, m := range quoted.FindAllStringSubmatch(cells[1], -1) {
+				if strings.HasPrefix(m[1], "/") {
+					r.to = append(r.to, m[1])
+				}
+			}
+			rows = append(rows, r)
+		case l == "```sh":
+			inTable, inSh = false, true
+		case l == "```":
+			inTable, inSh = false, false
+		case inSh:
+			shell = append(shell, l)
+		default:
+			inTable = false
+		}
+	}
+	if len(rows) == 0 {
+		t.Fatal("docs/operations.md's deployment section has no table of what is installed (| from | to | ...)")
+	}
+
+	installed := map[string]bool{}
+	from := map[string][]string{}
+	for _, r := range rows {
+		for _, p := range r.to {
+			installed[p] = true
+		}
+		if r.from != "" {
+			from[r.from] = r.to
+		}
+	}
+	err = filepath.WalkDir("../../deploy", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name := strings.TrimPrefix(path, "../../")
+		if _, ok := from[name]; !ok {
+			t.Errorf("%s is not in docs/operations.md's table of what is installed", name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Every deploy/ path the documentation and the deploy files mention
+	// exists.
+	mentions := []string{"../../README.md", deployConfig, deployUnit, deployUsers}
+	docs, _ := filepath.Glob("../../docs/*.md")
+	for _, f := range append(mentions, docs...) {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range regexp.MustCompile(`\bdeploy/[A-Za-z0-9._/-]*[A-Za-z0-9]`).FindAllString(string(text), -1) {
+			if _, err := os.Stat("../../" + p); err != nil {
+				t.Errorf("%s names %s, which does not exist", f, p)
+			}
+		}
+	}
+
+	// The unit runs the configuration the table installs, and every file
+	// the example names is installed where it resolves from there.
+	dests := from["deploy/edgegate.yaml"]
+	if len(dests) != 1 {
+		t.Fatalf("the table installs deploy/edgegate.yaml to %q; want one path", dests)
+	}
+	unit := readUnit(t)
+	if exec := unit.get(t, "ExecStart"); !strings.HasSuffix(exec, " --config "+dests[0]) {
+		t.Errorf("ExecStart=%s does not run the configuration the table installs, %s", exec, dests[0])
+	}
+	cfg, err := gateway.LoadConfig(deployConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(filepath.Dir(dests[0]), p)
+	}
+	var files []string
+	for _, v := range cfg.VHosts {
+		if v.Mode != "mtls" {
+			continue
+		}
+		for _, c := range v.TLS.Certificates {
+			files = append(files, resolve(c.Cert), resolve(c.Key))
+		}
+		if f := v.TLS.SessionTicketKeys; f != "" {
+			files = append(files, resolve(f))
+		}
+		if v.ClientAuth.CA != "cloudflare" {
+			files = append(files, resolve(v.ClientAuth.CA))
+		}
+	}
+	for _, f := range files {
+		if !installed[f] {
+			t.Errorf("the example names %s, which the table does not install", f)
+		}
+	}
+	for _, f := range []string{cfg.PIDFile, cfg.ControlSocket, cfg.CloudflareData} {
+		if !installed[filepath.Dir(f)+"/"] {
+			t.Errorf("the example names %s, in a folder the table does not list", f)
+		}
+	}
+
+	// What the table says the unit creates, the unit creates; what it says
+	// a step installs, that step's shell lines install.
+	fields := func(l string) []string {
+		return strings.FieldsFunc(l, func(r rune) bool { return r == ' ' || strings.ContainsRune("()&;<>|", r) })
+	}
+	for _, r := range rows {
+		for _, p := range r.to {
+			switch {
+			case strings.Contains(r.by, "RuntimeDirectory="):
+				if got := "/run/" + unit.get(t, "RuntimeDirectory") + "/"; got != p {
+					t.Errorf("the table has RuntimeDirectory= create %s; the unit's is %s", p, got)
+				}
+			case strings.Contains(r.by, "StateDirectory="):
+				if got := "/var/lib/" + unit.get(t, "StateDirectory") + "/"; got != p {
+					t.Errorf("the table has StateDirectory= create %s; the unit's is %s", p, got)
+				}
+			case strings.Contains(r.by, "ExecStartPre="):
+				if !slices.Contains(fields(unit.get(t, "ExecStartPre")), strings.TrimSuffix(p, "/")) {
+					t.Errorf("the table has ExecStartPre= create %s; the unit's is %s", p, unit.get(t, "ExecStartPre"))
+				}
+			case strings.HasPrefix(r.by, "step "):
+				found := false
+				for _, l := range shell {
+					f := fields(l)
+					if slices.Contains(f, strings.TrimSuffix(p, "/")) ||
+						slices.Contains(f, filepath.Base(p)) && slices.Contains(f, filepath.Dir(p)+"/") {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("the table has %s install %s, but no shell line of the deployment steps does", r.by, p)
+				}
+			default:
+				t.Errorf("the table installs %s by %q, which this test does not know", p, r.by)
+			}
+		}
+	}
+}
+
 // unitFile is a systemd unit as key -> values, in order.
 type unitFile map[string][]string
 
