@@ -222,7 +222,8 @@ Passthrough: the upstream terminates TLS, edgegate only routed by SNI:
 mtls: edgegate terminates TLS and requires a client certificate:
   curl --cacert %s --cert %s --key %s %s https://app.demo.test:%s/
 
-mtls without a client certificate: refused with no response at all:
+mtls without a client certificate: edgegate's side of the TLS handshake, then
+a close with no TLS alert and no HTTP response:
   curl --cacert %s %s https://app.demo.test:%s/
 
 Not TLS, or an unknown name: closed without a byte:
