@@ -44,6 +44,7 @@ func Warnings(cfg *config.Config) []string {
 				"that certificate proves only that a connection comes from Cloudflare, and any Cloudflare customer can "+
 				"point a zone at this origin; upload a zone-level or per-hostname certificate and pin it", v.Name))
 		}
+		ws = append(ws, config.TLSWarnings(v)...)
 		for _, cf := range v.TLS.Certificates {
 			c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
 			if err == nil && c.Leaf != nil && time.Until(c.Leaf.NotAfter) < 30*24*time.Hour {

@@ -118,7 +118,9 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 		// The handshake asks for a certificate but judges it itself, in
 		// VerifyConnection, which also runs on resumption; Go's own
 		// "certificate required" path is never taken.
-		ClientAuth: tls.RequestClientCert,
+		ClientAuth:       tls.RequestClientCert,
+		CipherSuites:     vc.TLS.SuiteIDs,
+		CurvePreferences: vc.TLS.CurveIDs,
 	}
 	tc.SetSessionTicketKeys(keys)
 	return &mtlsHost{tls: tc, auth: auth, allow: vc.AllowFromPrefixes, trust: trustSum}, nil

@@ -6,6 +6,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"time"
@@ -167,6 +168,18 @@ type TLS struct {
 	MinVersion        string      `yaml:"min_version"` // "1.2" (default) | "1.3"
 	ALPN              []string    `yaml:"alpn"`        // default ["http/1.1"]
 	SessionTicketKeys string      `yaml:"session_ticket_keys"`
+	// CipherSuites are the TLS 1.2 suites accepted, by IANA or OpenSSL
+	// name. Default: ECDHE with AES-GCM or ChaCha20-Poly1305 (see
+	// tlsprofile.go). TLS 1.3 suites are not configurable.
+	CipherSuites []string `yaml:"cipher_suites"`
+	// Curves are the key exchanges accepted. Default: X25519MLKEM768,
+	// X25519, P-256, P-384.
+	Curves []string `yaml:"curves"`
+
+	// SuiteIDs and CurveIDs are CipherSuites and Curves resolved, the
+	// defaults filled in.
+	SuiteIDs []uint16      `yaml:"-"`
+	CurveIDs []tls.CurveID `yaml:"-"`
 }
 
 // CertFiles names a PEM certificate chain and its key.

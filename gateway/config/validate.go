@@ -217,6 +217,9 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 				return at("tls.alpn: protocol names are 1 to 255 bytes", "tls", "alpn", j)
 			}
 		}
+		if err := c.validateTLSProfile(i, v); err != nil {
+			return err
+		}
 		var err error
 		if v.AllowFromPrefixes, err = c.prefixList(fmt.Sprintf("vhost %q: allow_from", v.Name), v.AllowFrom, "vhosts", i, "allow_from"); err != nil {
 			return err

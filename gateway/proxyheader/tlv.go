@@ -53,7 +53,7 @@ func TLSTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
 	ssl.TLV = append(ssl.TLV,
 		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte(tlsVersionName(st.Version))},
-		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(cipherSuiteName(st.CipherSuite))},
+		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(CipherSuiteName(st.CipherSuite))},
 	)
 	if len(st.PeerCertificates) > 0 {
 		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
@@ -150,9 +150,9 @@ var openSSLCipherNames = map[uint16]string{
 	tls.TLS_RSA_WITH_RC4_128_SHA:        "RC4-SHA",
 }
 
-// cipherSuiteName returns the OpenSSL name of a cipher suite, or Go's name
+// CipherSuiteName returns the OpenSSL name of a cipher suite, or Go's name
 // for one OpenSSL has no entry for in the table.
-func cipherSuiteName(id uint16) string {
+func CipherSuiteName(id uint16) string {
 	if n, ok := openSSLCipherNames[id]; ok {
 		return n
 	}
