@@ -32,7 +32,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	cfg := m.tls.Clone()
 	var reason clientauth.Reason
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		r, err := m.auth.VerifyChain(cs.PeerCertificates, time.Now())
+		r, err := m.auth.Verify(cs.PeerCertificates, time.Now())
 		if err != nil {
 			reason = r
 			return err

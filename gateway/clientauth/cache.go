@@ -50,6 +50,3 @@ func (c *Cache) add(key [32]byte, w window) {
 // Len returns the number of cached chains.
 func (c *Cache) Len() int { return c.lru.Len() }
 
-// Purge empties the cache, as a reload does; entries of the old generation
-// could not match anyway, but they would hold memory.
-func (c *Cache) Purge() { c.lru.Purge() }

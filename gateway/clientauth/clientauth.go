@@ -72,20 +72,24 @@ func NewTrustGeneration() uint64 {
 	return trustGeneration.Add(1)
 }
 
-// Verify checks rawCerts, the DER certificates a client presented, leaf
+// verifyDER checks rawCerts, the DER certificates a client presented, leaf
 // first: the chain must verify to a.Roots for client authentication, every
 // certificate in it must be valid at now, the leaf's KeyUsage, when present,
 // must allow digitalSignature, and the leaf must match a pin if a.Pins is
 // set. It returns "" and nil when the client is accepted, or the
 // reason and an error describing the refusal.
-func (a *Verifier) Verify(rawCerts [][]byte, now time.Time) (Reason, error) {
+func (a *Verifier) verifyDER(rawCerts [][]byte, now time.Time) (Reason, error) {
 	return a.verify(rawCerts, nil, now)
 }
 
-// VerifyChain is Verify for certificates crypto/tls already parsed, as found
-// in tls.ConnectionState.PeerCertificates inside VerifyConnection; it saves
-// parsing them a second time.
-func (a *Verifier) VerifyChain(certs []*x509.Certificate, now time.Time) (Reason, error) {
+// Verify judges the certificates a client presented, leaf first, as
+// crypto/tls parsed them (tls.ConnectionState.PeerCertificates inside
+// VerifyConnection): the chain must verify to a.Roots for client
+// authentication, every certificate in it must be valid at now, the leaf's
+// KeyUsage, when present, must allow digitalSignature, and the leaf must
+// match a pin if a.Pins is set. It returns "" and nil when the client is
+// accepted, or the reason and an error describing the refusal.
+func (a *Verifier) Verify(certs []*x509.Certificate, now time.Time) (Reason, error) {
 	raw := make([][]byte, len(certs))
 	for i, c := range certs {
 		if c == nil {

@@ -111,7 +111,7 @@ func TestClientAuthVerify(t *testing.T) {
 				// Twice: the second call may be answered from the cache
 				// and must give the same verdict.
 				for i := range 2 {
-					got, err := a.Verify(tc.chain, now)
+					got, err := a.verifyDER(tc.chain, now)
 					if got != tc.want {
 						t.Fatalf("call %d: reason %q (err %v), want %q", i, got, err, tc.want)
 					}
@@ -141,26 +141,26 @@ func repeat(b []byte, n int) [][]byte {
 	return out
 }
 
-func TestClientAuthVerifyChainParsed(t *testing.T) {
+func TestClientAuthVerifyParsed(t *testing.T) {
 	p := newClientPKI(t)
 	a := p.auth()
 	inter, err := x509.ParseCertificate(p.viaInter.Certificate[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := a.VerifyChain([]*x509.Certificate{p.viaInter.Leaf, inter}, time.Now()); r != "" {
-		t.Fatalf("VerifyChain: %q %v", r, err)
+	if r, err := a.Verify([]*x509.Certificate{p.viaInter.Leaf, inter}, time.Now()); r != "" {
+		t.Fatalf("Verify: %q %v", r, err)
 	}
-	if r, _ := a.VerifyChain(nil, time.Now()); r != RejectNoCertificate {
-		t.Fatalf("VerifyChain(nil) = %q", r)
+	if r, _ := a.Verify(nil, time.Now()); r != RejectNoCertificate {
+		t.Fatalf("Verify(nil) = %q", r)
 	}
-	if r, _ := a.VerifyChain([]*x509.Certificate{p.serverOnly.Leaf}, time.Now()); r != RejectBadKeyUsage {
-		t.Fatalf("VerifyChain(server only) = %q", r)
+	if r, _ := a.Verify([]*x509.Certificate{p.serverOnly.Leaf}, time.Now()); r != RejectBadKeyUsage {
+		t.Fatalf("Verify(server only) = %q", r)
 	}
-	if r, _ := a.VerifyChain([]*x509.Certificate{nil}, time.Now()); r != RejectBadCertificate {
-		t.Fatalf("VerifyChain(nil cert) = %q", r)
+	if r, _ := a.Verify([]*x509.Certificate{nil}, time.Now()); r != RejectBadCertificate {
+		t.Fatalf("Verify(nil cert) = %q", r)
 	}
-	if r, _ := (&Verifier{}).Verify(p.valid.Certificate, time.Now()); r != RejectUnknownIssuer {
+	if r, _ := (&Verifier{}).verifyDER(p.valid.Certificate, time.Now()); r != RejectUnknownIssuer {
 		t.Fatalf("zero Verifier accepted a chain: %q", r)
 	}
 }
@@ -174,54 +174,54 @@ func TestChainCache(t *testing.T) {
 	cache := NewCache(4)
 	good := p.auth()
 	good.Cache = cache
-	if r, err := good.Verify(p.viaInter.Certificate, now); r != "" {
+	if r, err := good.verifyDER(p.viaInter.Certificate, now); r != "" {
 		t.Fatalf("verify: %q %v", r, err)
 	}
 	blind := &Verifier{Roots: x509.NewCertPool(), Generation: good.Generation, Cache: cache}
 
 	t.Run("hit", func(t *testing.T) {
-		if r, err := blind.Verify(p.viaInter.Certificate, now); r != "" {
+		if r, err := blind.verifyDER(p.viaInter.Certificate, now); r != "" {
 			t.Fatalf("same chain, same generation not served from cache: %q %v", r, err)
 		}
 	})
-	t.Run("hit through VerifyChain", func(t *testing.T) {
+	t.Run("hit through Verify", func(t *testing.T) {
 		inter, _ := x509.ParseCertificate(p.viaInter.Certificate[1])
-		if r, err := blind.VerifyChain([]*x509.Certificate{p.viaInter.Leaf, inter}, now); r != "" {
+		if r, err := blind.Verify([]*x509.Certificate{p.viaInter.Leaf, inter}, now); r != "" {
 			t.Fatalf("parsed chain missed the cache: %q %v", r, err)
 		}
 	})
 	t.Run("cached leaf with different extra certificate", func(t *testing.T) {
 		chain := [][]byte{p.viaInter.Certificate[0], p.valid.Certificate[0]}
-		if r, _ := blind.Verify(chain, now); r == "" {
+		if r, _ := blind.verifyDER(chain, now); r == "" {
 			t.Fatal("changed chain served from cache")
 		}
-		if r, _ := blind.Verify(p.viaInter.Certificate[:1], now); r == "" {
+		if r, _ := blind.verifyDER(p.viaInter.Certificate[:1], now); r == "" {
 			t.Fatal("leaf alone served from cache")
 		}
 		extra := append(append([][]byte{}, p.viaInter.Certificate...), p.selfSigned.Certificate[0])
-		if r, _ := blind.Verify(extra, now); r == "" {
+		if r, _ := blind.verifyDER(extra, now); r == "" {
 			t.Fatal("chain with appended certificate served from cache")
 		}
 	})
 	t.Run("other generation", func(t *testing.T) {
 		other := &Verifier{Roots: x509.NewCertPool(), Generation: NewTrustGeneration(), Cache: cache}
-		if r, _ := other.Verify(p.viaInter.Certificate, now); r != RejectUnknownIssuer {
+		if r, _ := other.verifyDER(p.viaInter.Certificate, now); r != RejectUnknownIssuer {
 			t.Fatalf("new generation got %q, want unknown_issuer", r)
 		}
 	})
 	t.Run("pins change with generation", func(t *testing.T) {
 		pinned := p.auth(pinOf(p.valid))
 		pinned.Cache = cache
-		if r, _ := pinned.Verify(p.viaInter.Certificate, now); r != RejectPinMismatch {
+		if r, _ := pinned.verifyDER(p.viaInter.Certificate, now); r != RejectPinMismatch {
 			t.Fatalf("pinned vhost got %q, want pin_mismatch", r)
 		}
 	})
 	t.Run("after expiry", func(t *testing.T) {
 		later := p.viaInter.Leaf.NotAfter.Add(time.Second)
-		if r, _ := blind.Verify(p.viaInter.Certificate, later); r == "" {
+		if r, _ := blind.verifyDER(p.viaInter.Certificate, later); r == "" {
 			t.Fatal("cached chain accepted after its leaf expired")
 		}
-		if r, _ := good.Verify(p.viaInter.Certificate, later); r != RejectExpired {
+		if r, _ := good.verifyDER(p.viaInter.Certificate, later); r != RejectExpired {
 			t.Fatalf("after expiry got %q, want expired", r)
 		}
 		if cache.Len() != 0 {
@@ -229,24 +229,12 @@ func TestChainCache(t *testing.T) {
 		}
 	})
 	t.Run("before validity", func(t *testing.T) {
-		if r, _ := good.Verify(p.viaInter.Certificate, now); r != "" {
+		if r, _ := good.verifyDER(p.viaInter.Certificate, now); r != "" {
 			t.Fatal(r)
 		}
 		earlier := p.viaInter.Leaf.NotBefore.Add(-time.Second)
-		if r, _ := good.Verify(p.viaInter.Certificate, earlier); r != RejectNotYetValid {
+		if r, _ := good.verifyDER(p.viaInter.Certificate, earlier); r != RejectNotYetValid {
 			t.Fatalf("before NotBefore got %q, want not_yet_valid", r)
-		}
-	})
-	t.Run("purge", func(t *testing.T) {
-		if r, _ := good.Verify(p.viaInter.Certificate, now); r != "" {
-			t.Fatal(r)
-		}
-		cache.Purge()
-		if cache.Len() != 0 {
-			t.Fatal("Purge left entries")
-		}
-		if r, _ := blind.Verify(p.viaInter.Certificate, now); r != RejectUnknownIssuer {
-			t.Fatalf("after purge got %q, want unknown_issuer", r)
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
@@ -258,7 +246,7 @@ func TestChainCache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r, err := a.Verify(c.Certificate, now); r != "" {
+			if r, err := a.verifyDER(c.Certificate, now); r != "" {
 				t.Fatalf("client %d: %q %v", i, r, err)
 			}
 		}
@@ -366,7 +354,7 @@ func FuzzClientAuthVerify(f *testing.F) {
 		if len(extra) > 0 {
 			chain = append(chain, extra)
 		}
-		r, err := a.Verify(chain, now)
+		r, err := a.verifyDER(chain, now)
 		if (r == "") != (err == nil) {
 			t.Fatalf("reason %q with err %v", r, err)
 		}
@@ -389,7 +377,7 @@ func BenchmarkVerify(b *testing.B) {
 			a.Cache = tc.cache
 			b.ReportAllocs()
 			for b.Loop() {
-				if r, err := a.Verify(chain, now); r != "" {
+				if r, err := a.verifyDER(chain, now); r != "" {
 					b.Fatal(r, err)
 				}
 			}

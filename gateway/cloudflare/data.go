@@ -98,7 +98,7 @@ func Read(dir string, now time.Time) (*Data, error) {
 // lists in the format of Cloudflare's ips-v4 and ips-v6 files, and the
 // origin-pull CA in PEM. It refuses, rather than returns part of a set:
 //
-//   - a list that ParsePrefixList refuses (empty, malformed, glued lines,
+//   - a list that parsePrefixList refuses (empty, malformed, glued lines,
 //     an HTML page) or with fewer than 10 IPv4 or 5 IPv6 entries (Cloudflare
 //     publishes 15 and 7; fewer means a truncated download);
 //   - an IPv6 prefix in the IPv4 list or the reverse (files swapped);
@@ -131,7 +131,7 @@ func Parse(ipv4, ipv6, caPEM []byte, now time.Time) (*Data, error) {
 }
 
 func parseList(name string, data []byte, minEntries int, ipv4 bool) ([]netip.Prefix, error) {
-	ps, err := ParsePrefixList(data, minEntries)
+	ps, err := parsePrefixList(data, minEntries)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -42,11 +42,11 @@ var builtin = sync.OnceValue(func() *Data {
 	if err != nil {
 		panic("cloudflare: embedded origin-pull-ca.pem: " + err.Error())
 	}
-	v4, err := ParsePrefixList(cloudflareIPv4, minIPv4)
+	v4, err := parsePrefixList(cloudflareIPv4, minIPv4)
 	if err != nil {
 		panic("cloudflare: embedded ips-v4.txt: " + err.Error())
 	}
-	v6, err := ParsePrefixList(cloudflareIPv6, minIPv6)
+	v6, err := parsePrefixList(cloudflareIPv6, minIPv6)
 	if err != nil {
 		panic("cloudflare: embedded ips-v6.txt: " + err.Error())
 	}
@@ -66,7 +66,7 @@ func (d *Data) Prefixes() []netip.Prefix {
 	return append(slices.Clone(d.IPv4), d.IPv6...)
 }
 
-// ParsePrefixList parses an allow-list with one CIDR a line, the format of
+// parsePrefixList parses an allow-list with one CIDR a line, the format of
 // Cloudflare's ips-v4 and ips-v6 files. Blank lines and lines starting with
 // '#' are skipped; surrounding whitespace and CR line ends are ignored.
 //
@@ -76,7 +76,7 @@ func (d *Data) Prefixes() []netip.Prefix {
 // from a redirect is not a prefix), and a list with fewer than minEntries
 // prefixes (an empty or truncated download). The caller keeps its last good
 // list when this returns an error.
-func ParsePrefixList(data []byte, minEntries int) ([]netip.Prefix, error) {
+func parsePrefixList(data []byte, minEntries int) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for i, line := range bytes.Split(data, []byte("\n")) {
 		s := strings.TrimSpace(string(line))

@@ -137,7 +137,7 @@ func TestParsePrefixList(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParsePrefixList([]byte(tc.data), tc.min)
+			got, err := parsePrefixList([]byte(tc.data), tc.min)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one containing %q (got %v)", err, tc.wantErr, got)
@@ -162,7 +162,7 @@ func FuzzParsePrefixList(f *testing.F) {
 	f.Add(cloudflareIPv6, 1)
 	f.Add([]byte("10.0.0.0/8103.21.244.0/22"), 0)
 	f.Fuzz(func(t *testing.T, data []byte, min int) {
-		ps, err := ParsePrefixList(data, min)
+		ps, err := parsePrefixList(data, min)
 		if err != nil {
 			return
 		}

@@ -30,7 +30,7 @@ const maxUniqueIDLen = 128
 //     the session carries a client certificate and PP2_CLIENT_CERT_CONN when it
 //     was presented on this connection (not resumed); verify is 0 when a client
 //     certificate is present (the caller sends TLS facts only for chains that
-//     passed ClientAuth.Verify) and 1 otherwise. Sub-TLVs: SSL_VERSION
+//     passed clientauth.Verifier.Verify) and 1 otherwise. Sub-TLVs: SSL_VERSION
 //     ("TLSv1.3"), SSL_CIPHER (OpenSSL name, "ECDHE-ECDSA-AES128-GCM-SHA256"),
 //     SSL_CN (client leaf's subject CN, when non-empty), and SSL_SIG_ALG and
 //     SSL_KEY_ALG of cert ("ecdsa-with-SHA256", "EC256") when cert is not nil;
