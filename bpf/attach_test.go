@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // The namespaces' addresses: 198.18.0.0/15 and 2001:2::/48 are reserved
@@ -152,20 +153,16 @@ func dial(n *testNetns, dst netip.Addr, timeout time.Duration) (net.Conn, error)
 // waitCounter waits until verdict's counter reaches at least want.
 func waitCounter(t testing.TB, g *Guard, verdict string, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
+	eventually.Within(t, waitLimit, func() error {
 		c, err := g.Counters()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if c[verdict] >= want {
-			return
+		if c[verdict] < want {
+			return fmt.Errorf("counter %s stayed at %d, want %d (all: %v)", verdict, c[verdict], want, c)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("counter %s stayed at %d, want %d (all: %v)", verdict, c[verdict], want, c)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func counter(t testing.TB, g *Guard, verdict string) uint64 {

@@ -1,12 +1,14 @@
 package bpf
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // synFrom returns a SYN from src to the guarded test port.
@@ -68,20 +70,12 @@ func TestBlockExpires(t *testing.T) {
 	if v := judge(t, g, entryPoints[1], synFrom(client6, guarded)); v != "drop_blocked" {
 		t.Fatalf("verdict %s, want drop_blocked", v)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := g.Blocked(client6)
-		if err != nil {
-			t.Fatal(err)
+	eventually.Within(t, 10*time.Second, func() error {
+		if b, err := g.Blocked(client6); err != nil || b {
+			return fmt.Errorf("block did not expire (blocked %v, %v)", b, err)
 		}
-		if !b {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("block did not expire")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if v := judge(t, g, entryPoints[1], synFrom(client6, guarded)); v != "pass_syn" {
 		t.Fatalf("verdict %s after expiry, want pass_syn", v)
 	}

@@ -20,6 +20,7 @@ func TestImportsPointOneWay(t *testing.T) {
 		"gateway/clientauth":  nil,
 		"gateway/proxyheader": nil,
 		"gateway/relay":       nil,
+		"gateway/eventually":  nil,
 		"sni":                 nil,
 		"bpf":                 nil,
 		"gateway": {"gateway/config", "gateway/cloudflare", "gateway/clientauth", "gateway/proxyheader",
