@@ -325,6 +325,17 @@ vhosts:
 			msg: []string{"wrong type"},
 		},
 		{
+			name: "key indented too far",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+      mode: passthrough #!
+    upstream: {address: "127.0.0.1:9001"}
+`,
+			msg: []string{"did not find expected key"},
+		},
+		{
 			name: "bad upstream port",
 			yaml: `listen: [{address: "127.0.0.1:8443"}]
 vhosts:

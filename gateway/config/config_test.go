@@ -223,3 +223,50 @@ func testCAPEM(t *testing.T) []byte {
 	}
 	return ca.PEM
 }
+
+// TestParseSyntaxErrors: a document that is not YAML is refused at the line
+// where the mistake is, whatever form the decoder's message takes ("line N:"
+// pointing elsewhere, or no line at all).
+func TestParseSyntaxErrors(t *testing.T) {
+	const listen = "listen: [{address: \":443\"}]\n"
+	cases := []struct {
+		name, yaml string
+		line       int
+		msg        string
+	}{
+		{"unclosed flow sequence at the end", "listen: [\n", 1, "did not find expected node content"},
+		{"unclosed flow sequence", "listen: [{address: \":443\"}\nunmatched: close\nvhosts: []\n", 1, "did not find expected ',' or ']'"},
+		{"unclosed flow mapping", listen + "metrics: {listen: \"127.0.0.1:9090\"\nlog: {level: info}\n", 2, "did not find expected ',' or '}'"},
+		{"closing bracket too many", "listen: [{address: \":443\"}]]\n", 1, "did not find expected key"},
+		{"unclosed double quote", listen + "unmatched: \"close\nvhosts: []\n", 2, "found unexpected end of stream"},
+		{"unclosed single quote", listen + "log:\n  level: 'info\n", 3, "found unexpected end of stream"},
+		{"mapping value in a value", listen + "unmatched: close: reset\n", 2, "mapping values are not allowed in this context"},
+		{"key indented under a scalar", listen + "timeouts:\n  idle: 5m\n  drain: 30s\n    handshake: 10s\n", 5, "mapping values are not allowed in this context"},
+		{"tab indentation", listen + "timeouts:\n\tidle: 5m\n", 3, "a tab: YAML indents with spaces only"},
+		{"tab on the first line", "\tlisten: []\n", 1, "found character that cannot start any token (a tab"},
+		{"reserved character", listen + "unmatched: @close\n", 2, "found character that cannot start any token"},
+		{"backtick", listen + "vhosts:\n  - name: `www`\n", 3, "found character that cannot start any token"},
+		{"key indented too far", listen + "vhosts:\n  - name: www\n    hosts: [www.example]\n      mode: passthrough\n", 5, "did not find expected key"},
+		{"key indented too little", listen + "timeouts:\n  idle: 5m\n drain: 30s\n", 4, "did not find expected key"},
+		{"list item in a mapping", listen + "- vhosts\n", 2, "did not find expected key"},
+		{"key outdented in a list item", listen + "vhosts:\n  - name: www\n    hosts: [www.example]\n   mode: passthrough\n", 5, "did not find expected '-' indicator"},
+		{"unknown escape", listen + "unmatched: \"\\q\"\n", 2, "found unknown escape character"},
+		{"unknown anchor", listen + "unmatched: close\nlog: {level: *lvl}\n", 3, "unknown anchor 'lvl' referenced"},
+		{"control character", listen + "unmatched: clo\x01se\n", 2, "control characters are not allowed"},
+		{"invalid UTF-8", listen + "unmatched: \xffclose\n", 2, "invalid leading UTF-8 octet"},
+		{"tag as a key", listen + "!!str: close\n", 2, "could not find expected ':'"},
+		{"last line without newline", listen + "unmatched: a: b", 2, "mapping values are not allowed in this context"},
+		{"deep in a file", listen + strings.Repeat("# comment\n", 200) + "vhosts:\n  - name: www\n    hosts: [www.example]\n      mode: passthrough\n", 205, "did not find expected key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tc.yaml), nil)
+			if err == nil {
+				t.Fatalf("accepted; want c.yaml:%d: %s", tc.line, tc.msg)
+			}
+			if want := fmt.Sprintf("c.yaml:%d: ", tc.line); !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q\nwant %q and %q", err, want, tc.msg)
+			}
+		})
+	}
+}

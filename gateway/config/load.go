@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
 	cfg := &Config{File: file}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
+		return nil, syntaxError(file, data, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, &Error{File: file, Line: 1, Msg: "empty configuration"}
@@ -82,8 +83,8 @@ func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 var unknownField = regexp.MustCompile(`^field (\S+) not found in type .*$`)
 
-// yamlError turns the decoder's errors into FILE:LINE: errors (the first one;
-// one fix at a time is what an operator can act on).
+// yamlError turns the strict decoder's errors into FILE:LINE: errors (the
+// first one; one fix at a time is what an operator can act on).
 func yamlError(file string, err error) error {
 	var msgs []string
 	var te *yaml.TypeError
@@ -103,6 +104,53 @@ func yamlError(file string, err error) error {
 	}
 	msg = strings.Replace(msg, "cannot unmarshal !!", "wrong type: ", 1)
 	return &Error{File: file, Line: line, Msg: msg}
+}
+
+// syntaxError reports a document that is not YAML at the line where it
+// stops being YAML. The decoder's own line is often wrong or missing: for
+// a parser error it gives the line before the enclosing block or flow
+// collection starts (a mistake on line 40 of a vhost that starts on line
+// 30 is reported at 29), and none at all when that is the first line. So
+// the line is found instead, by bisection, as the first line after which
+// the document already fails with the same message. A document cut inside
+// a flow collection or a quoted string can fail the same way as the whole,
+// so a mistake within one that spans lines may be placed on an earlier line
+// of it; that is where an unclosed '[' or '"' is anyway.
+func syntaxError(file string, data []byte, err error) error {
+	msg := syntaxMsg(err)
+	var ends []int // the end of each line, its newline included
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	k := sort.Search(len(ends), func(k int) bool {
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[k]], &n)
+		return err != nil && syntaxMsg(err) == msg
+	})
+	if k == len(ends) { // not reached: the whole document fails so
+		return &Error{File: file, Line: max(k, 1), Msg: msg}
+	}
+	start := 0
+	if k > 0 {
+		start = ends[k-1]
+	}
+	if msg == "found character that cannot start any token" && bytes.HasPrefix(bytes.TrimLeft(data[start:ends[k]], " "), []byte("\t")) {
+		msg += " (a tab: YAML indents with spaces only)"
+	}
+	return &Error{File: file, Line: k + 1, Msg: msg}
+}
+
+var syntaxPrefix = regexp.MustCompile(`^yaml: (?:line \d+: )?`)
+
+// syntaxMsg is a syntax error's message without the decoder's prefix and
+// line.
+func syntaxMsg(err error) string {
+	return syntaxPrefix.ReplaceAllString(err.Error(), "")
 }
 
 func (c *Config) setDefaults() {
