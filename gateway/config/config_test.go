@@ -70,6 +70,48 @@ vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "1
 	}
 }
 
+// TestParseZeroMeansDefault: a zero written where zero means "the
+// default" (idle: 0s is five minutes, not "no idle timeout") loads, with a
+// note at its line; an absent key does not.
+func TestParseZeroMeansDefault(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`listen: [{address: ":443"}]
+timeouts:
+  client_hello: 0s
+  idle: 0
+  drain:
+  handshake: 10s
+limits: {max_hello_size: 0}
+ebpf:
+  blocklist: {after: 0, within: 0ms}
+  flow_table_size: 0
+vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"c.yaml:3: timeouts.client_hello: 0s means the default, 5s; write the default or remove the key",
+		"c.yaml:4: timeouts.idle: 0 means the default, 5m; write the default or remove the key",
+		"c.yaml:5: timeouts.drain: no value means the default, 30s; write the default or remove the key",
+		"c.yaml:7: limits.max_hello_size: 0 means the default, 16384; write the default or remove the key",
+		"c.yaml:9: ebpf.blocklist.after: 0 means the default, 20; write the default or remove the key",
+		"c.yaml:9: ebpf.blocklist.within: 0ms means the default, 1m; write the default or remove the key",
+		"c.yaml:10: ebpf.flow_table_size: 0 means the default, 262144; write the default or remove the key",
+	}
+	var got []string
+	for _, n := range cfg.Notes {
+		if strings.HasPrefix(n, "c.yaml:") {
+			got = append(got, n)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if cfg.Timeouts.Idle.D() != 5*time.Minute || cfg.Timeouts.UpstreamDial.D() != 5*time.Second {
+		t.Errorf("timeouts %+v; want the defaults", cfg.Timeouts)
+	}
+}
+
 // TestParseConfigErrors checks that every kind of mistake is refused with
 // FILE:LINE pointing at the offending line.
 func TestParseConfigErrors(t *testing.T) {
