@@ -112,6 +112,17 @@ vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "1
 	}
 }
 
+// TestParseMetricsPortZero: metrics.listen and a listener may both ask for
+// any free port on one address.
+func TestParseMetricsPortZero(t *testing.T) {
+	if _, err := Parse("c.yaml", []byte(`listen: [{address: "127.0.0.1:0"}]
+metrics: {listen: "127.0.0.1:0"}
+vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
+`), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestParseConfigErrors checks that every kind of mistake is refused with
 // FILE:LINE pointing at the offending line.
 func TestParseConfigErrors(t *testing.T) {
@@ -130,6 +141,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no listen", "vhosts: []\n", "c.yaml:1: listen: at least one listener is required"},
 		{"bad listen", "listen: [{address: \"443\"}]\n", `c.yaml:1: listen address "443" is not host:port`},
 		{"no vhosts", "listen: [{address: \":443\"}]\n", "vhosts: at least one vhost is required"},
+		{"listen port out of range", "listen:\n  - address: \":8443\"\n  - address: \":99999\"\n", `c.yaml:3: listen address ":99999": port 99999 is out of range (0 to 65535)`},
+		{"listen port unknown", "listen: [{address: \":htps\"}]\n", `c.yaml:1: listen address ":htps": "htps" is not a port number or a known service`},
+		{"listen host unresolvable", "listen:\n  - address: \"edgegate.invalid:443\"\n", `c.yaml:2: listen address "edgegate.invalid:443": host "edgegate.invalid" does not resolve`},
+		{"metrics port out of range", "listen: [{address: \":443\"}]\nmetrics:\n  listen: \"127.0.0.1:65536\"\n", `c.yaml:3: metrics.listen "127.0.0.1:65536": port 65536 is out of range`},
+		{"metrics host unresolvable", "listen: [{address: \":443\"}]\nmetrics: {listen: \"metrics.invalid:9090\"}\n", `c.yaml:2: metrics.listen "metrics.invalid:9090": host "metrics.invalid" does not resolve`},
+		{"metrics on a listen address", "listen: [{address: \"127.0.0.1:8443\"}]\nmetrics: {listen: \"127.0.0.1:8443\"}\n", `c.yaml:2: metrics.listen "127.0.0.1:8443" is also a listen address`},
 		{"proxy without trust", "listen:\n  - address: \":443\"\n    accept_proxy_protocol: true\nvhosts: []\n", "c.yaml:3: accept_proxy_protocol needs trusted_proxies"},
 		{"bad cidr", "listen:\n  - address: \":443\"\n    accept_proxy_protocol: true\n    trusted_proxies: [10.0.0.1/8]\n", "c.yaml:4: trusted_proxies: \"10.0.0.1/8\" has host bits set"},
 		{"missing mode", base("  - name: a\n    hosts: [a.example]\n    upstream: {address: \"1.2.3.4:5\"}\n"), `c.yaml:3: vhost "a": mode is required`},
