@@ -1,9 +1,12 @@
 package main_test
 
 import (
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -82,6 +85,38 @@ func checkPKI(t *testing.T, dir string) (pin string) {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(testpki.SPKISHA256(cli.Leaf))
+}
+
+// badPKI writes, next to checkPKI's files, what check should warn about or
+// refuse: wild.crt/.key for *.wild.e2e.test, a CA's own certificate and key
+// as ca-as-server.crt/.key, app's key readable by every user as open.key,
+// and session ticket keys readable by every user as open-tickets.
+func badPKI(t *testing.T, dir string) {
+	t.Helper()
+	ca, err := testpki.NewCA("check test CA 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wild, err := ca.Server("*.wild.e2e.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testpki.WritePEM(dir, "wild", wild); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testpki.WritePEM(dir, "ca-as-server", tls.Certificate{Certificate: [][]byte{ca.Cert.Raw}, PrivateKey: ca.Key}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "app.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"open.key": key, "open-tickets": make([]byte, 32)} {
+		p := writeFile(t, dir, name, string(b))
+		if err := os.Chmod(p, 0o644); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
 }
 
 // routeRows returns the route table rows of check's output, as fields.
@@ -276,6 +311,7 @@ var checkErr = regexp.MustCompile(`^(.+):(\d+): (.+)\n$`)
 func TestCheckBrokenConfig(t *testing.T) {
 	dir := t.TempDir()
 	checkPKI(t, dir)
+	badPKI(t, dir)
 	const www = `
   - name: www
     hosts: ["www.e2e.test"]
@@ -378,6 +414,23 @@ vhosts:
     upstream: {address: "127.0.0.1:9002"}
 `,
 			msg: []string{`vhost "app"`, "missing.crt", "no such file"},
+		},
+		{
+			name: "key of another certificate",
+			yaml: `listen: [{address: "127.0.0.1:8443"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - {cert: app.crt, key: app.key}
+        - cert: app.crt #!
+          key: wild.key
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			msg: []string{`vhost "app"`, "cert app.crt, key wild.key", "private key does not match the certificate"},
 		},
 		{
 			name: "missing client CA file",
