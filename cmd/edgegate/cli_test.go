@@ -1,16 +1,19 @@
 package main_test
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/edgegate/edgegate/gateway/testpki"
@@ -123,7 +126,7 @@ func badPKI(t *testing.T, dir string) {
 func routeRows(stdout string) [][]string {
 	var rows [][]string
 	for _, l := range strings.Split(stdout, "\n") {
-		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "warning:") && !strings.HasSuffix(l, ": ok") {
+		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "warning:") && !strings.HasPrefix(l, "note:") && !strings.HasSuffix(l, ": ok") {
 			rows = append(rows, f)
 		}
 	}
@@ -150,7 +153,7 @@ func TestCheckPrintsRoutes(t *testing.T) {
 	// folder, while the binary runs in another one.
 	cfg := writeFile(t, dir, "good.yaml", yamlf(`
 listen:
-  - address: "127.0.0.1:8443"
+  - address: "127.0.0.1:0"
 unmatched: close
 vhosts:
   - name: www
@@ -191,26 +194,144 @@ vhosts:
 	}
 }
 
-// TestCheckDoesNotBind: check validates a file while the gateway it
-// describes is running, so it must not need the addresses it names.
-func TestCheckDoesNotBind(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+// listenReusePort listens on a free loopback address with SO_REUSEPORT, as
+// edgegate does.
+func listenReusePort(t *testing.T) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// TestCheckAddressInUse: check refuses, at its line, a listen or metrics
+// address that run could not bind, unless the socket on it belongs to the
+// running edgegate named by pid_file (here this test process, which holds
+// the socket): that is the normal state when check runs before a reload.
+// A socket shared with SO_REUSEPORT does not stop run, so it is a warning.
+func TestCheckAddressInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", freeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	cfg := writeFile(t, t.TempDir(), "edgegate.yaml", yamlf(`
-listen: [{address: %q}]
-metrics: {listen: %q}
-vhosts:
+	shared := listenReusePort(t)
+	// A process that is running but holds no socket: a pid_file naming it
+	// must not excuse a socket held by someone else.
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+
+	dir := t.TempDir()
+	writeFile(t, dir, "self.pid", fmt.Sprintf("%d\n", os.Getpid()))
+	writeFile(t, dir, "other.pid", fmt.Sprintf("%d\n", other.Process.Pid))
+	const vhosts = `vhosts:
   - name: www
     hosts: ["www.e2e.test"]
     mode: passthrough
     upstream: {address: "127.0.0.1:9001"}
-`, busy.Addr().String(), busy.Addr().String()))
+`
+	for _, tc := range []struct {
+		name, yaml string
+		line       int    // of the error; 0: check passes
+		msg        string // in the error, or in a note or warning check prints ("@" for the file)
+	}{
+		{
+			name: "listen address in use",
+			yaml: fmt.Sprintf("listen:\n  - address: %q\n  - address: %q\n", freeAddr(t), busy.Addr()) + vhosts,
+			line: 3,
+			msg:  fmt.Sprintf("listen address %s cannot be bound: address already in use", busy.Addr()),
+		},
+		{
+			name: "metrics address in use",
+			yaml: fmt.Sprintf("listen: [{address: %q}]\nmetrics:\n  listen: %q\n", freeAddr(t), busy.Addr()) + vhosts,
+			line: 3,
+			msg:  fmt.Sprintf("metrics.listen %s cannot be bound: address already in use", busy.Addr()),
+		},
+		{
+			name: "in use, not by the process in pid_file",
+			yaml: fmt.Sprintf("pid_file: other.pid\nlisten: [{address: %q}]\n", busy.Addr()) + vhosts,
+			line: 2,
+			msg:  fmt.Sprintf("listen address %s cannot be bound: address already in use, not by the running edgegate (pid %d)", busy.Addr(), other.Process.Pid),
+		},
+		{
+			name: "held by the running edgegate",
+			yaml: fmt.Sprintf("pid_file: self.pid\nlisten: [{address: %q}]\nmetrics: {listen: %q}\n", busy.Addr(), shared.Addr()) + vhosts,
+			msg:  fmt.Sprintf("note: %s:2: listen address %s is held by the running edgegate (pid %d)", "@", busy.Addr(), os.Getpid()),
+		},
+		{
+			name: "shared with SO_REUSEPORT",
+			yaml: fmt.Sprintf("listen: [{address: %q}]\n", shared.Addr()) + vhosts,
+			msg:  fmt.Sprintf("warning: %s:1: listen address %s is also held by another process's socket that shares it (SO_REUSEPORT, same user)", "@", shared.Addr()),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.yaml)
+			stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+			if tc.line == 0 {
+				want := strings.Replace(tc.msg, "@", cfg, 1)
+				if code != 0 || !strings.HasPrefix(stdout, cfg+": ok\n") || !strings.Contains(stdout, "\n"+want) {
+					t.Errorf("exit %d, stdout:\n%s\nstderr: %s\nwant 0, ok and the line %q", code, stdout, stderr, want)
+				}
+				return
+			}
+			at := fmt.Sprintf("%s:%d: ", cfg, tc.line)
+			if code != 1 || stdout != "" || !strings.HasPrefix(stderr, at) || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, at+tc.msg)
+			}
+		})
+	}
+}
+
+// TestCheckAddressNotHere: an address this host does not have cannot be
+// bound; check says so at its line.
+func TestCheckAddressNotHere(t *testing.T) {
+	const addr = "192.0.2.1:18443" // TEST-NET-1
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Skipf("this host can bind %s (ip_nonlocal_bind?)", addr)
+	}
+	cfg := writeFile(t, t.TempDir(), "edgegate.yaml", yamlf(`
+listen:
+  - address: %q
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`, addr))
+	_, stderr, code := runEdgegate(t, "check", "--config", cfg)
+	if want := cfg + ":2: listen address " + addr + " cannot be bound: cannot assign requested address\n"; code != 1 || stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+}
+
+// TestCheckWhileRunning: `edgegate check` on the configuration of a
+// running edgegate, before a reload, passes; its addresses are in use, by
+// that process.
+func TestCheckWhileRunning(t *testing.T) {
+	listen, metrics := freeAddr(t), freeAddr(t)
+	p, cfg := startGateway(t, "pid_file: edgegate.pid\n"+gatewayConfig(listen, metrics, "127.0.0.1:9", "info", "json", "30s"), true)
 	stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
-	if code != 0 || !strings.HasPrefix(stdout, cfg+": ok\n") {
-		t.Errorf("check with its addresses in use: exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
+	pid := p.cmd.Process.Pid
+	for _, want := range []string{
+		cfg + ": ok\n",
+		fmt.Sprintf("note: %s:3: listen address %s is held by the running edgegate (pid %d)\n", cfg, listen, pid),
+		fmt.Sprintf("note: %s:5: metrics.listen %s is held by the running edgegate (pid %d)\n", cfg, metrics, pid),
+	} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("check while edgegate runs: exit %d, stdout:\n%s\nstderr: %s\nwant 0 and %q", code, stdout, stderr, want)
+		}
 	}
 }
 
@@ -225,7 +346,7 @@ func TestCheckWarnings(t *testing.T) {
 		{
 			name: "shared Cloudflare CA without pins",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -239,7 +360,7 @@ vhosts:
 		{
 			name: "Cloudflare CA by default, without pins",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -252,7 +373,7 @@ vhosts:
 		{
 			name: "shared Cloudflare CA with a pin",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -265,7 +386,7 @@ vhosts:
 		{
 			name: "passthrough and mtls share an upstream",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -279,6 +400,20 @@ vhosts:
     upstream: {address: "127.0.0.1:9001"}
 `,
 			want: [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+		},
+		{
+			name: "eBPF interface missing, not required",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+ebpf:
+  enabled: true
+  interfaces:
+    - lo
+    - eg-missing0
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`,
+			want: [][]string{{`ebpf.interfaces: no interface "eg-missing0" on this host: run would start without the eBPF guard`}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,17 +460,17 @@ func TestCheckBrokenConfig(t *testing.T) {
 	}{
 		{
 			name: "unknown top-level key",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ncolour: blue #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\ncolour: blue #!\nvhosts:" + www,
 			msg:  []string{`unknown key "colour"`},
 		},
 		{
 			name: "unknown vhost key",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + "    upstreams: [] #!\n",
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nvhosts:" + www + "    upstreams: [] #!\n",
 			msg:  []string{`unknown key "upstreams"`},
 		},
 		{
 			name: "bad mode",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -346,12 +481,12 @@ vhosts:
 		},
 		{
 			name: "bad duration",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ntimeouts:\n  idle: 5m\n  drain: soon #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\ntimeouts:\n  idle: 5m\n  drain: soon #!\nvhosts:" + www,
 			msg:  []string{`"soon" is not a duration`},
 		},
 		{
 			name: "wrong type",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: www.e2e.test #!
@@ -362,7 +497,7 @@ vhosts:
 		},
 		{
 			name: "key indented too far",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -373,7 +508,7 @@ vhosts:
 		},
 		{
 			name: "bad upstream port",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -385,12 +520,12 @@ vhosts:
 		},
 		{
 			name: "bad log format",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nlog:\n  level: debug\n  format: xml #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nlog:\n  level: debug\n  format: xml #!\nvhosts:" + www,
 			msg:  []string{`log.format "xml"`},
 		},
 		{
 			name: "host served twice",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + `  - name: www2
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nvhosts:" + www + `  - name: www2
     hosts:
       - "other.e2e.test"
       - "WWW.e2e.test." #!
@@ -401,7 +536,7 @@ vhosts:
 		},
 		{
 			name: "missing certificate file",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -417,7 +552,7 @@ vhosts:
 		},
 		{
 			name: "key of another certificate",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -433,8 +568,13 @@ vhosts:
 			msg: []string{`vhost "app"`, "cert app.crt, key wild.key", "private key does not match the certificate"},
 		},
 		{
+			name: "eBPF interface missing, required",
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nebpf:\n  enabled: true\n  required: true\n  interfaces:\n    - lo\n    - eg-missing0 #!\nvhosts:" + www,
+			msg:  []string{`ebpf.interfaces: no interface "eg-missing0" on this host, and ebpf.required is true`},
+		},
+		{
 			name: "missing client CA file",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
