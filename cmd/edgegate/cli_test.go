@@ -338,10 +338,12 @@ func TestCheckWhileRunning(t *testing.T) {
 func TestCheckWarnings(t *testing.T) {
 	dir := t.TempDir()
 	pin := checkPKI(t, dir)
+	badPKI(t, dir)
 	for _, tc := range []struct {
-		name string
-		yaml string
-		want [][]string // each warning must contain all of its strings
+		name  string
+		yaml  string
+		want  [][]string // each warning must contain all of its strings
+		lines []int      // and start with FILE:LINE of these lines
 	}{
 		{
 			name: "shared Cloudflare CA without pins",
@@ -355,7 +357,8 @@ vhosts:
     client_auth: {ca: cloudflare}
     upstream: {address: "127.0.0.1:9002"}
 `,
-			want: [][]string{{`vhost "app"`, "shared origin-pull CA", "without spki_sha256 pins", "any Cloudflare customer", "pin it"}},
+			want:  [][]string{{`vhost "app"`, "shared origin-pull CA", "without spki_sha256 pins", "any Cloudflare customer", "pin it"}},
+			lines: []int{7},
 		},
 		{
 			name: "Cloudflare CA by default, without pins",
@@ -368,7 +371,8 @@ vhosts:
     tls: {certificates: [{cert: app.crt, key: app.key}]}
     upstream: {address: "127.0.0.1:9002"}
 `,
-			want: [][]string{{`vhost "app"`, "without spki_sha256 pins", "any Cloudflare customer"}},
+			want:  [][]string{{`vhost "app"`, "without spki_sha256 pins", "any Cloudflare customer"}},
+			lines: []int{3},
 		},
 		{
 			name: "shared Cloudflare CA with a pin",
@@ -399,7 +403,101 @@ vhosts:
     client_auth: {ca: cloudflare, spki_sha256: ["` + pin + `"]}
     upstream: {address: "127.0.0.1:9001"}
 `,
-			want: [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+			want:  [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+			lines: []int{6},
+		},
+		{
+			name: "hosts its certificates do not cover",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts:
+      - "app.e2e.test"
+      - "other.e2e.test"
+      - "*.e2e.test"
+      - "*.wild.e2e.test"
+      - "x.wild.e2e.test"
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}, {cert: wild.crt, key: wild.key}]}
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": host "other.e2e.test" is not covered by any of its certificates`, "app.crt names app.e2e.test; wild.crt names *.wild.e2e.test"},
+				{`vhost "app": host "*.e2e.test" is not covered`, "a wildcard host needs a certificate for *.e2e.test"},
+			},
+			lines: []int{6, 7},
+		},
+		{
+			name: "key and ticket keys readable by every user",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - cert: app.crt
+          key: open.key
+      session_ticket_keys: open-tickets
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": tls.certificates: key open.key is readable by every user (mode 0644)`},
+				{`vhost "app": tls.session_ticket_keys: open-tickets is readable by every user (mode 0644)`},
+			},
+			lines: []int{9, 10},
+		},
+		{
+			name: "CA certificate given as the server's",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - {cert: ca-as-server.crt, key: ca-as-server.key}
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": tls.certificates: ca-as-server.crt is a CA certificate (CN=check test CA 2`, "not a server certificate"},
+				{`host "app.e2e.test" is not covered`, "ca-as-server.crt names no DNS name"},
+			},
+			lines: []int{8, 4},
+		},
+		{
+			name: "server certificate given as the client CA",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth:
+      ca: app.crt
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want:  [][]string{{`vhost "app": client_auth.ca: app.crt holds CN=app.e2e.test`, "which is not a CA certificate"}},
+			lines: []int{8},
+		},
+		{
+			name: "zero timeout that means the default",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+timeouts:
+  idle: 0s
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`,
+			want:  [][]string{{"timeouts.idle: 0s means the default, 5m; write the default or remove the key"}},
+			lines: []int{3},
 		},
 		{
 			name: "eBPF interface missing, not required",
@@ -413,7 +511,8 @@ ebpf:
 vhosts:
   - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
 `,
-			want: [][]string{{`ebpf.interfaces: no interface "eg-missing0" on this host: run would start without the eBPF guard`}},
+			want:  [][]string{{`ebpf.interfaces: no interface "eg-missing0" on this host: run would start without the eBPF guard`}},
+			lines: []int{6},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -434,6 +533,9 @@ vhosts:
 					if !strings.Contains(ws[i], p) {
 						t.Errorf("warning %q does not say %q", ws[i], p)
 					}
+				}
+				if at := fmt.Sprintf("warning: %s:%d: ", cfg, tc.lines[i]); !strings.HasPrefix(ws[i], at) {
+					t.Errorf("warning %q does not start with %q", ws[i], at)
 				}
 			}
 		})
