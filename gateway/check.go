@@ -1,9 +1,11 @@
 package gateway
 
 import (
-	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,42 +32,152 @@ func WriteRoutes(w io.Writer, cfg *config.Config) {
 	tw.Flush()
 }
 
-// Warnings lists what is valid but unwise in a configuration.
+// Warnings lists what is valid but unwise in a configuration, each with
+// FILE:LINE where it has one. It reads the files the configuration names;
+// those that do not load are for NewServer to report.
 func Warnings(cfg *config.Config) []string {
 	ws := append([]string(nil), cfg.Notes...)
 	mtlsUpstreams := map[string]string{}
-	for _, v := range cfg.VHosts {
+	for i, v := range cfg.VHosts {
 		if v.Mode != "mtls" {
 			continue
 		}
 		mtlsUpstreams[v.Upstream.Address] = v.Name
 		if v.ClientAuth.CA == "cloudflare" && len(v.ClientAuth.SPKISHA256) == 0 {
-			ws = append(ws, fmt.Sprintf("vhost %q trusts Cloudflare's shared origin-pull CA without spki_sha256 pins: "+
+			ws = append(ws, cfg.ErrAt(fmt.Sprintf("vhost %q trusts Cloudflare's shared origin-pull CA without spki_sha256 pins: "+
 				"that certificate proves only that a connection comes from Cloudflare, and any Cloudflare customer can "+
-				"point a zone at this origin; upload a zone-level or per-hostname certificate and pin it", v.Name))
+				"point a zone at this origin; upload a zone-level or per-hostname certificate and pin it", v.Name), "vhosts", i, "client_auth").Error())
 		}
-		ws = append(ws, config.TLSWarnings(v)...)
-		for _, cf := range v.TLS.Certificates {
-			c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
-			if err == nil && c.Leaf != nil && time.Until(c.Leaf.NotAfter) < 30*24*time.Hour {
-				ws = append(ws, fmt.Sprintf("vhost %q: certificate %s expires %s", v.Name, cf.Cert, c.Leaf.NotAfter.Format(time.DateOnly)))
-			}
+		for _, w := range config.TLSWarnings(v) {
+			ws = append(ws, cfg.ErrAt(w, "vhosts", i, "tls").Error())
 		}
+		ws = append(ws, fileWarnings(cfg, i)...)
 	}
 	if ca := cfg.Cloudflare.CA; usesCloudflareCA(cfg) && time.Until(ca.NotAfter) < 180*24*time.Hour {
 		ws = append(ws, fmt.Sprintf("the Cloudflare origin-pull CA (%s) expires %s", cfg.Cloudflare.Source, ca.NotAfter.Format(time.DateOnly)))
 	}
-	for _, v := range cfg.VHosts {
+	for i, v := range cfg.VHosts {
 		if v.Mode != "passthrough" {
 			continue
 		}
 		if m, ok := mtlsUpstreams[v.Upstream.Address]; ok {
-			ws = append(ws, fmt.Sprintf("passthrough vhost %q and mtls vhost %q share upstream %s: a client could send "+
+			ws = append(ws, cfg.ErrAt(fmt.Sprintf("passthrough vhost %q and mtls vhost %q share upstream %s: a client could send "+
 				"SNI for %s and a Host header for an mtls name, skipping the client certificate",
-				v.Name, m, v.Upstream.Address, strings.Join(v.Hosts, ",")))
+				v.Name, m, v.Upstream.Address, strings.Join(v.Hosts, ",")), "vhosts", i, "upstream").Error())
 		}
 	}
 	return ws
+}
+
+// fileWarnings looks at the files of mtls vhost i: certificates near their
+// end, host names no certificate covers, keys every user can read, a CA
+// certificate where a server certificate belongs and one that is not a CA
+// where CAs belong.
+func fileWarnings(cfg *config.Config, i int) []string {
+	v := &cfg.VHosts[i]
+	var ws []string
+	warn := func(msg string, path ...any) {
+		ws = append(ws, cfg.ErrAt(fmt.Sprintf("vhost %q: %s", v.Name, msg), append([]any{"vhosts", i}, path...)...).Error())
+	}
+	var leaves []*x509.Certificate
+	var names []string // what each certificate names, for messages
+	for j, cf := range v.TLS.Certificates {
+		c, err := loadKeyPair(cfg, cf)
+		if err != nil || c.Leaf == nil {
+			continue
+		}
+		leaves = append(leaves, c.Leaf)
+		if len(c.Leaf.DNSNames) == 0 {
+			names = append(names, cf.Cert+" names no DNS name")
+		} else {
+			names = append(names, fmt.Sprintf("%s names %s", cf.Cert, strings.Join(c.Leaf.DNSNames, ", ")))
+		}
+		if time.Until(c.Leaf.NotAfter) < 30*24*time.Hour {
+			warn(fmt.Sprintf("certificate %s expires %s", cf.Cert, c.Leaf.NotAfter.Format(time.DateOnly)), "tls", "certificates", j)
+		}
+		if c.Leaf.IsCA {
+			warn(fmt.Sprintf("tls.certificates: %s is a CA certificate (%s), not a server certificate: "+
+				"a CA bundle given where the server's own certificate belongs?", cf.Cert, c.Leaf.Subject), "tls", "certificates", j, "cert")
+		}
+		if m, ok := readableByOthers(cfg.Path(cf.Key)); ok {
+			warn(fmt.Sprintf("tls.certificates: key %s is readable by every user (mode %04o); chmod o-r it", cf.Key, m), "tls", "certificates", j, "key")
+		}
+	}
+	if f := v.TLS.SessionTicketKeys; f != "" {
+		if m, ok := readableByOthers(cfg.Path(f)); ok {
+			warn(fmt.Sprintf("tls.session_ticket_keys: %s is readable by every user (mode %04o), and decrypts every session; chmod o-r it", f, m), "tls", "session_ticket_keys")
+		}
+	}
+	if len(leaves) > 0 {
+		for j, h := range v.Hosts {
+			pat, _ := config.HostPattern(h)
+			if covered(leaves, pat) {
+				continue
+			}
+			msg := fmt.Sprintf("host %q is not covered by any of its certificates (%s): clients will see a name mismatch", h, strings.Join(names, "; "))
+			if parent, ok := strings.CutPrefix(pat, "*."); ok {
+				msg += fmt.Sprintf("; a wildcard host needs a certificate for *.%s", parent)
+			}
+			warn(msg, "hosts", j)
+		}
+	}
+	if ca := v.ClientAuth.CA; ca != "cloudflare" {
+		if b, err := os.ReadFile(cfg.Path(ca)); err == nil {
+			for _, c := range pemCertificates(b) {
+				if !c.IsCA {
+					warn(fmt.Sprintf("client_auth.ca: %s holds %s, which is not a CA certificate: a leaf given where the CA that issues client certificates belongs?", ca, c.Subject), "client_auth", "ca")
+				}
+			}
+		}
+	}
+	return ws
+}
+
+// covered reports whether one of the certificates is valid for every name
+// the host pattern routes: the name itself, or for "*.example.com" any
+// single label under it, which only a certificate for "*.example.com"
+// covers.
+func covered(leaves []*x509.Certificate, pat string) bool {
+	for _, l := range leaves {
+		if strings.HasPrefix(pat, "*.") {
+			for _, n := range l.DNSNames {
+				if strings.EqualFold(strings.TrimSuffix(n, "."), pat) {
+					return true
+				}
+			}
+		} else if l.VerifyHostname(pat) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// readableByOthers returns a file's permission bits and whether users
+// other than its owner and group may read it.
+func readableByOthers(path string) (os.FileMode, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, false
+	}
+	return fi.Mode().Perm(), fi.Mode().Perm()&0o004 != 0
+}
+
+// pemCertificates parses the certificates in a PEM bundle, skipping what
+// does not parse.
+func pemCertificates(b []byte) []*x509.Certificate {
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return certs
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+			certs = append(certs, c)
+		}
+	}
 }
 
 // usesCloudflareCA reports whether an mtls vhost trusts Cloudflare's CA.

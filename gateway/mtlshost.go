@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/edgegate/edgegate/gateway/clientauth"
 	"github.com/edgegate/edgegate/gateway/config"
@@ -46,7 +48,7 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	}
 	var certs []tls.Certificate
 	for j, cf := range vc.TLS.Certificates {
-		c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
+		c, err := loadKeyPair(cfg, cf)
 		if err != nil {
 			return nil, at(fmt.Errorf("tls.certificates: cert %s, key %s: %w", cf.Cert, cf.Key, err), "tls", "certificates", j)
 		}
@@ -124,6 +126,17 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	}
 	tc.SetSessionTicketKeys(keys)
 	return &mtlsHost{tls: tc, auth: auth, allow: vc.AllowFromPrefixes, trust: trustSum}, nil
+}
+
+// loadKeyPair loads a certificate chain and its private key.
+func loadKeyPair(cfg *config.Config, cf config.CertFiles) (tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(cfg.Path(cf.Cert), cfg.Path(cf.Key))
+	// crypto/tls has no error value for this one, and its words ("public
+	// key") leave an operator to guess which file is meant.
+	if err != nil && strings.Contains(err.Error(), "private key does not match public key") {
+		err = errors.New("private key does not match the certificate")
+	}
+	return c, err
 }
 
 // readTicketKeys reads a session ticket key file: one or more 32-byte keys,

@@ -1,13 +1,19 @@
 package main_test
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/edgegate/edgegate/gateway/testpki"
@@ -84,11 +90,43 @@ func checkPKI(t *testing.T, dir string) (pin string) {
 	return hex.EncodeToString(testpki.SPKISHA256(cli.Leaf))
 }
 
+// badPKI writes, next to checkPKI's files, what check should warn about or
+// refuse: wild.crt/.key for *.wild.e2e.test, a CA's own certificate and key
+// as ca-as-server.crt/.key, app's key readable by every user as open.key,
+// and session ticket keys readable by every user as open-tickets.
+func badPKI(t *testing.T, dir string) {
+	t.Helper()
+	ca, err := testpki.NewCA("check test CA 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wild, err := ca.Server("*.wild.e2e.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testpki.WritePEM(dir, "wild", wild); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testpki.WritePEM(dir, "ca-as-server", tls.Certificate{Certificate: [][]byte{ca.Cert.Raw}, PrivateKey: ca.Key}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "app.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"open.key": key, "open-tickets": make([]byte, 32)} {
+		p := writeFile(t, dir, name, string(b))
+		if err := os.Chmod(p, 0o644); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+}
+
 // routeRows returns the route table rows of check's output, as fields.
 func routeRows(stdout string) [][]string {
 	var rows [][]string
 	for _, l := range strings.Split(stdout, "\n") {
-		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "warning:") && !strings.HasSuffix(l, ": ok") {
+		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "warning:") && !strings.HasPrefix(l, "note:") && !strings.HasSuffix(l, ": ok") {
 			rows = append(rows, f)
 		}
 	}
@@ -115,7 +153,7 @@ func TestCheckPrintsRoutes(t *testing.T) {
 	// folder, while the binary runs in another one.
 	cfg := writeFile(t, dir, "good.yaml", yamlf(`
 listen:
-  - address: "127.0.0.1:8443"
+  - address: "127.0.0.1:0"
 unmatched: close
 vhosts:
   - name: www
@@ -156,41 +194,169 @@ vhosts:
 	}
 }
 
-// TestCheckDoesNotBind: check validates a file while the gateway it
-// describes is running, so it must not need the addresses it names.
-func TestCheckDoesNotBind(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+// listenReusePort listens on a free loopback address with SO_REUSEPORT, as
+// edgegate does.
+func listenReusePort(t *testing.T) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// TestCheckAddressInUse: check refuses, at its line, a listen or metrics
+// address that run could not bind, unless the socket on it belongs to the
+// running edgegate named by pid_file (here this test process, which holds
+// the socket): that is the normal state when check runs before a reload.
+// A socket shared with SO_REUSEPORT does not stop run, so it is a warning.
+func TestCheckAddressInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", freeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	cfg := writeFile(t, t.TempDir(), "edgegate.yaml", yamlf(`
-listen: [{address: %q}]
-metrics: {listen: %q}
-vhosts:
+	shared := listenReusePort(t)
+	// A process that is running but holds no socket: a pid_file naming it
+	// must not excuse a socket held by someone else.
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+
+	dir := t.TempDir()
+	writeFile(t, dir, "self.pid", fmt.Sprintf("%d\n", os.Getpid()))
+	writeFile(t, dir, "other.pid", fmt.Sprintf("%d\n", other.Process.Pid))
+	const vhosts = `vhosts:
   - name: www
     hosts: ["www.e2e.test"]
     mode: passthrough
     upstream: {address: "127.0.0.1:9001"}
-`, busy.Addr().String(), busy.Addr().String()))
+`
+	for _, tc := range []struct {
+		name, yaml string
+		line       int    // of the error; 0: check passes
+		msg        string // in the error, or in a note or warning check prints ("@" for the file)
+	}{
+		{
+			name: "listen address in use",
+			yaml: fmt.Sprintf("listen:\n  - address: %q\n  - address: %q\n", freeAddr(t), busy.Addr()) + vhosts,
+			line: 3,
+			msg:  fmt.Sprintf("listen address %s cannot be bound: address already in use", busy.Addr()),
+		},
+		{
+			name: "metrics address in use",
+			yaml: fmt.Sprintf("listen: [{address: %q}]\nmetrics:\n  listen: %q\n", freeAddr(t), busy.Addr()) + vhosts,
+			line: 3,
+			msg:  fmt.Sprintf("metrics.listen %s cannot be bound: address already in use", busy.Addr()),
+		},
+		{
+			name: "in use, not by the process in pid_file",
+			yaml: fmt.Sprintf("pid_file: other.pid\nlisten: [{address: %q}]\n", busy.Addr()) + vhosts,
+			line: 2,
+			msg:  fmt.Sprintf("listen address %s cannot be bound: address already in use, not by the running edgegate (pid %d)", busy.Addr(), other.Process.Pid),
+		},
+		{
+			name: "held by the running edgegate",
+			yaml: fmt.Sprintf("pid_file: self.pid\nlisten: [{address: %q}]\nmetrics: {listen: %q}\n", busy.Addr(), shared.Addr()) + vhosts,
+			msg:  fmt.Sprintf("note: %s:2: listen address %s is held by the running edgegate (pid %d)", "@", busy.Addr(), os.Getpid()),
+		},
+		{
+			name: "shared with SO_REUSEPORT",
+			yaml: fmt.Sprintf("listen: [{address: %q, reuse_port: true}]\n", shared.Addr()) + vhosts,
+			msg:  fmt.Sprintf("warning: %s:1: listen address %s is also held by another process's socket that shares it (SO_REUSEPORT, same user)", "@", shared.Addr()),
+		},
+		{
+			// Without reuse_port run opens no shared socket, so it would
+			// fail: check refuses.
+			name: "shared but not reuse_port",
+			yaml: fmt.Sprintf("listen: [{address: %q}]\n", shared.Addr()) + vhosts,
+			line: 1,
+			msg:  fmt.Sprintf("listen address %s cannot be bound: address already in use", shared.Addr()),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.yaml)
+			stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
+			if tc.line == 0 {
+				want := strings.Replace(tc.msg, "@", cfg, 1)
+				if code != 0 || !strings.HasPrefix(stdout, cfg+": ok\n") || !strings.Contains(stdout, "\n"+want) {
+					t.Errorf("exit %d, stdout:\n%s\nstderr: %s\nwant 0, ok and the line %q", code, stdout, stderr, want)
+				}
+				return
+			}
+			at := fmt.Sprintf("%s:%d: ", cfg, tc.line)
+			if code != 1 || stdout != "" || !strings.HasPrefix(stderr, at) || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, at+tc.msg)
+			}
+		})
+	}
+}
+
+// TestCheckAddressNotHere: an address this host does not have cannot be
+// bound; check says so at its line.
+func TestCheckAddressNotHere(t *testing.T) {
+	const addr = "192.0.2.1:18443" // TEST-NET-1
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Skipf("this host can bind %s (ip_nonlocal_bind?)", addr)
+	}
+	cfg := writeFile(t, t.TempDir(), "edgegate.yaml", yamlf(`
+listen:
+  - address: %q
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`, addr))
+	_, stderr, code := runEdgegate(t, "check", "--config", cfg)
+	if want := cfg + ":2: listen address " + addr + " cannot be bound: cannot assign requested address\n"; code != 1 || stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+}
+
+// TestCheckWhileRunning: `edgegate check` on the configuration of a
+// running edgegate, before a reload, passes; its addresses are in use, by
+// that process.
+func TestCheckWhileRunning(t *testing.T) {
+	listen, metrics := freeAddr(t), freeAddr(t)
+	p, cfg := startGateway(t, "pid_file: edgegate.pid\n"+gatewayConfig(listen, metrics, "127.0.0.1:9", "info", "json", "30s"), true)
 	stdout, stderr, code := runEdgegate(t, "check", "--config", cfg)
-	if code != 0 || !strings.HasPrefix(stdout, cfg+": ok\n") {
-		t.Errorf("check with its addresses in use: exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
+	pid := p.cmd.Process.Pid
+	for _, want := range []string{
+		cfg + ": ok\n",
+		fmt.Sprintf("note: %s:3: listen address %s is held by the running edgegate (pid %d)\n", cfg, listen, pid),
+		fmt.Sprintf("note: %s:5: metrics.listen %s is held by the running edgegate (pid %d)\n", cfg, metrics, pid),
+	} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("check while edgegate runs: exit %d, stdout:\n%s\nstderr: %s\nwant 0 and %q", code, stdout, stderr, want)
+		}
 	}
 }
 
 func TestCheckWarnings(t *testing.T) {
 	dir := t.TempDir()
 	pin := checkPKI(t, dir)
+	badPKI(t, dir)
 	for _, tc := range []struct {
-		name string
-		yaml string
-		want [][]string // each warning must contain all of its strings
+		name  string
+		yaml  string
+		want  [][]string // each warning must contain all of its strings
+		lines []int      // and start with FILE:LINE of these lines
 	}{
 		{
 			name: "shared Cloudflare CA without pins",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -199,12 +365,13 @@ vhosts:
     client_auth: {ca: cloudflare}
     upstream: {address: "127.0.0.1:9002"}
 `,
-			want: [][]string{{`vhost "app"`, "shared origin-pull CA", "without spki_sha256 pins", "any Cloudflare customer", "pin it"}},
+			want:  [][]string{{`vhost "app"`, "shared origin-pull CA", "without spki_sha256 pins", "any Cloudflare customer", "pin it"}},
+			lines: []int{7},
 		},
 		{
 			name: "Cloudflare CA by default, without pins",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -212,12 +379,13 @@ vhosts:
     tls: {certificates: [{cert: app.crt, key: app.key}]}
     upstream: {address: "127.0.0.1:9002"}
 `,
-			want: [][]string{{`vhost "app"`, "without spki_sha256 pins", "any Cloudflare customer"}},
+			want:  [][]string{{`vhost "app"`, "without spki_sha256 pins", "any Cloudflare customer"}},
+			lines: []int{3},
 		},
 		{
 			name: "shared Cloudflare CA with a pin",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -230,7 +398,7 @@ vhosts:
 		{
 			name: "passthrough and mtls share an upstream",
 			yaml: `
-listen: [{address: "127.0.0.1:8443"}]
+listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -243,7 +411,116 @@ vhosts:
     client_auth: {ca: cloudflare, spki_sha256: ["` + pin + `"]}
     upstream: {address: "127.0.0.1:9001"}
 `,
-			want: [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+			want:  [][]string{{`passthrough vhost "www" and mtls vhost "app" share upstream 127.0.0.1:9001`, "SNI for www.e2e.test", "Host header"}},
+			lines: []int{6},
+		},
+		{
+			name: "hosts its certificates do not cover",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts:
+      - "app.e2e.test"
+      - "other.e2e.test"
+      - "*.e2e.test"
+      - "*.wild.e2e.test"
+      - "x.wild.e2e.test"
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}, {cert: wild.crt, key: wild.key}]}
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": host "other.e2e.test" is not covered by any of its certificates`, "app.crt names app.e2e.test; wild.crt names *.wild.e2e.test"},
+				{`vhost "app": host "*.e2e.test" is not covered`, "a wildcard host needs a certificate for *.e2e.test"},
+			},
+			lines: []int{6, 7},
+		},
+		{
+			name: "key and ticket keys readable by every user",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - cert: app.crt
+          key: open.key
+      session_ticket_keys: open-tickets
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": tls.certificates: key open.key is readable by every user (mode 0644)`},
+				{`vhost "app": tls.session_ticket_keys: open-tickets is readable by every user (mode 0644)`},
+			},
+			lines: []int{9, 10},
+		},
+		{
+			name: "CA certificate given as the server's",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - {cert: ca-as-server.crt, key: ca-as-server.key}
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want: [][]string{
+				{`vhost "app": tls.certificates: ca-as-server.crt is a CA certificate (CN=check test CA 2`, "not a server certificate"},
+				{`host "app.e2e.test" is not covered`, "ca-as-server.crt names no DNS name"},
+			},
+			lines: []int{8, 4},
+		},
+		{
+			name: "server certificate given as the client CA",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth:
+      ca: app.crt
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			want:  [][]string{{`vhost "app": client_auth.ca: app.crt holds CN=app.e2e.test`, "which is not a CA certificate"}},
+			lines: []int{8},
+		},
+		{
+			name: "zero timeout that means the default",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+timeouts:
+  idle: 0s
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`,
+			want:  [][]string{{"timeouts.idle: 0s means the default, 5m; write the default or remove the key"}},
+			lines: []int{3},
+		},
+		{
+			name: "eBPF interface missing, not required",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+ebpf:
+  enabled: true
+  interfaces:
+    - lo
+    - eg-missing0
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9001"}}
+`,
+			want:  [][]string{{`ebpf.interfaces: no interface "eg-missing0" on this host: run would start without the eBPF guard`}},
+			lines: []int{6},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,6 +542,9 @@ vhosts:
 						t.Errorf("warning %q does not say %q", ws[i], p)
 					}
 				}
+				if at := fmt.Sprintf("warning: %s:%d: ", cfg, tc.lines[i]); !strings.HasPrefix(ws[i], at) {
+					t.Errorf("warning %q does not start with %q", ws[i], at)
+				}
 			}
 		})
 	}
@@ -276,6 +556,7 @@ var checkErr = regexp.MustCompile(`^(.+):(\d+): (.+)\n$`)
 func TestCheckBrokenConfig(t *testing.T) {
 	dir := t.TempDir()
 	checkPKI(t, dir)
+	badPKI(t, dir)
 	const www = `
   - name: www
     hosts: ["www.e2e.test"]
@@ -289,17 +570,17 @@ func TestCheckBrokenConfig(t *testing.T) {
 	}{
 		{
 			name: "unknown top-level key",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ncolour: blue #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\ncolour: blue #!\nvhosts:" + www,
 			msg:  []string{`unknown key "colour"`},
 		},
 		{
 			name: "unknown vhost key",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + "    upstreams: [] #!\n",
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nvhosts:" + www + "    upstreams: [] #!\n",
 			msg:  []string{`unknown key "upstreams"`},
 		},
 		{
 			name: "bad mode",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -310,12 +591,12 @@ vhosts:
 		},
 		{
 			name: "bad duration",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\ntimeouts:\n  idle: 5m\n  drain: soon #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\ntimeouts:\n  idle: 5m\n  drain: soon #!\nvhosts:" + www,
 			msg:  []string{`"soon" is not a duration`},
 		},
 		{
 			name: "wrong type",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: www.e2e.test #!
@@ -325,8 +606,19 @@ vhosts:
 			msg: []string{"wrong type"},
 		},
 		{
+			name: "key indented too far",
+			yaml: `listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: www
+    hosts: ["www.e2e.test"]
+      mode: passthrough #!
+    upstream: {address: "127.0.0.1:9001"}
+`,
+			msg: []string{"did not find expected key"},
+		},
+		{
 			name: "bad upstream port",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: www
     hosts: ["www.e2e.test"]
@@ -338,12 +630,12 @@ vhosts:
 		},
 		{
 			name: "bad log format",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nlog:\n  level: debug\n  format: xml #!\nvhosts:" + www,
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nlog:\n  level: debug\n  format: xml #!\nvhosts:" + www,
 			msg:  []string{`log.format "xml"`},
 		},
 		{
 			name: "host served twice",
-			yaml: "listen: [{address: \"127.0.0.1:8443\"}]\nvhosts:" + www + `  - name: www2
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nvhosts:" + www + `  - name: www2
     hosts:
       - "other.e2e.test"
       - "WWW.e2e.test." #!
@@ -354,7 +646,7 @@ vhosts:
 		},
 		{
 			name: "missing certificate file",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]
@@ -369,8 +661,30 @@ vhosts:
 			msg: []string{`vhost "app"`, "missing.crt", "no such file"},
 		},
 		{
+			name: "key of another certificate",
+			yaml: `listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls:
+      certificates:
+        - {cert: app.crt, key: app.key}
+        - cert: app.crt #!
+          key: wild.key
+    client_auth: {ca: clients-ca.crt}
+    upstream: {address: "127.0.0.1:9002"}
+`,
+			msg: []string{`vhost "app"`, "cert app.crt, key wild.key", "private key does not match the certificate"},
+		},
+		{
+			name: "eBPF interface missing, required",
+			yaml: "listen: [{address: \"127.0.0.1:0\"}]\nebpf:\n  enabled: true\n  required: true\n  interfaces:\n    - lo\n    - eg-missing0 #!\nvhosts:" + www,
+			msg:  []string{`ebpf.interfaces: no interface "eg-missing0" on this host, and ebpf.required is true`},
+		},
+		{
 			name: "missing client CA file",
-			yaml: `listen: [{address: "127.0.0.1:8443"}]
+			yaml: `listen: [{address: "127.0.0.1:0"}]
 vhosts:
   - name: app
     hosts: ["app.e2e.test"]

@@ -134,7 +134,10 @@ func TestDeployExampleChecks(t *testing.T) {
 			}
 		}
 		if f := v.TLS.SessionTicketKeys; f != "" {
-			writeFile(t, dir, f, string(make([]byte, 32)))
+			// As docs/operations.md makes them: readable by edgegate only.
+			if err := os.Chmod(writeFile(t, dir, f, string(make([]byte, 32))), 0o640); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if v.ClientAuth.CA != "cloudflare" {
 			t.Fatalf("vhost %q: client_auth.ca %q; this test provides only the built-in Cloudflare CA", v.Name, v.ClientAuth.CA)

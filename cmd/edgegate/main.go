@@ -113,9 +113,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// What run needs from this host: its addresses free (or held by the
+	// running edgegate) and its interfaces present.
+	notes, probeWarnings, err := gateway.Probe(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	gateway.WriteRoutes(stdout, cfg)
-	for _, w := range gateway.Warnings(cfg) {
+	for _, n := range notes {
+		fmt.Fprintf(stdout, "note: %s\n", n)
+	}
+	for _, w := range append(probeWarnings, gateway.Warnings(cfg)...) {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	return 0

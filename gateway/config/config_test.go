@@ -70,6 +70,59 @@ vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "1
 	}
 }
 
+// TestParseZeroMeansDefault: a zero written where zero means "the
+// default" (idle: 0s is five minutes, not "no idle timeout") loads, with a
+// note at its line; an absent key does not.
+func TestParseZeroMeansDefault(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`listen: [{address: ":443"}]
+timeouts:
+  client_hello: 0s
+  idle: 0
+  drain:
+  handshake: 10s
+limits: {max_hello_size: 0}
+ebpf:
+  blocklist: {after: 0, within: 0ms}
+  flow_table_size: 0
+vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"c.yaml:3: timeouts.client_hello: 0s means the default, 5s; write the default or remove the key",
+		"c.yaml:4: timeouts.idle: 0 means the default, 5m; write the default or remove the key",
+		"c.yaml:5: timeouts.drain: no value means the default, 30s; write the default or remove the key",
+		"c.yaml:7: limits.max_hello_size: 0 means the default, 16384; write the default or remove the key",
+		"c.yaml:9: ebpf.blocklist.after: 0 means the default, 20; write the default or remove the key",
+		"c.yaml:9: ebpf.blocklist.within: 0ms means the default, 1m; write the default or remove the key",
+		"c.yaml:10: ebpf.flow_table_size: 0 means the default, 262144; write the default or remove the key",
+	}
+	var got []string
+	for _, n := range cfg.Notes {
+		if strings.HasPrefix(n, "c.yaml:") {
+			got = append(got, n)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if cfg.Timeouts.Idle.D() != 5*time.Minute || cfg.Timeouts.UpstreamDial.D() != 5*time.Second {
+		t.Errorf("timeouts %+v; want the defaults", cfg.Timeouts)
+	}
+}
+
+// TestParseMetricsPortZero: metrics.listen and a listener may both ask for
+// any free port on one address.
+func TestParseMetricsPortZero(t *testing.T) {
+	if _, err := Parse("c.yaml", []byte(`listen: [{address: "127.0.0.1:0"}]
+metrics: {listen: "127.0.0.1:0"}
+vhosts: [{name: a, hosts: [a.example], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
+`), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestParseConfigErrors checks that every kind of mistake is refused with
 // FILE:LINE pointing at the offending line.
 func TestParseConfigErrors(t *testing.T) {
@@ -88,6 +141,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no listen", "vhosts: []\n", "c.yaml:1: listen: at least one listener is required"},
 		{"bad listen", "listen: [{address: \"443\"}]\n", `c.yaml:1: listen address "443" is not host:port`},
 		{"no vhosts", "listen: [{address: \":443\"}]\n", "vhosts: at least one vhost is required"},
+		{"listen port out of range", "listen:\n  - address: \":8443\"\n  - address: \":99999\"\n", `c.yaml:3: listen address ":99999": port 99999 is out of range (0 to 65535)`},
+		{"listen port unknown", "listen: [{address: \":htps\"}]\n", `c.yaml:1: listen address ":htps": "htps" is not a port number or a known service`},
+		{"listen host unresolvable", "listen:\n  - address: \"edgegate.invalid:443\"\n", `c.yaml:2: listen address "edgegate.invalid:443": host "edgegate.invalid" does not resolve`},
+		{"metrics port out of range", "listen: [{address: \":443\"}]\nmetrics:\n  listen: \"127.0.0.1:65536\"\n", `c.yaml:3: metrics.listen "127.0.0.1:65536": port 65536 is out of range`},
+		{"metrics host unresolvable", "listen: [{address: \":443\"}]\nmetrics: {listen: \"metrics.invalid:9090\"}\n", `c.yaml:2: metrics.listen "metrics.invalid:9090": host "metrics.invalid" does not resolve`},
+		{"metrics on a listen address", "listen: [{address: \"127.0.0.1:8443\"}]\nmetrics: {listen: \"127.0.0.1:8443\"}\n", `c.yaml:2: metrics.listen "127.0.0.1:8443" is also a listen address`},
 		{"proxy without trust", "listen:\n  - address: \":443\"\n    accept_proxy_protocol: true\nvhosts: []\n", "c.yaml:3: accept_proxy_protocol needs trusted_proxies"},
 		{"bad cidr", "listen:\n  - address: \":443\"\n    accept_proxy_protocol: true\n    trusted_proxies: [10.0.0.1/8]\n", "c.yaml:4: trusted_proxies: \"10.0.0.1/8\" has host bits set"},
 		{"missing mode", base("  - name: a\n    hosts: [a.example]\n    upstream: {address: \"1.2.3.4:5\"}\n"), `c.yaml:3: vhost "a": mode is required`},
@@ -222,4 +281,51 @@ func testCAPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return ca.PEM
+}
+
+// TestParseSyntaxErrors: a document that is not YAML is refused at the line
+// where the mistake is, whatever form the decoder's message takes ("line N:"
+// pointing elsewhere, or no line at all).
+func TestParseSyntaxErrors(t *testing.T) {
+	const listen = "listen: [{address: \":443\"}]\n"
+	cases := []struct {
+		name, yaml string
+		line       int
+		msg        string
+	}{
+		{"unclosed flow sequence at the end", "listen: [\n", 1, "did not find expected node content"},
+		{"unclosed flow sequence", "listen: [{address: \":443\"}\nunmatched: close\nvhosts: []\n", 1, "did not find expected ',' or ']'"},
+		{"unclosed flow mapping", listen + "metrics: {listen: \"127.0.0.1:9090\"\nlog: {level: info}\n", 2, "did not find expected ',' or '}'"},
+		{"closing bracket too many", "listen: [{address: \":443\"}]]\n", 1, "did not find expected key"},
+		{"unclosed double quote", listen + "unmatched: \"close\nvhosts: []\n", 2, "found unexpected end of stream"},
+		{"unclosed single quote", listen + "log:\n  level: 'info\n", 3, "found unexpected end of stream"},
+		{"mapping value in a value", listen + "unmatched: close: reset\n", 2, "mapping values are not allowed in this context"},
+		{"key indented under a scalar", listen + "timeouts:\n  idle: 5m\n  drain: 30s\n    handshake: 10s\n", 5, "mapping values are not allowed in this context"},
+		{"tab indentation", listen + "timeouts:\n\tidle: 5m\n", 3, "a tab: YAML indents with spaces only"},
+		{"tab on the first line", "\tlisten: []\n", 1, "found character that cannot start any token (a tab"},
+		{"reserved character", listen + "unmatched: @close\n", 2, "found character that cannot start any token"},
+		{"backtick", listen + "vhosts:\n  - name: `www`\n", 3, "found character that cannot start any token"},
+		{"key indented too far", listen + "vhosts:\n  - name: www\n    hosts: [www.example]\n      mode: passthrough\n", 5, "did not find expected key"},
+		{"key indented too little", listen + "timeouts:\n  idle: 5m\n drain: 30s\n", 4, "did not find expected key"},
+		{"list item in a mapping", listen + "- vhosts\n", 2, "did not find expected key"},
+		{"key outdented in a list item", listen + "vhosts:\n  - name: www\n    hosts: [www.example]\n   mode: passthrough\n", 5, "did not find expected '-' indicator"},
+		{"unknown escape", listen + "unmatched: \"\\q\"\n", 2, "found unknown escape character"},
+		{"unknown anchor", listen + "unmatched: close\nlog: {level: *lvl}\n", 3, "unknown anchor 'lvl' referenced"},
+		{"control character", listen + "unmatched: clo\x01se\n", 2, "control characters are not allowed"},
+		{"invalid UTF-8", listen + "unmatched: \xffclose\n", 2, "invalid leading UTF-8 octet"},
+		{"tag as a key", listen + "!!str: close\n", 2, "could not find expected ':'"},
+		{"last line without newline", listen + "unmatched: a: b", 2, "mapping values are not allowed in this context"},
+		{"deep in a file", listen + strings.Repeat("# comment\n", 200) + "vhosts:\n  - name: www\n    hosts: [www.example]\n      mode: passthrough\n", 205, "did not find expected key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tc.yaml), nil)
+			if err == nil {
+				t.Fatalf("accepted; want c.yaml:%d: %s", tc.line, tc.msg)
+			}
+			if want := fmt.Sprintf("c.yaml:%d: ", tc.line); !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q\nwant %q and %q", err, want, tc.msg)
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
 	cfg := &Config{File: file}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
+		return nil, syntaxError(file, data, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, &Error{File: file, Line: 1, Msg: "empty configuration"}
@@ -82,8 +83,8 @@ func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 var unknownField = regexp.MustCompile(`^field (\S+) not found in type .*$`)
 
-// yamlError turns the decoder's errors into FILE:LINE: errors (the first one;
-// one fix at a time is what an operator can act on).
+// yamlError turns the strict decoder's errors into FILE:LINE: errors (the
+// first one; one fix at a time is what an operator can act on).
 func yamlError(file string, err error) error {
 	var msgs []string
 	var te *yaml.TypeError
@@ -105,6 +106,53 @@ func yamlError(file string, err error) error {
 	return &Error{File: file, Line: line, Msg: msg}
 }
 
+// syntaxError reports a document that is not YAML at the line where it
+// stops being YAML. The decoder's own line is often wrong or missing: for
+// a parser error it gives the line before the enclosing block or flow
+// collection starts (a mistake on line 40 of a vhost that starts on line
+// 30 is reported at 29), and none at all when that is the first line. So
+// the line is found instead, by bisection, as the first line after which
+// the document already fails with the same message. A document cut inside
+// a flow collection or a quoted string can fail the same way as the whole,
+// so a mistake within one that spans lines may be placed on an earlier line
+// of it; that is where an unclosed '[' or '"' is anyway.
+func syntaxError(file string, data []byte, err error) error {
+	msg := syntaxMsg(err)
+	var ends []int // the end of each line, its newline included
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	k := sort.Search(len(ends), func(k int) bool {
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[k]], &n)
+		return err != nil && syntaxMsg(err) == msg
+	})
+	if k == len(ends) { // not reached: the whole document fails so
+		return &Error{File: file, Line: max(k, 1), Msg: msg}
+	}
+	start := 0
+	if k > 0 {
+		start = ends[k-1]
+	}
+	if msg == "found character that cannot start any token" && bytes.HasPrefix(bytes.TrimLeft(data[start:ends[k]], " "), []byte("\t")) {
+		msg += " (a tab: YAML indents with spaces only)"
+	}
+	return &Error{File: file, Line: k + 1, Msg: msg}
+}
+
+var syntaxPrefix = regexp.MustCompile(`^yaml: (?:line \d+: )?`)
+
+// syntaxMsg is a syntax error's message without the decoder's prefix and
+// line.
+func syntaxMsg(err error) string {
+	return syntaxPrefix.ReplaceAllString(err.Error(), "")
+}
+
 func (c *Config) setDefaults() {
 	if c.Unmatched == "" {
 		c.Unmatched = "close"
@@ -112,39 +160,40 @@ func (c *Config) setDefaults() {
 	if c.CloudflareData == "" {
 		c.CloudflareData = "/var/lib/edgegate/cloudflare"
 	}
-	def := func(d *Duration, v time.Duration) {
+	def := func(d *Duration, v time.Duration, path ...any) {
 		if *d == 0 {
+			c.zeroIsDefault(shortDuration(v), path...)
 			*d = Duration(v)
 		}
 	}
-	def(&c.Timeouts.ClientHello, 5*time.Second)
-	def(&c.Timeouts.UpstreamDial, 5*time.Second)
-	def(&c.Timeouts.Idle, 5*time.Minute)
-	def(&c.Timeouts.Drain, 30*time.Second)
-	def(&c.Timeouts.Handshake, 10*time.Second)
+	defInt := func(n *int, v int, path ...any) {
+		if *n == 0 {
+			c.zeroIsDefault(strconv.Itoa(v), path...)
+			*n = v
+		}
+	}
+	def(&c.Timeouts.ClientHello, 5*time.Second, "timeouts", "client_hello")
+	def(&c.Timeouts.UpstreamDial, 5*time.Second, "timeouts", "upstream_dial")
+	def(&c.Timeouts.Idle, 5*time.Minute, "timeouts", "idle")
+	def(&c.Timeouts.Drain, 30*time.Second, "timeouts", "drain")
+	def(&c.Timeouts.Handshake, 10*time.Second, "timeouts", "handshake")
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
-	if c.Limits.MaxHelloSize == 0 {
-		c.Limits.MaxHelloSize = sni.DefaultMaxSize
-	}
+	defInt(&c.Limits.MaxHelloSize, sni.DefaultMaxSize, "limits", "max_hello_size")
 	if c.EBPF.Mode == "" {
 		c.EBPF.Mode = "auto"
 	}
 	if c.EBPF.Fragments == "" {
 		c.EBPF.Fragments = "pass"
 	}
-	if c.EBPF.Blocklist.After == 0 {
-		c.EBPF.Blocklist.After = 20
-	}
-	def(&c.EBPF.Blocklist.Within, time.Minute)
-	def(&c.EBPF.Blocklist.For, 10*time.Minute)
-	if c.EBPF.FlowTableSize == 0 {
-		c.EBPF.FlowTableSize = 262144
-	}
+	defInt(&c.EBPF.Blocklist.After, 20, "ebpf", "blocklist", "after")
+	def(&c.EBPF.Blocklist.Within, time.Minute, "ebpf", "blocklist", "within")
+	def(&c.EBPF.Blocklist.For, 10*time.Minute, "ebpf", "blocklist", "for")
+	defInt(&c.EBPF.FlowTableSize, 262144, "ebpf", "flow_table_size")
 	if c.EBPF.PinPath == "" {
 		c.EBPF.PinPath = "/sys/fs/bpf/edgegate"
 	}
@@ -185,8 +234,15 @@ func (c *Config) ErrAt(msg string, path ...any) error {
 
 // line returns the line of the node at path, or of its nearest ancestor.
 func (c *Config) line(path ...any) int {
+	_, line := c.find(path...)
+	return line
+}
+
+// find returns the node at path, or nil when the file does not have it,
+// and the line of the node or of its nearest ancestor.
+func (c *Config) find(path ...any) (*yaml.Node, int) {
 	if c.root == nil || len(c.root.Content) == 0 {
-		return 0
+		return nil, 0
 	}
 	n := c.root.Content[0]
 	line := n.Line
@@ -209,11 +265,42 @@ func (c *Config) line(path ...any) int {
 			}
 		}
 		if next == nil {
-			return line
+			return nil, line
 		}
 		n = next
 	}
-	return line
+	return n, line
+}
+
+// zeroIsDefault notes a zero written at path that the default replaces:
+// "idle: 0s" reads as "no idle timeout" but means five minutes.
+func (c *Config) zeroIsDefault(def string, path ...any) {
+	n, _ := c.find(path...)
+	if n == nil {
+		return
+	}
+	var key []string
+	for _, p := range path {
+		key = append(key, p.(string))
+	}
+	written := n.Value
+	if n.ShortTag() == "!!null" {
+		written = "no value"
+	}
+	c.Notes = append(c.Notes, c.ErrAt(fmt.Sprintf("%s: %s means the default, %s; write the default or remove the key",
+		strings.Join(key, "."), written, def), path...).Error())
+}
+
+// shortDuration writes d as it would be written in the file: 5m, not 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // Path resolves a path from the configuration against the file's folder.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +23,8 @@ func (c *Config) validate() error {
 	seenAddr := map[string]bool{}
 	for i := range c.Listen {
 		l := &c.Listen[i]
-		if _, _, err := net.SplitHostPort(l.Address); err != nil || l.Address == "" {
-			return c.ErrAt(fmt.Sprintf("listen address %q is not host:port", l.Address), "listen", i, "address")
+		if err := checkListenAddress(l.Address); err != nil {
+			return c.ErrAt(fmt.Sprintf("listen address %v", err), "listen", i, "address")
 		}
 		if seenAddr[l.Address] {
 			return c.ErrAt(fmt.Sprintf("listen address %q appears twice", l.Address), "listen", i, "address")
@@ -55,8 +56,12 @@ func (c *Config) validate() error {
 		return c.ErrAt("timeouts.idle must be at least 1s", "timeouts", "idle")
 	}
 	if c.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			return c.ErrAt(fmt.Sprintf("metrics.listen %q is not host:port", c.Metrics.Listen), "metrics", "listen")
+		if err := checkListenAddress(c.Metrics.Listen); err != nil {
+			return c.ErrAt(fmt.Sprintf("metrics.listen %v", err), "metrics", "listen")
+		}
+		// Port 0 is a free port each: two sockets, no clash.
+		if _, port, _ := net.SplitHostPort(c.Metrics.Listen); seenAddr[c.Metrics.Listen] && port != "0" {
+			return c.ErrAt(fmt.Sprintf("metrics.listen %q is also a listen address", c.Metrics.Listen), "metrics", "listen")
 		}
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
@@ -228,6 +233,40 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 		return at("mode is required (passthrough or mtls)", "mode")
 	default:
 		return at(fmt.Sprintf("mode %q: want passthrough or mtls", v.Mode), "mode")
+	}
+	return nil
+}
+
+// checkListenAddress refuses what net.Listen would: an address that is not
+// host:port, a port out of range or unknown, a host name that does not
+// resolve. Whether the address can be bound on this host is for `edgegate
+// check` to try (gateway.Probe), not for loading.
+func checkListenAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || addr == "" {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Errorf("%q: port %d is out of range (0 to 65535)", addr, n)
+		}
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: %q is not a port number or a known service", addr, port)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := net.DefaultResolver.LookupHost(ctx, host); err != nil {
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			err = errors.New(dnsErr.Err)
+		}
+		return fmt.Errorf("%q: host %q does not resolve: %v", addr, host, err)
 	}
 	return nil
 }
