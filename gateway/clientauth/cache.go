@@ -49,4 +49,3 @@ func (c *Cache) add(key [32]byte, w window) {
 
 // Len returns the number of cached chains.
 func (c *Cache) Len() int { return c.lru.Len() }
-
