@@ -442,6 +442,7 @@ func TestNginxMTLS(t *testing.T) {
 			{"expired", "app.example.test", "expired"},
 			{"not-yet-valid", "app.example.test", "not_yet_valid"},
 			{"server-auth-only", "app.example.test", "bad_key_usage"},
+			{"no-digital-signature", "app.example.test", "bad_key_usage"},
 			{"none", "v1.example.test", "no_certificate"},
 			{"valid", "pinned.example.test", "pin_mismatch"},
 		} {
