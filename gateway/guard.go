@@ -28,6 +28,7 @@ func (s *Server) startGuard(cfg *config.Config) error {
 	if !e.Enabled {
 		return nil
 	}
+	s.metrics.guardConfigured()
 	ports, proxied := guardedPorts(cfg)
 	g, err := bpf.Open(bpf.Config{
 		Interfaces:         e.Interfaces,

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -21,7 +23,8 @@ type metricsSet struct {
 	acceptErrors prometheus.Counter
 	reloads      *prometheus.CounterVec // result
 	generation   prometheus.Gauge
-	guardUp      prometheus.Gauge
+	guardUp      prometheus.Gauge // registered by guardConfigured only
+	guardOnce    sync.Once
 	blocked      prometheus.Counter
 }
 
@@ -66,16 +69,24 @@ func newMetrics() *metricsSet {
 		}),
 	}
 	m.guardUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "edgegate_bpf_guard_up", Help: "1 when the eBPF guard is attached, 0 when edgegate runs without it.",
+		Name: "edgegate_bpf_guard_up", Help: "1 when the eBPF guard is attached, 0 when it is configured but failed to load or attach; absent without ebpf.enabled.",
 	})
 	m.blocked = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgegate_bpf_blocks_total", Help: "Sources put in the kernel blocklist for repeated offences.",
 	})
-	m.reg.MustRegister(m.guardUp, m.blocked)
+	m.reg.MustRegister(m.blocked)
 	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
 		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// guardConfigured exports edgegate_bpf_guard_up, at 0 until the guard
+// attaches. The series exists only where ebpf.enabled is set, so that an
+// alert on "guard_up == 0" never fires on installations that do not use the
+// guard; calling it again is harmless.
+func (m *metricsSet) guardConfigured() {
+	m.guardOnce.Do(func() { m.reg.MustRegister(m.guardUp) })
 }
 
 func (m *metricsSet) observeHello(h *sni.Hello) {
