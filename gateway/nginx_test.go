@@ -48,12 +48,14 @@ const clientSourceAddr = "127.0.0.2"
 const nginxBody = "hello from nginx\n"
 
 // nginxUpstream is a real nginx on loopback, configured as an origin behind
-// edgegate: a PROXY-protocol listener that takes the client address from the
-// header and logs it, and a plain listener with stub_status so a test can
-// see how many connections nginx accepted.
+// edgegate (startNginx: a PROXY-protocol listener that takes the client
+// address from the header and logs it, and a plain listener with
+// stub_status so a test can see how many connections nginx accepted), or
+// with a test's own servers (runNginx).
 type nginxUpstream struct {
 	dir       string
-	addr      string // the PROXY listener, edgegate's upstream
+	addr      string   // the PROXY listener, edgegate's upstream
+	addrs     []string // every listener, in the order of {{addr0}}, ...
 	statusURL string
 	accessLog string
 	errorLog  string
@@ -61,10 +63,12 @@ type nginxUpstream struct {
 	waitErr   error
 }
 
-// nginxConf is the generated nginx configuration: a master in the
-// foreground (the test's child) and one worker. Every path nginx writes is in
-// the test's temp folder, so it runs as any user. (master_process off would
-// be simpler, but nginx 1.22 crashes in that mode with inherited sockets.)
+// nginxConf wraps a test's http servers into a whole nginx configuration:
+// a master in the foreground (the test's child) and one worker. Every path
+// nginx writes is in the test's temp folder, so it runs as any user.
+// (master_process off would be simpler, but nginx 1.22 crashes in that mode
+// with inherited sockets.) {{addr0}}, {{addr1}}, ... are the listening
+// addresses, {{dir}} the temp folder.
 const nginxConf = `{{user}}daemon off;
 worker_processes 1;
 pid {{dir}}/nginx.pid;
@@ -77,9 +81,17 @@ http {
     fastcgi_temp_path {{dir}}/fastcgi;
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
+{{servers}}
+}
+`
+
+// nginxOrigin is nginx as an origin behind edgegate: a PROXY-protocol
+// listener that takes the client address from the header and logs it, and
+// a plain listener with stub_status.
+const nginxOrigin = `
     log_format edge '$remote_addr|$remote_port|$proxy_protocol_addr|$proxy_protocol_port|$proxy_protocol_server_addr|$proxy_protocol_server_port|$realip_remote_addr|$host|$request|$status';
     server {
-        listen {{proxy}} proxy_protocol;
+        listen {{addr0}} proxy_protocol;
         set_real_ip_from 127.0.0.1;
         real_ip_header proxy_protocol;
         access_log {{dir}}/access.log edge;
@@ -89,27 +101,35 @@ http {
         }
     }
     server {
-        listen {{status}};
+        listen {{addr1}};
         access_log off;
         location = /status { stub_status; }
     }
-}
 `
 
-// startNginx starts nginx on two loopback ports and stops it when the test
-// ends, whatever the outcome. The test opens both listening sockets itself
-// and hands them to nginx the way nginx hands them to a new binary on
-// upgrade (the NGINX environment variable names inherited descriptors), so
-// no port can be taken between choosing it and nginx binding it, and a
-// request sent before nginx is ready waits in the backlog instead of being
-// refused.
+// startNginx starts nginx as an origin (nginxOrigin) on two loopback ports
+// and stops it when the test ends, whatever the outcome.
 func startNginx(t *testing.T) *nginxUpstream {
+	t.Helper()
+	return runNginx(t, nginxOrigin, 2)
+}
+
+// runNginx starts nginx with servers, the http servers of its
+// configuration, on listeners loopback ports; the last must serve
+// stub_status at /status. The test opens the listening sockets itself and
+// hands them to nginx the way nginx hands them to a new binary on upgrade
+// (the NGINX environment variable names inherited descriptors), so no port
+// can be taken between choosing it and nginx binding it, and a request sent
+// before nginx is ready waits in the backlog instead of being refused.
+func runNginx(t *testing.T, servers string, listeners int) *nginxUpstream {
 	t.Helper()
 	bin := needBinary(t, "nginx")
 	dir := t.TempDir()
 	var files []*os.File
 	var addrs []string
-	for range 2 {
+	inherited := ""
+	repl := []string{"{{dir}}", dir}
+	for i := range listeners {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -122,11 +142,14 @@ func startNginx(t *testing.T) *nginxUpstream {
 		defer f.Close()
 		files = append(files, f)
 		addrs = append(addrs, ln.Addr().String())
+		inherited += strconv.Itoa(3+i) + ";"
+		repl = append(repl, fmt.Sprintf("{{addr%d}}", i), ln.Addr().String())
 	}
 	n := &nginxUpstream{
 		dir:       dir,
 		addr:      addrs[0],
-		statusURL: "http://" + addrs[1] + "/status",
+		addrs:     addrs,
+		statusURL: "http://" + addrs[len(addrs)-1] + "/status",
 		accessLog: filepath.Join(dir, "access.log"),
 		errorLog:  filepath.Join(dir, "error.log"),
 		exited:    make(chan struct{}),
@@ -137,7 +160,8 @@ func startNginx(t *testing.T) *nginxUpstream {
 	if os.Geteuid() == 0 {
 		user = "user root;\n"
 	}
-	conf := strings.NewReplacer("{{user}}", user, "{{dir}}", dir, "{{proxy}}", addrs[0], "{{status}}", addrs[1]).Replace(nginxConf)
+	conf := strings.NewReplacer("{{user}}", user, "{{servers}}", servers).Replace(nginxConf)
+	conf = strings.NewReplacer(repl...).Replace(conf)
 	confFile := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,8 +173,8 @@ func startNginx(t *testing.T) *nginxUpstream {
 	defer stderr.Close()
 	cmd := exec.Command(bin, "-p", dir, "-c", confFile, "-e", n.errorLog)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.ExtraFiles = files // descriptors 3 and 4 in nginx
-	cmd.Env = append(os.Environ(), "NGINX=3;4;")
+	cmd.ExtraFiles = files // descriptors 3, 4, ... in nginx
+	cmd.Env = append(os.Environ(), "NGINX="+inherited)
 	// If the test binary dies, nginx's master goes with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -478,4 +502,138 @@ func TestNginxMTLS(t *testing.T) {
 	if got := len(ng.lines(t)); got != logged {
 		t.Fatalf("nginx access log has %d lines; want %d, one per accepted request and probe", got, logged)
 	}
+}
+
+// nginxMismatch is nginx as an operator may misconfigure it behind
+// edgegate: TLS servers for passthrough with and without proxy_protocol on
+// their listen line, a cleartext one with it for mtls vhosts, and
+// stub_status.
+const nginxMismatch = `
+    access_log off;
+    ssl_certificate {{cert}};
+    ssl_certificate_key {{key}};
+    server {
+        listen {{addr0}} ssl proxy_protocol;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr1}} ssl;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr2}} proxy_protocol;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr3}};
+        location = /status { stub_status; }
+    }
+`
+
+// TestNginxProxyHeaderMismatch puts edgegate in front of a real nginx
+// whose listen lines do or do not match edgegate's upstream.proxy_protocol.
+// nginx reads v1 and v2 alike on a proxy_protocol listener. Without the
+// header it logs "broken header" and hangs up without a byte: that is
+// upstream_closed, for passthrough (nginx leaves the ClientHello unread,
+// so the kernel resets) and mtls (the request is read whole: FIN). A
+// header nginx does not expect is not silent: nginx reads it as a
+// cleartext HTTP request and answers 400, which the TLS client cannot use;
+// edgegate relayed bytes both ways, so that one stays proxied.
+func TestNginxProxyHeaderMismatch(t *testing.T) {
+	p := newPKI(t)
+	ng := runNginx(t, strings.NewReplacer("{{cert}}", p.certFile, "{{key}}", p.keyFile).Replace(nginxMismatch), 4)
+	s, logs := startServerLogged(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - {name: v2, hosts: [v2.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: v2}}
+  - {name: v1, hosts: [v1.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: v1}}
+  - {name: none, hosts: [none.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: "off"}}
+  - {name: unexpected, hosts: [unexpected.example.test], mode: passthrough, upstream: {address: %[2]q, proxy_protocol: v2}}
+  - name: mtls-v2
+    hosts: [other.example.test]
+    mode: mtls
+    tls: {certificates: [{cert: %[4]q, key: %[5]q}]}
+    client_auth: {ca: %[6]q}
+    upstream: {address: %[3]q, proxy_protocol: v2}
+  - name: mtls-none
+    hosts: [app.example.test]
+    mode: mtls
+    tls: {certificates: [{cert: %[4]q, key: %[5]q}]}
+    client_auth: {ca: %[6]q}
+    upstream: {address: %[3]q, proxy_protocol: "off"}
+`, ng.addrs[0], ng.addrs[1], ng.addrs[2], p.certFile, p.keyFile, p.caFile))
+	gw := s.addr(t, "127.0.0.1:0")
+	for i, tc := range []struct {
+		vhost, sni   string
+		mtls         bool
+		want         Outcome
+		answered     bool // the client gets nginx's 200
+		brokenHeader bool // nginx logs "broken header"
+	}{
+		{"v2", "v2.example.test", false, OutcomeProxied, true, false},
+		{"v1", "v1.example.test", false, OutcomeProxied, true, false},
+		{"none", "none.example.test", false, OutcomeUpstreamClosed, false, true},
+		{"unexpected", "unexpected.example.test", false, OutcomeProxied, false, false},
+		{"mtls-v2", "other.example.test", true, OutcomeProxied, true, false},
+		{"mtls-none", "app.example.test", true, OutcomeUpstreamClosed, false, true},
+	} {
+		t.Run(tc.vhost, func(t *testing.T) {
+			cfg := &tls.Config{ServerName: tc.sni, RootCAs: p.roots}
+			if tc.mtls {
+				cfg.Certificates = []tls.Certificate{p.clients["valid"]}
+			}
+			broken := strings.Count(readFile(t, ng.errorLog), "broken header")
+			c, rc, err := dialTLS(t, gw, cfg)
+			var reply []byte
+			switch {
+			case tc.want == OutcomeUpstreamClosed && !tc.mtls:
+				// Nothing came back: not even a ServerHello.
+				expectRefused(t, c, rc, err)
+			case err != nil && tc.answered:
+				t.Fatalf("handshake: %v", err)
+			case err != nil:
+				// nginx's 400 is no TLS record.
+				if !strings.Contains(err.Error(), "does not look like a TLS handshake") {
+					t.Fatalf("handshake error %v; want nginx's cleartext answer", err)
+				}
+				c.Close()
+			default:
+				fmt.Fprintf(c, "GET /mismatch HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", tc.sni)
+				reply, err = io.ReadAll(c)
+				c.Close()
+				if err != nil {
+					t.Fatalf("client read %q, %v; want end-of-stream", reply, err)
+				}
+			}
+			if got := strings.HasSuffix(string(reply), "\r\n\r\n"+nginxBody); got != tc.answered {
+				t.Fatalf("client got %q; want nginx's answer: %v", reply, tc.answered)
+			}
+			if !tc.answered && len(reply) > 0 {
+				t.Fatalf("client got %q; want nothing", reply)
+			}
+
+			s.waitCount(t, "127.0.0.1:0", tc.vhost, tc.want, 1)
+			rec := logs.waitConnections(t, i+1)[i]
+			if rec["vhost"] != tc.vhost || rec["outcome"] != string(tc.want) {
+				t.Fatalf("log line %v; want vhost %q, outcome %q", rec, tc.vhost, tc.want)
+			}
+			if toClient := rec["bytes_to_client"].(float64); (toClient == 0) != (tc.want == OutcomeUpstreamClosed) {
+				t.Fatalf("log line %v: bytes_to_client %v", rec, toClient)
+			}
+			// nginx writes its error line as it closes, before edgegate
+			// counts the connection.
+			if got := strings.Count(readFile(t, ng.errorLog), "broken header") - broken; got != map[bool]int{true: 1}[tc.brokenHeader] {
+				t.Fatalf("nginx logged %d new \"broken header\" lines; want %v", got, tc.brokenHeader)
+			}
+		})
+	}
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
