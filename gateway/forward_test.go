@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,4 +194,163 @@ func mtlsExchange(t *testing.T, addr string, p *pki, msg []byte, closeWrite bool
 		err = nil
 	}
 	return got, err
+}
+
+// nginxMismatch is nginx as an operator may set it up behind edgegate: TLS
+// servers for passthrough with and without proxy_protocol on their listen
+// line, a cleartext one with it for mtls vhosts, and stub_status.
+const nginxMismatch = `
+    access_log off;
+    ssl_certificate {{cert}};
+    ssl_certificate_key {{key}};
+    server {
+        listen {{addr0}} ssl proxy_protocol;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr1}} ssl;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr2}} proxy_protocol;
+        location / { default_type text/plain; return 200 "hello from nginx\n"; }
+    }
+    server {
+        listen {{addr3}};
+        location = /status { stub_status; }
+    }
+`
+
+// haproxyMismatch is the same for HAProxy: TLS frontends with and without
+// accept-proxy.
+const haproxyMismatch = `
+frontend expects_proxy
+    mode http
+    bind fd@3 ssl crt {{bundle}} accept-proxy
+    http-request return status 200 content-type text/plain string "hello from haproxy\n"
+frontend no_proxy
+    mode http
+    bind fd@4 ssl crt {{bundle}}
+    http-request return status 200 content-type text/plain string "hello from haproxy\n"
+`
+
+// TestProxyHeaderMismatch puts edgegate in front of a real nginx and a real
+// HAProxy whose listeners do or do not match edgegate's
+// upstream.proxy_protocol, as operators get it wrong. Both read v1 and v2
+// alike where they expect a header. Where a header is expected and none
+// comes, they hang up without a byte (nginx logs "broken header"): that is
+// upstream_closed, in passthrough (the ClientHello is left unread, so the
+// kernel resets) and mtls (the request is read whole: FIN). Where a header
+// comes that is not expected, HAProxy hangs up too (upstream_closed), but
+// nginx reads it as a cleartext HTTP request and answers 400: the TLS
+// client cannot use that, yet bytes came back, so edgegate counts it
+// proxied.
+func TestProxyHeaderMismatch(t *testing.T) {
+	p := newPKI(t)
+	ng := runNginx(t, strings.NewReplacer("{{cert}}", p.certFile, "{{key}}", p.keyFile).Replace(nginxMismatch), 4)
+	hap := runHAProxy(t, strings.ReplaceAll(haproxyMismatch, "{{bundle}}", haproxyBundle(t, p)), 2)
+	s, logs := startServerLogged(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - {name: nginx-v2, hosts: [nginx-v2.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: v2}}
+  - {name: nginx-v1, hosts: [nginx-v1.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: v1}}
+  - {name: nginx-none, hosts: [nginx-none.example.test], mode: passthrough, upstream: {address: %[1]q, proxy_protocol: "off"}}
+  - {name: nginx-unexpected, hosts: [nginx-unexpected.example.test], mode: passthrough, upstream: {address: %[2]q, proxy_protocol: v2}}
+  - name: nginx-mtls-v2
+    hosts: [other.example.test]
+    mode: mtls
+    tls: {certificates: [{cert: %[4]q, key: %[5]q}]}
+    client_auth: {ca: %[6]q}
+    upstream: {address: %[3]q, proxy_protocol: v2}
+  - name: nginx-mtls-none
+    hosts: [app.example.test]
+    mode: mtls
+    tls: {certificates: [{cert: %[4]q, key: %[5]q}]}
+    client_auth: {ca: %[6]q}
+    upstream: {address: %[3]q, proxy_protocol: "off"}
+  - {name: haproxy-v2, hosts: [haproxy-v2.example.test], mode: passthrough, upstream: {address: %[7]q, proxy_protocol: v2}}
+  - {name: haproxy-v1, hosts: [haproxy-v1.example.test], mode: passthrough, upstream: {address: %[7]q, proxy_protocol: v1}}
+  - {name: haproxy-none, hosts: [haproxy-none.example.test], mode: passthrough, upstream: {address: %[7]q, proxy_protocol: "off"}}
+  - {name: haproxy-unexpected, hosts: [haproxy-unexpected.example.test], mode: passthrough, upstream: {address: %[8]q, proxy_protocol: v2}}
+`, ng.addrs[0], ng.addrs[1], ng.addrs[2], p.certFile, p.keyFile, p.caFile, hap[0], hap[1]))
+	gw := s.addr(t, "127.0.0.1:0")
+	for i, tc := range []struct {
+		vhost        string
+		mtls         bool
+		want         Outcome
+		answer       string // the body the client gets, "" for none
+		cleartext400 bool   // the upstream answers the TLS client in clear text
+		brokenHeader bool   // nginx logs "broken header"
+	}{
+		{vhost: "nginx-v2", want: OutcomeProxied, answer: "hello from nginx\n"},
+		{vhost: "nginx-v1", want: OutcomeProxied, answer: "hello from nginx\n"},
+		{vhost: "nginx-none", want: OutcomeUpstreamClosed, brokenHeader: true},
+		{vhost: "nginx-unexpected", want: OutcomeProxied, cleartext400: true},
+		{vhost: "nginx-mtls-v2", mtls: true, want: OutcomeProxied, answer: "hello from nginx\n"},
+		{vhost: "nginx-mtls-none", mtls: true, want: OutcomeUpstreamClosed, brokenHeader: true},
+		{vhost: "haproxy-v2", want: OutcomeProxied, answer: "hello from haproxy\n"},
+		{vhost: "haproxy-v1", want: OutcomeProxied, answer: "hello from haproxy\n"},
+		{vhost: "haproxy-none", want: OutcomeUpstreamClosed},
+		{vhost: "haproxy-unexpected", want: OutcomeUpstreamClosed},
+	} {
+		t.Run(tc.vhost, func(t *testing.T) {
+			sni := tc.vhost + ".example.test"
+			cfg := &tls.Config{ServerName: sni, RootCAs: p.roots}
+			if tc.mtls {
+				sni = map[string]string{"nginx-mtls-v2": "other.example.test", "nginx-mtls-none": "app.example.test"}[tc.vhost]
+				cfg = &tls.Config{ServerName: sni, RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}}
+			}
+			broken := strings.Count(readFile(t, ng.errorLog), "broken header")
+			c, rc, err := dialTLS(t, gw, cfg)
+			var reply []byte
+			switch {
+			case tc.cleartext400:
+				if err == nil || !strings.Contains(err.Error(), "does not look like a TLS handshake") {
+					t.Fatalf("handshake error %v; want the upstream's cleartext answer", err)
+				}
+				c.Close()
+			case tc.want == OutcomeUpstreamClosed && !tc.mtls:
+				// Nothing came back: not even a ServerHello.
+				expectRefused(t, c, rc, err)
+			case err != nil:
+				t.Fatalf("handshake: %v", err)
+			default:
+				fmt.Fprintf(c, "GET /mismatch HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+				reply, err = io.ReadAll(c)
+				c.Close()
+				if err != nil {
+					t.Fatalf("client read %q, %v; want end-of-stream", reply, err)
+				}
+				switch {
+				case tc.answer == "" && len(reply) > 0:
+					t.Fatalf("client got %q; want nothing", reply)
+				case tc.answer != "" && (!strings.HasPrefix(string(reply), "HTTP/1.1 200") || !strings.HasSuffix(string(reply), "\r\n\r\n"+tc.answer)):
+					t.Fatalf("client got %q; want a 200 with %q", reply, tc.answer)
+				}
+			}
+
+			s.waitCount(t, "127.0.0.1:0", tc.vhost, tc.want, 1)
+			rec := logs.waitConnections(t, i+1)[i]
+			if rec["vhost"] != tc.vhost || rec["outcome"] != string(tc.want) {
+				t.Fatalf("log line %v; want vhost %q, outcome %q", rec, tc.vhost, tc.want)
+			}
+			if toClient := rec["bytes_to_client"].(float64); (toClient == 0) != (tc.want == OutcomeUpstreamClosed) {
+				t.Fatalf("log line %v: bytes_to_client %v", rec, toClient)
+			}
+			// nginx writes its error line before it closes, so before
+			// edgegate counts the connection.
+			if got := strings.Count(readFile(t, ng.errorLog), "broken header") - broken; (got == 1) != tc.brokenHeader || got > 1 {
+				t.Fatalf("nginx logged %d new \"broken header\" lines; want %v", got, tc.brokenHeader)
+			}
+		})
+	}
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
