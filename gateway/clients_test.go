@@ -121,6 +121,7 @@ var clientMatrix = []clientCase{
 	{"expired", "app.example.test", "expired"},
 	{"not-yet-valid", "app.example.test", "not_yet_valid"},
 	{"server-auth-only", "app.example.test", "bad_key_usage"},
+	{"no-digital-signature", "app.example.test", "bad_key_usage"},
 	{"valid", "pinned.example.test", "pin_mismatch"},
 }
 

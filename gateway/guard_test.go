@@ -766,6 +766,54 @@ vhosts: [{name: a, hosts: [a.example.test], mode: passthrough, upstream: {addres
 	s.waitCount(t, "127.0.0.1:0", "", OutcomeNotTLS, 1)
 }
 
+// TestGuardUpSeries: edgegate_bpf_guard_up is exported only where the
+// guard is configured, so an alert on "edgegate_bpf_guard_up == 0" fires
+// for a guard that failed and never for an installation without one. Read
+// from /metrics as Prometheus scrapes it.
+func TestGuardUpSeries(t *testing.T) {
+	pin := "/sys/fs/bpf/edgegate-test/never-created"
+	if os.Geteuid() == 0 {
+		pin = testPinPath(t)
+	}
+	for _, tc := range []struct {
+		name, ebpf string
+		want       string // the series' line, "" for none
+	}{
+		{"without ebpf", "", ""},
+		{"ebpf disabled", "ebpf: {enabled: false, interfaces: [egwnone0]}\n", ""},
+		{"guard failed", fmt.Sprintf("ebpf: {enabled: true, interfaces: [egwnone0], required: false, pin_path: %q}\n", pin), "edgegate_bpf_guard_up 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+metrics: {listen: "127.0.0.1:0"}
+%svhosts: [{name: a, hosts: [a.example.test], mode: passthrough, upstream: {address: "127.0.0.1:1"}}]
+`, tc.ebpf))
+			resp, err := http.Get("http://" + s.MetricsAddr().String() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var got []string
+			for _, l := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(l, "edgegate_bpf_guard_up") {
+					got = append(got, l)
+				}
+			}
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Fatalf("/metrics has %q without a configured guard; want no such series", got)
+			case tc.want != "" && (len(got) != 1 || got[0] != tc.want):
+				t.Fatalf("/metrics has %q; want exactly %q", got, tc.want)
+			}
+			if !strings.Contains(string(body), "edgegate_connections_active") {
+				t.Fatalf("/metrics lacks edgegate's own metrics:\n%s", body)
+			}
+		})
+	}
+}
+
 // TestGuardedPorts: every listener's port is guarded once, and those that
 // take an inbound PROXY header are named for pass_proxy_port.
 func TestGuardedPorts(t *testing.T) {

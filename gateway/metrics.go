@@ -21,7 +21,7 @@ type metricsSet struct {
 	acceptErrors prometheus.Counter
 	reloads      *prometheus.CounterVec // result
 	generation   prometheus.Gauge
-	guardUp      prometheus.Gauge
+	guardUp      prometheus.Gauge // registered by commitGuard only
 	blocked      prometheus.Counter
 }
 

@@ -48,12 +48,14 @@ const clientSourceAddr = "127.0.0.2"
 const nginxBody = "hello from nginx\n"
 
 // nginxUpstream is a real nginx on loopback, configured as an origin behind
-// edgegate: a PROXY-protocol listener that takes the client address from the
-// header and logs it, and a plain listener with stub_status so a test can
-// see how many connections nginx accepted.
+// edgegate (startNginx: a PROXY-protocol listener that takes the client
+// address from the header and logs it, and a plain listener with
+// stub_status so a test can see how many connections nginx accepted), or
+// with a test's own servers (runNginx).
 type nginxUpstream struct {
 	dir       string
-	addr      string // the PROXY listener, edgegate's upstream
+	addr      string   // the PROXY listener, edgegate's upstream
+	addrs     []string // every listener, in the order of {{addr0}}, ...
 	statusURL string
 	accessLog string
 	errorLog  string
@@ -61,10 +63,12 @@ type nginxUpstream struct {
 	waitErr   error
 }
 
-// nginxConf is the generated nginx configuration: a master in the
-// foreground (the test's child) and one worker. Every path nginx writes is in
-// the test's temp folder, so it runs as any user. (master_process off would
-// be simpler, but nginx 1.22 crashes in that mode with inherited sockets.)
+// nginxConf wraps a test's http servers into a whole nginx configuration:
+// a master in the foreground (the test's child) and one worker. Every path
+// nginx writes is in the test's temp folder, so it runs as any user.
+// (master_process off would be simpler, but nginx 1.22 crashes in that mode
+// with inherited sockets.) {{addr0}}, {{addr1}}, ... are the listening
+// addresses, {{dir}} the temp folder.
 const nginxConf = `{{user}}daemon off;
 worker_processes 1;
 pid {{dir}}/nginx.pid;
@@ -77,9 +81,17 @@ http {
     fastcgi_temp_path {{dir}}/fastcgi;
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
+{{servers}}
+}
+`
+
+// nginxOrigin is nginx as an origin behind edgegate: a PROXY-protocol
+// listener that takes the client address from the header and logs it, and
+// a plain listener with stub_status.
+const nginxOrigin = `
     log_format edge '$remote_addr|$remote_port|$proxy_protocol_addr|$proxy_protocol_port|$proxy_protocol_server_addr|$proxy_protocol_server_port|$realip_remote_addr|$host|$request|$status';
     server {
-        listen {{proxy}} proxy_protocol;
+        listen {{addr0}} proxy_protocol;
         set_real_ip_from 127.0.0.1;
         real_ip_header proxy_protocol;
         access_log {{dir}}/access.log edge;
@@ -89,27 +101,35 @@ http {
         }
     }
     server {
-        listen {{status}};
+        listen {{addr1}};
         access_log off;
         location = /status { stub_status; }
     }
-}
 `
 
-// startNginx starts nginx on two loopback ports and stops it when the test
-// ends, whatever the outcome. The test opens both listening sockets itself
-// and hands them to nginx the way nginx hands them to a new binary on
-// upgrade (the NGINX environment variable names inherited descriptors), so
-// no port can be taken between choosing it and nginx binding it, and a
-// request sent before nginx is ready waits in the backlog instead of being
-// refused.
+// startNginx starts nginx as an origin (nginxOrigin) on two loopback ports
+// and stops it when the test ends, whatever the outcome.
 func startNginx(t *testing.T) *nginxUpstream {
+	t.Helper()
+	return runNginx(t, nginxOrigin, 2)
+}
+
+// runNginx starts nginx with servers, the http servers of its
+// configuration, on listeners loopback ports; the last must serve
+// stub_status at /status. The test opens the listening sockets itself and
+// hands them to nginx the way nginx hands them to a new binary on upgrade
+// (the NGINX environment variable names inherited descriptors), so no port
+// can be taken between choosing it and nginx binding it, and a request sent
+// before nginx is ready waits in the backlog instead of being refused.
+func runNginx(t *testing.T, servers string, listeners int) *nginxUpstream {
 	t.Helper()
 	bin := needBinary(t, "nginx")
 	dir := t.TempDir()
 	var files []*os.File
 	var addrs []string
-	for range 2 {
+	inherited := ""
+	repl := []string{"{{dir}}", dir}
+	for i := range listeners {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -122,11 +142,14 @@ func startNginx(t *testing.T) *nginxUpstream {
 		defer f.Close()
 		files = append(files, f)
 		addrs = append(addrs, ln.Addr().String())
+		inherited += strconv.Itoa(3+i) + ";"
+		repl = append(repl, fmt.Sprintf("{{addr%d}}", i), ln.Addr().String())
 	}
 	n := &nginxUpstream{
 		dir:       dir,
 		addr:      addrs[0],
-		statusURL: "http://" + addrs[1] + "/status",
+		addrs:     addrs,
+		statusURL: "http://" + addrs[len(addrs)-1] + "/status",
 		accessLog: filepath.Join(dir, "access.log"),
 		errorLog:  filepath.Join(dir, "error.log"),
 		exited:    make(chan struct{}),
@@ -137,7 +160,8 @@ func startNginx(t *testing.T) *nginxUpstream {
 	if os.Geteuid() == 0 {
 		user = "user root;\n"
 	}
-	conf := strings.NewReplacer("{{user}}", user, "{{dir}}", dir, "{{proxy}}", addrs[0], "{{status}}", addrs[1]).Replace(nginxConf)
+	conf := strings.NewReplacer("{{user}}", user, "{{servers}}", servers).Replace(nginxConf)
+	conf = strings.NewReplacer(repl...).Replace(conf)
 	confFile := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,8 +173,8 @@ func startNginx(t *testing.T) *nginxUpstream {
 	defer stderr.Close()
 	cmd := exec.Command(bin, "-p", dir, "-c", confFile, "-e", n.errorLog)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.ExtraFiles = files // descriptors 3 and 4 in nginx
-	cmd.Env = append(os.Environ(), "NGINX=3;4;")
+	cmd.ExtraFiles = files // descriptors 3, 4, ... in nginx
+	cmd.Env = append(os.Environ(), "NGINX="+inherited)
 	// If the test binary dies, nginx's master goes with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -442,6 +466,7 @@ func TestNginxMTLS(t *testing.T) {
 			{"expired", "app.example.test", "expired"},
 			{"not-yet-valid", "app.example.test", "not_yet_valid"},
 			{"server-auth-only", "app.example.test", "bad_key_usage"},
+			{"no-digital-signature", "app.example.test", "bad_key_usage"},
 			{"none", "v1.example.test", "no_certificate"},
 			{"valid", "pinned.example.test", "pin_mismatch"},
 		} {

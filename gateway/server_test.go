@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +30,24 @@ func startServer(t testing.TB, yaml string) *Server {
 
 func startServerIn(t testing.TB, dir, yaml string) *Server {
 	t.Helper()
+	return startServerLogging(t, dir, yaml, testLog())
+}
+
+// startServerLogged is startServer with its log kept, for tests that check
+// what an operator reads.
+func startServerLogged(t testing.TB, yaml string) (*Server, *logLines) {
+	t.Helper()
+	l := &logLines{}
+	var w io.Writer = l
+	if testing.Verbose() {
+		w = io.MultiWriter(l, os.Stderr)
+	}
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return startServerLogging(t, t.TempDir(), yaml, log), l
+}
+
+func startServerLogging(t testing.TB, dir, yaml string, log *slog.Logger) *Server {
+	t.Helper()
 	path := filepath.Join(dir, "edgegate.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -34,10 +55,6 @@ func startServerIn(t testing.TB, dir, yaml string) *Server {
 	cfg, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatalf("config: %v", err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	s, err := NewServer(cfg, log)
 	if err != nil {
@@ -77,6 +94,58 @@ func (s *Server) waitCount(t testing.TB, listener, vhost string, o Outcome, want
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("edgegate_connections_total{listener=%q,vhost=%q,outcome=%q} = %v, want %v", listener, vhost, o, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logLines is a server's log as JSON lines, one record each.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// connections returns the attributes of every per-connection log line so
+// far, in order.
+func (l *logLines) connections(t testing.TB) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	text := l.buf.String()
+	l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["msg"] == "connection" {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// waitConnections waits until the log holds n connection lines (they are
+// written just after the counters move) and returns them.
+func (l *logLines) waitConnections(t testing.TB, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := l.connections(t)
+		if len(recs) >= n {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log holds %d connection lines, want %d", len(recs), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -73,6 +73,10 @@ func newPKI(t testing.TB) *pki {
 	p.clients["expired"] = must(p.ca.Client("origin-pull client", testpki.Expired()))
 	p.clients["not-yet-valid"] = must(p.ca.Client("origin-pull client", testpki.NotYetValid()))
 	p.clients["server-auth-only"] = must(p.ca.Client("origin-pull client", testpki.ServerAuthOnly()))
+	// Client authentication in its extended key usage, but a KeyUsage that
+	// does not allow signing the handshake (digitalSignature).
+	p.clients["no-digital-signature"] = must(p.ca.Client("origin-pull client",
+		testpki.KeyUsage(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement)))
 	p.clients["pinned"] = must(p.ca.Client("pinned client"))
 	leaf, _ := x509.ParseCertificate(p.clients["pinned"].Certificate[0])
 	p.goodPin = hex.EncodeToString(testpki.SPKISHA256(leaf))
@@ -189,6 +193,7 @@ func TestMTLSMatrix(t *testing.T) {
 			{"expired", "app.example.test", "expired"},
 			{"not-yet-valid", "app.example.test", "not_yet_valid"},
 			{"server-auth-only", "app.example.test", "bad_key_usage"},
+			{"no-digital-signature", "app.example.test", "bad_key_usage"},
 			{"valid", "other.example.test", "pin_mismatch"},
 		} {
 			name := tls.VersionName(version) + "/" + tc.client + "@" + tc.sni

@@ -50,11 +50,9 @@ func Pipe(client, upstream net.Conn, idle time.Duration) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.ToClient = p.copyHalf(client, upstream)
-		p.first.CompareAndSwap(0, fromUpstream)
+		r.ToClient = p.copyHalf(client, upstream, fromUpstream)
 	}()
-	r.ToUpstream = p.copyHalf(upstream, client)
-	p.first.CompareAndSwap(0, fromClient)
+	r.ToUpstream = p.copyHalf(upstream, client, fromClient)
 	wg.Wait()
 	client.Close()
 	upstream.Close()
@@ -73,14 +71,17 @@ type pipeState struct {
 	idle, tick time.Duration
 	last       atomic.Int64 // unix nanoseconds of the last byte seen either way
 	idled      atomic.Bool
-	first      atomic.Int32 // the direction that ended first
+	first      atomic.Int32 // the side that ended its direction first
 }
 
 func (p *pipeState) touch() { p.last.Store(time.Now().UnixNano()) }
 
 // copyHalf copies src to dst until src ends, then half-closes dst. An error
 // (reset, idle timeout) closes both conns, which ends the other half too.
-func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
+// from names src's side. The side that ended first is recorded before
+// anything is passed on or closed: the other half ends because of it, and
+// may get there first.
+func (p *pipeState) copyHalf(dst, src net.Conn, from int32) int64 {
 	var total int64
 	for {
 		src.SetReadDeadline(time.Now().Add(p.tick))
@@ -91,6 +92,7 @@ func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
 		}
 		if err == nil {
 			// src sent FIN: pass it on and leave the other direction open.
+			p.first.CompareAndSwap(0, from)
 			if cw, ok := dst.(closeWriter); ok {
 				cw.CloseWrite()
 			} else {
@@ -103,6 +105,10 @@ func (p *pipeState) copyHalf(dst, src net.Conn) int64 {
 				continue
 			}
 			p.idled.Store(true)
+		} else if !errors.Is(err, net.ErrClosed) {
+			// A reset or another failure of this half. net.ErrClosed is
+			// the other half having closed both conns: it recorded why.
+			p.first.CompareAndSwap(0, from)
 		}
 		src.Close()
 		dst.Close()
