@@ -92,7 +92,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	if err := srv.Start(); err != nil {
-		log.Error("start failed", "err", err)
+		// Like a configuration error: FILE:LINE: what, alone, where the
+		// operator who just ran it looks.
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	for _, f := range inherited {

@@ -260,8 +260,8 @@ func TestRunJSONLogAndMetrics(t *testing.T) {
 }
 
 // TestRunRefusesToStart: `edgegate run` with a broken file exits 1 with the
-// FILE:LINE error alone on stderr, and with an address it cannot bind exits
-// 1 saying which, instead of running without a listener.
+// FILE:LINE error alone on stderr, and so does an address it cannot bind
+// (the address's line), instead of running without a listener.
 func TestRunRefusesToStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -288,17 +288,17 @@ vhosts:
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	for _, tc := range []struct{ name, listen, metrics string }{
-		{"listener", busy.Addr().String(), freeAddr(t)},
-		{"metrics", freeAddr(t), busy.Addr().String()},
+	for _, tc := range []struct{ name, listen, metrics, want string }{
+		{"listener", busy.Addr().String(), freeAddr(t), `:2: listen address "` + busy.Addr().String() + `": bind: address already in use`},
+		{"metrics", freeAddr(t), busy.Addr().String(), `:4: metrics.listen "` + busy.Addr().String() + `": bind: address already in use`},
 	} {
 		cfg := writeFile(t, dir, tc.name+".yaml", gatewayConfig(tc.listen, tc.metrics, "127.0.0.1:9001", "info", "json", "30s"))
 		stdout, stderr, code := runEdgegate(t, "run", "--config", cfg)
 		if code != 1 || stdout != "" {
 			t.Errorf("%s address in use: exit %d, stdout %q; want 1 and nothing", tc.name, code, stdout)
 		}
-		if !strings.Contains(stderr, `"msg":"start failed"`) || !strings.Contains(stderr, busy.Addr().String()) || !strings.Contains(stderr, "address already in use") {
-			t.Errorf("%s address in use: stderr does not say why:\n%s", tc.name, stderr)
+		if want := cfg + tc.want + "\n"; stderr != want {
+			t.Errorf("%s address in use: stderr %q, want %q alone", tc.name, stderr, want)
 		}
 		if strings.Contains(stderr, "edgegate running") {
 			t.Errorf("%s address in use: edgegate claims to be running:\n%s", tc.name, stderr)
