@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestListenAddressInUse: an address another process listens on is
@@ -63,4 +67,35 @@ vhosts: [{name: a, hosts: [a.example.test], mode: passthrough, upstream: {addres
 			}
 		})
 	}
+}
+
+// TestDeferAccept: a connection that has sent nothing is not accepted (the
+// gateway counts and holds nothing for it), and it is served as soon as
+// its hello arrives.
+func TestDeferAccept(t *testing.T) {
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+vhosts: [{name: a, hosts: [go.example.test], mode: passthrough, upstream: {address: %q}}]
+`, up.address()))
+	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Nothing to wait for: a connection accepted would be counted active
+	// at once; give it a moment to prove it is not.
+	time.Sleep(300 * time.Millisecond)
+	if n := testutil.ToFloat64(s.metrics.active); n != 0 {
+		t.Fatalf("%v connections active before any byte arrived; want 0 (deferred accept)", n)
+	}
+	if _, err := c.Write(readHello(t, "go-pq.bin")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, 10*time.Second, func() error {
+		if n := testutil.ToFloat64(s.metrics.active); n != 1 {
+			return fmt.Errorf("%v connections active after the hello, want 1", n)
+		}
+		return nil
+	})
 }

@@ -27,28 +27,40 @@ type ListenFunc func(lc config.Listener) (net.Listener, error)
 // Listen opens a listener's socket the way edgegate does by default:
 // SO_REUSEPORT only when the listener sets reuse_port, so that an address
 // another process already listens on is refused ("address already in
-// use") rather than silently shared.
+// use") rather than silently shared; and TCP_DEFER_ACCEPT, so that accept
+// returns a connection only once its first bytes have arrived (see
+// DeferAccept).
 func Listen(lc config.Listener) (net.Listener, error) {
-	return listenTCP(lc.Address, lc.ReusePort)
+	return listenTCP(lc.Address, lc.ReusePort, DeferAccept)
 }
 
-// listenTCP opens a listening TCP socket, with SO_REUSEPORT if reusePort.
-func listenTCP(addr string, reusePort bool) (net.Listener, error) {
+// DeferAccept is the TCP_DEFER_ACCEPT of edgegate's listeners: the kernel
+// completes the handshake but queues the connection for accept only when
+// its first data arrives, or after this long (then timeouts.client_hello
+// applies as usual). So a hello is readable at accept (no empty read and
+// poller round trip), and a connection that never sends a byte, or whose
+// bytes the eBPF guard drops, costs userspace nothing: it is never
+// accepted, counted or logged.
+const DeferAccept = 5 * time.Second
+
+// listenTCP opens a listening TCP socket, with SO_REUSEPORT if reusePort
+// and TCP_DEFER_ACCEPT if deferAccept is positive.
+func listenTCP(addr string, reusePort bool, deferAccept time.Duration) (net.Listener, error) {
 	lc := net.ListenConfig{
 		// No TCP keep-alive on accepted connections: see relay.Dial.
 		KeepAlive: -1,
-	}
-	if reusePort {
-		lc.Control = func(network, address string, c syscall.RawConn) error {
+		Control: func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+				if reusePort {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+				}
+				if serr == nil && deferAccept > 0 {
+					serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, int(deferAccept/time.Second))
+				}
 			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
+			return errors.Join(err, serr)
+		},
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -150,7 +150,7 @@ func (s *Server) acquire(cfg *config.Config, a *acquired) error {
 // openMetrics opens the metrics endpoint's socket. SO_REUSEPORT: during an
 // upgrade the old and the new process both hold it for a moment.
 func openMetrics(cfg *config.Config) (net.Listener, error) {
-	ln, err := listenTCP(cfg.Metrics.Listen, true)
+	ln, err := listenTCP(cfg.Metrics.Listen, true, 0)
 	if err != nil {
 		return nil, cfg.ErrAt(fmt.Sprintf("metrics.listen %q: %v", cfg.Metrics.Listen, bindError(err)), "metrics", "listen")
 	}
