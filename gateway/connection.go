@@ -17,6 +17,8 @@ import (
 // session is what edgegate knows about one client connection as it moves
 // along the path; it becomes the connection's log line and metrics.
 type session struct {
+	conn     net.Conn    // the accepted connection, as Shutdown's table knows it
+	pair     *relay.Pair // set (under Server.mu) once parked in the relay
 	start    time.Time
 	listener string
 	client   netip.AddrPort // the client, after any trusted inbound PROXY header
@@ -51,15 +53,31 @@ func (ss *session) uniqueID(u config.Upstream) []byte {
 
 // serveConn carries one accepted connection along the path: inbound PROXY
 // header (if the listener takes one), ClientHello, route, then passthrough
-// or termination. Whatever happens, it ends with one log line and one count.
+// or termination. Whatever happens, it ends with end: one log line and one
+// count. A passthrough connection handed to the relay's loops is ended by
+// them when it closes, after this goroutine has gone.
 func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
+	s.metrics.active.Inc()
+	if !s.route(c, l, ss) {
+		s.end(ss)
+	}
+}
+
+// end is the last step of every connection that was admitted: its log line
+// and counts, and the release of its place in the limits and in Shutdown's
+// table.
+func (s *Server) end(ss *session) {
+	s.metrics.active.Dec()
+	s.finish(ss)
+	s.admission.release(ss.peer)
+	s.untrack(ss.conn)
+}
+
+// route is serveConn's path; it reports whether the connection was parked
+// in the relay, which will end it.
+func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 	st := s.state.Load()
 	lc := l.cfg.Load()
-	s.metrics.active.Inc()
-	defer func() {
-		s.metrics.active.Dec()
-		s.finish(ss)
-	}()
 
 	var in net.Conn = c
 	if lc.AcceptProxyProtocol {
@@ -70,7 +88,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 				ss.outcome = OutcomeBadProxyHeader
 			}
 			relay.CloseSilently(c, false)
-			return
+			return false
 		}
 		ss.client, ss.local, in = src, dst, rest
 		ss.viaProxy = true
@@ -89,7 +107,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 	if err != nil {
 		ss.outcome, ss.err = helloOutcome(err), err
 		relay.CloseSilently(c, false)
-		return
+		return false
 	}
 	ss.hello = hello
 	s.metrics.observeHello(hello)
@@ -101,15 +119,14 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 			ss.outcome = OutcomeNoSNI
 		}
 		relay.CloseSilently(c, st.routes.unmatchedReset)
-		return
+		return false
 	}
 	ss.vhost = v
-	switch v.mode {
-	case modePassthrough:
-		s.passthrough(ss, st, c, prefix)
-	case modeMTLS:
-		s.terminate(ss, st, c, prefix)
+	if v.mode == modePassthrough {
+		return s.passthrough(ss, st, c, prefix)
 	}
+	s.terminate(ss, st, c, prefix)
+	return false
 }
 
 // helloOutcome names the way a ClientHello read failed.

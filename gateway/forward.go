@@ -13,13 +13,18 @@ import (
 // connection itself, or the TLS connection over it); raw is the socket, for
 // closing without a byte. An upstream that cannot be reached costs the
 // client nothing but a silent close.
-func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) {
+//
+// A passthrough connection (client is the socket itself) is parked in the
+// relay's loops: this goroutine returns true at once, and the loop ends the
+// connection when both directions have ended, so that an idle connection
+// holds no goroutine and no buffer. A terminated one is relayed by Pipe.
+func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
 	up, err := relay.Dial(v.upstream.Address, st.cfg.Timeouts.UpstreamDial.D())
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
 		relay.CloseSilently(raw, false)
-		return
+		return false
 	}
 	if out := append(hdr, first...); len(out) > 0 {
 		_, err = up.Write(out)
@@ -28,10 +33,32 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPCo
 		ss.outcome, ss.err = OutcomeUpstreamError, err
 		up.Close()
 		relay.CloseSilently(raw, false)
-		return
+		return false
 	}
-	r := relay.Pipe(client, up, st.cfg.Timeouts.Idle.D())
-	ss.toUp = int64(len(first)) + r.ToUpstream
+	idle := st.cfg.Timeouts.Idle.D()
+	if client == net.Conn(raw) && s.parker != nil {
+		sent := len(first)
+		pr := relay.NewPair(client, up, idle, func(r relay.Result) {
+			s.relayed(ss, sent, r)
+			s.end(ss)
+		})
+		s.mu.Lock()
+		ss.pair = pr
+		if ss.cut.Load() {
+			pr.Cut()
+		}
+		s.mu.Unlock()
+		s.parker.Park(pr)
+		return true
+	}
+	s.relayed(ss, len(first), relay.Pipe(client, up, idle))
+	return false
+}
+
+// relayed records what the relay saw of a connection: bytes each way (sent,
+// the client's bytes forward wrote itself, included) and the outcome.
+func (s *Server) relayed(ss *session, sent int, r relay.Result) {
+	ss.toUp = int64(sent) + r.ToUpstream
 	ss.toClient = r.ToClient
 	switch {
 	case r.Idled:

@@ -92,7 +92,7 @@ func (s *Server) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		tc, ok := c.(*net.TCPConn)
-		ss := &session{start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
+		ss := &session{conn: c, start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
 		if !ok {
 			c.Close()
 			continue
@@ -107,10 +107,6 @@ func (s *Server) acceptLoop(l *listener) {
 			s.untrack(c)
 			continue
 		}
-		go func() {
-			defer s.untrack(c)
-			defer s.admission.release(peer)
-			s.serveConn(tc, l, ss)
-		}()
+		go s.serveConn(tc, l, ss)
 	}
 }

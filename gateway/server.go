@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -41,7 +43,8 @@ type Server struct {
 	// refusalLog bounds the log lines written for refused mtls connections.
 	refusalLog rateLimit
 	admission  admission
-	guard      *guard // nil without the eBPF guard
+	guard      *guard        // nil without the eBPF guard
+	parker     *relay.Parker // relays passthrough connections; set by Start
 	listen     ListenFunc
 	handOver   atomic.Bool // Shutdown is an upgrade's: keep the guard attached
 }
@@ -93,6 +96,7 @@ func (s *Server) Start() error {
 		return err
 	}
 	// Nothing below fails: commit what was acquired.
+	s.parker = a.parker
 	for _, l := range a.listeners {
 		s.listeners[l.name] = l
 		s.serveListener(l)
@@ -107,6 +111,7 @@ func (s *Server) Start() error {
 // acquired is what Start (or a reload) has opened and not yet committed;
 // release gives all of it back, so every failure takes one path.
 type acquired struct {
+	parker    *relay.Parker
 	listeners []*listener
 	guard     *guard
 	guardErr  error // the guard failed to attach and ebpf.required is false
@@ -114,6 +119,9 @@ type acquired struct {
 }
 
 func (a *acquired) release() {
+	if a.parker != nil {
+		a.parker.Close()
+	}
 	for _, l := range a.listeners {
 		l.ln.Close()
 	}
@@ -125,9 +133,13 @@ func (a *acquired) release() {
 	}
 }
 
-// acquire opens what cfg asks for at start, in order: the listeners, the
-// guard, the metrics endpoint.
+// acquire opens what cfg asks for at start, in order: the relay's loops
+// (one per core), the listeners, the guard, the metrics endpoint.
 func (s *Server) acquire(cfg *config.Config, a *acquired) error {
+	var err error
+	if a.parker, err = relay.NewParker(runtime.GOMAXPROCS(0)); err != nil {
+		return err
+	}
 	for i := range cfg.Listen {
 		l, err := s.openListener(cfg, i)
 		if err != nil {
@@ -135,7 +147,6 @@ func (s *Server) acquire(cfg *config.Config, a *acquired) error {
 		}
 		a.listeners = append(a.listeners, l)
 	}
-	var err error
 	if a.guard, a.guardErr, err = s.openGuard(cfg); err != nil {
 		return err
 	}
@@ -316,7 +327,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		n := len(s.conns)
 		for c, ss := range s.conns {
 			ss.cut.Store(true)
-			c.Close()
+			if ss.pair != nil {
+				// The relay's loop owns a parked connection's sockets.
+				ss.pair.Cut()
+			} else {
+				c.Close()
+			}
 		}
 		s.mu.Unlock()
 		if n > 0 {
@@ -325,10 +341,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.mu.Lock()
-	h := s.http
+	h, parker := s.http, s.parker
 	s.mu.Unlock()
 	if h != nil {
 		h.Close()
+	}
+	if parker != nil {
+		parker.Close()
 	}
 	s.closeGuard()
 	return err

@@ -61,18 +61,45 @@ func TestPipeFirstToEnd(t *testing.T) {
 			upstream.Close()
 		}, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for range 100 {
-				gwClient, client := tcpPair(t)
-				gwUp, upstream := tcpPair(t)
-				client.SetDeadline(time.Now().Add(10 * time.Second))
-				upstream.SetDeadline(time.Now().Add(10 * time.Second))
-				go tc.end(client, upstream)
-				r := Pipe(gwClient, gwUp, time.Minute)
-				if r.UpstreamClosedFirst != tc.want || r.Idled || r.ToClient != 0 || r.ToUpstream != 0 {
-					t.Fatalf("Pipe = %+v; want UpstreamClosedFirst %v, nothing relayed", r, tc.want)
+		for _, rl := range relays(t) {
+			t.Run(rl.name+"/"+tc.name, func(t *testing.T) {
+				for range 100 {
+					gwClient, client := tcpPair(t)
+					gwUp, upstream := tcpPair(t)
+					client.SetDeadline(time.Now().Add(10 * time.Second))
+					upstream.SetDeadline(time.Now().Add(10 * time.Second))
+					go tc.end(client, upstream)
+					r := rl.relay(gwClient, gwUp, time.Minute)
+					if r.UpstreamClosedFirst != tc.want || r.Idled || r.ToClient != 0 || r.ToUpstream != 0 {
+						t.Fatalf("relay = %+v; want UpstreamClosedFirst %v, nothing relayed", r, tc.want)
+					}
 				}
-			}
-		})
+			})
+		}
+	}
+}
+
+// relayer is a way to relay two connections until both directions end.
+type relayer struct {
+	name  string
+	relay func(client, upstream net.Conn, idle time.Duration) Result
+}
+
+// relays returns Pipe, and a Parker's Park waited for, so that every test
+// of the relay's behaviour runs on both.
+func relays(t *testing.T) []relayer {
+	t.Helper()
+	p, err := NewParker(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return []relayer{
+		{"pipe", Pipe},
+		{"park", func(client, upstream net.Conn, idle time.Duration) Result {
+			done := make(chan Result, 1)
+			p.Park(NewPair(client, upstream, idle, func(r Result) { done <- r }))
+			return <-done
+		}},
 	}
 }

@@ -1,0 +1,507 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Parker relays connection pairs without a goroutine or a buffer for any
+// of them. Each of its loops (one per core, each one goroutine) holds its
+// pairs' sockets in an epoll set, edge-triggered, and moves bytes only when
+// a socket says it can: splice from the readable side into a kernel pipe
+// and from the pipe into the other side. A pipe is taken from a small pool
+// when bytes arrive and given back once they are delivered, so an idle
+// pair holds its two sockets and a few hundred bytes of bookkeeping, and
+// nothing else.
+//
+// The semantics are Pipe's: both directions until both have ended, a
+// half-close passed on, a reset or error ending both, and the idle timeout.
+type Parker struct {
+	loops []*loop
+	next  atomic.Uint32
+}
+
+// NewParker starts n loops (at least 1). Close stops them.
+func NewParker(n int) (*Parker, error) {
+	p := &Parker{}
+	for range max(n, 1) {
+		l, err := newLoop()
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.loops = append(p.loops, l)
+		go l.run()
+	}
+	return p, nil
+}
+
+// Close cuts the pairs still parked (their done functions run) and stops
+// the loops. It returns when every loop has stopped.
+func (p *Parker) Close() {
+	for _, l := range p.loops {
+		l.post(func(l *loop) { l.stopping = true })
+	}
+	for _, l := range p.loops {
+		<-l.stopped
+	}
+}
+
+// Pair is a client connection and its upstream connection, relayed by a
+// Parker.
+type Pair struct {
+	client, upstream net.Conn
+	idle             time.Duration
+	done             func(Result)
+
+	cut  atomic.Bool
+	loop atomic.Pointer[loop]
+
+	// Owned by the loop.
+	fds        [2]int // client, upstream
+	halves     [2]half
+	first      int32 // the side that ended first (fromClient, fromUpstream)
+	idled      bool
+	last       time.Time
+	slot       int32
+	prev, next *Pair // the loop's list of pairs with the same idle timeout
+	finished   bool
+}
+
+// half is one direction: bytes from side src to side 1-src.
+type half struct {
+	pipe    *pipe // holds bytes read but not yet delivered; nil when none are
+	pending int   // bytes in pipe
+	eof     bool  // src has ended; passed on once pending is delivered
+	done    bool  // dst has been half-closed
+	moved   int64
+}
+
+// NewPair prepares client and upstream for Park. idle is the idle timeout;
+// done is called once, from a loop's goroutine, when the relay has ended
+// and both connections are closed. From NewPair on, the caller must neither
+// use nor close the connections: Cut is how to end the pair early.
+func NewPair(client, upstream net.Conn, idle time.Duration, done func(Result)) *Pair {
+	return &Pair{client: client, upstream: upstream, idle: idle, done: done, slot: -1}
+}
+
+// Park hands pr to one of p's loops and returns at once.
+func (p *Parker) Park(pr *Pair) {
+	l := p.loops[int(p.next.Add(1))%len(p.loops)]
+	pr.loop.Store(l)
+	l.post(func(l *loop) { l.add(pr) })
+}
+
+// Cut ends a pair at once (a drain deadline), closing both connections;
+// its done function still runs. A pair not yet parked is cut as it is
+// parked.
+func (pr *Pair) Cut() {
+	if pr.cut.Swap(true) {
+		return
+	}
+	if l := pr.loop.Load(); l != nil {
+		l.post(func(l *loop) { l.finish(pr) })
+	}
+}
+
+// rawFD returns the descriptor of c, which must stay open (the loop is the
+// only one to close it).
+func rawFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("relay: %T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// loop is one goroutine and its epoll set.
+type loop struct {
+	epfd, wake int // the epoll set; an eventfd that interrupts its wait
+
+	mu     sync.Mutex
+	tasks  []func(*loop) // from other goroutines, run by the loop
+	closed bool          // the loop has stopped: its descriptors are gone
+
+	pairs    []*Pair // by slot
+	free     []int32 // slots to reuse
+	freed    []int32 // slots freed during this batch of events
+	lists    map[time.Duration]*pairList
+	pipes    []*pipe   // idle, empty
+	pipeUse  time.Time // when the pool was last used
+	stopping bool
+	stopped  chan struct{}
+}
+
+// pairList is a loop's pairs with one idle timeout, least recently active
+// first, so expiry only looks at the head.
+type pairList struct{ head, tail *Pair }
+
+type pipe struct{ r, w int }
+
+// maxIdlePipes bounds the pipes a loop keeps for reuse; each is two
+// descriptors and up to 64 KiB of kernel memory while full. Pipes not used
+// for pipeLinger are closed, so a quiet gateway holds only its sockets.
+const (
+	maxIdlePipes = 8
+	pipeLinger   = time.Second
+)
+
+// wakeSlot marks the eventfd's events.
+const wakeSlot = -1
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("relay: epoll add: %w", err)
+	}
+	return &loop{epfd: epfd, wake: wake, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}, nil
+}
+
+// post runs f on the loop's goroutine.
+func (l *loop) post(f func(*loop)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.tasks = append(l.tasks, f)
+	one := [8]byte{1}
+	unix.Write(l.wake, one[:])
+}
+
+func (l *loop) run() {
+	defer close(l.stopped)
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, l.timeout())
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", err))
+		}
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == wakeSlot {
+				l.runTasks()
+				continue
+			}
+			if pr := l.pairs[ev.Fd]; pr != nil {
+				l.service(pr, int(ev.Pad), ev.Events)
+			}
+		}
+		l.expire(time.Now())
+		l.free = append(l.free, l.freed...)
+		l.freed = l.freed[:0]
+		if l.stopping {
+			for _, pr := range l.pairs {
+				if pr != nil {
+					l.finish(pr)
+				}
+			}
+			for _, p := range l.pipes {
+				unix.Close(p.r)
+				unix.Close(p.w)
+			}
+			l.mu.Lock()
+			l.closed = true
+			unix.Close(l.wake)
+			unix.Close(l.epfd)
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (l *loop) runTasks() {
+	var b [8]byte
+	unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, f := range tasks {
+		f(l)
+	}
+}
+
+// add registers a new pair's sockets.
+func (l *loop) add(pr *Pair) {
+	var err error
+	if pr.fds[0], err = rawFD(pr.client); err == nil {
+		pr.fds[1], err = rawFD(pr.upstream)
+	}
+	if err != nil || pr.cut.Load() {
+		l.finish(pr)
+		return
+	}
+	if n := len(l.free); n > 0 {
+		pr.slot = l.free[n-1]
+		l.free = l.free[:n-1]
+		l.pairs[pr.slot] = pr
+	} else {
+		pr.slot = int32(len(l.pairs))
+		l.pairs = append(l.pairs, pr)
+	}
+	for side, fd := range pr.fds {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: pr.slot, Pad: int32(side)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.finish(pr)
+			return
+		}
+	}
+	pr.last = time.Now()
+	l.list(pr.idle).push(pr)
+	// Bytes may have arrived before the registration: the first edge
+	// covers them (a socket registered while readable reports it).
+}
+
+// service moves what it can after an event on pr's side: its reading half
+// (side → other) and its writing half (other → side).
+func (l *loop) service(pr *Pair, side int, events uint32) {
+	if pr.finished {
+		return
+	}
+	l.progress(pr, side)
+	if !pr.finished {
+		l.progress(pr, 1-side)
+	}
+	if !pr.finished && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && pr.halves[side].eof {
+		// The peer on side reset after it had finished sending: nothing
+		// more can be delivered to it.
+		l.fail(pr, side)
+	}
+}
+
+// progress moves bytes of half h (from side h to side 1-h) until one of
+// its sockets would block, then half-closes the destination once the
+// source has ended and everything is delivered.
+func (l *loop) progress(pr *Pair, h int) {
+	hf := &pr.halves[h]
+	src, dst := pr.fds[h], pr.fds[1-h]
+	for !hf.done && !pr.finished {
+		if hf.pending > 0 {
+			n, err := unix.Splice(hf.pipe.r, nil, dst, nil, hf.pending, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err == unix.EAGAIN {
+				return // EPOLLOUT on dst resumes
+			}
+			if err != nil {
+				l.fail(pr, 1-h)
+				return
+			}
+			hf.pending -= int(n)
+			hf.moved += n
+			pr.touch(l)
+			if hf.pending > 0 {
+				continue
+			}
+			l.putPipe(hf.pipe)
+			hf.pipe = nil
+		}
+		if hf.eof {
+			unix.Shutdown(dst, unix.SHUT_WR)
+			hf.done = true
+			if pr.halves[1-h].done {
+				l.finish(pr)
+			}
+			return
+		}
+		if hf.pipe == nil {
+			p, err := l.getPipe()
+			if err != nil {
+				l.fail(pr, h)
+				return
+			}
+			hf.pipe = p
+		}
+		n, err := unix.Splice(src, nil, hf.pipe.w, nil, 1<<20, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN:
+			l.putPipe(hf.pipe)
+			hf.pipe = nil
+			return // EPOLLIN on src resumes
+		case err != nil:
+			l.fail(pr, h)
+			return
+		case n == 0:
+			hf.eof = true
+			if pr.first == 0 {
+				pr.first = int32(h) + 1
+			}
+			l.putPipe(hf.pipe)
+			hf.pipe = nil
+		default:
+			hf.pending = int(n)
+		}
+	}
+}
+
+// touch records activity: the pair moves to the back of its idle list.
+func (pr *Pair) touch(l *loop) {
+	pr.last = time.Now()
+	ls := l.list(pr.idle)
+	ls.remove(pr)
+	ls.push(pr)
+}
+
+// fail ends a pair after an error on side (a reset, a refused write).
+func (l *loop) fail(pr *Pair, side int) {
+	if pr.first == 0 {
+		pr.first = int32(side) + 1
+	}
+	l.finish(pr)
+}
+
+// finish closes both connections, gives back the pair's pipes and slot,
+// and reports the result.
+func (l *loop) finish(pr *Pair) {
+	if pr.finished {
+		return
+	}
+	pr.finished = true
+	for i := range pr.halves {
+		if p := pr.halves[i].pipe; p != nil {
+			// Undelivered bytes: the pipe cannot be reused.
+			unix.Close(p.r)
+			unix.Close(p.w)
+			pr.halves[i].pipe = nil
+		}
+	}
+	if pr.slot >= 0 {
+		l.pairs[pr.slot] = nil
+		l.freed = append(l.freed, pr.slot)
+		l.list(pr.idle).remove(pr)
+	}
+	pr.client.Close()
+	pr.upstream.Close()
+	pr.done(Result{
+		ToUpstream:          pr.halves[0].moved,
+		ToClient:            pr.halves[1].moved,
+		Idled:               pr.idled,
+		UpstreamClosedFirst: pr.first == fromUpstream && !pr.idled,
+	})
+}
+
+// timeout is how long epoll_wait may sleep: until the earliest idle
+// deadline, or for ever.
+func (l *loop) timeout() int {
+	if l.stopping {
+		return 0
+	}
+	ms := -1
+	now := time.Now()
+	if len(l.pipes) > 0 {
+		ms = int(max(l.pipeUse.Add(pipeLinger).Sub(now), 0)/time.Millisecond) + 1
+	}
+	for idle, ls := range l.lists {
+		if ls.head == nil {
+			continue
+		}
+		d := max(ls.head.last.Add(idle).Sub(now), 0)
+		if m := int(d/time.Millisecond) + 1; ms < 0 || m < ms {
+			ms = m
+		}
+	}
+	return ms
+}
+
+// expire ends the pairs idle for their timeout, and closes the pooled
+// pipes when none has been used for pipeLinger.
+func (l *loop) expire(now time.Time) {
+	if len(l.pipes) > 0 && now.Sub(l.pipeUse) >= pipeLinger {
+		for _, p := range l.pipes {
+			unix.Close(p.r)
+			unix.Close(p.w)
+		}
+		l.pipes = l.pipes[:0]
+	}
+	for idle, ls := range l.lists {
+		for pr := ls.head; pr != nil && now.Sub(pr.last) >= idle; pr = ls.head {
+			pr.idled = true
+			l.finish(pr)
+		}
+		if ls.head == nil {
+			delete(l.lists, idle)
+		}
+	}
+}
+
+func (l *loop) list(idle time.Duration) *pairList {
+	ls := l.lists[idle]
+	if ls == nil {
+		ls = &pairList{}
+		l.lists[idle] = ls
+	}
+	return ls
+}
+
+func (ls *pairList) push(pr *Pair) {
+	pr.prev, pr.next = ls.tail, nil
+	if ls.tail != nil {
+		ls.tail.next = pr
+	} else {
+		ls.head = pr
+	}
+	ls.tail = pr
+}
+
+func (ls *pairList) remove(pr *Pair) {
+	if pr.prev != nil {
+		pr.prev.next = pr.next
+	} else if ls.head == pr {
+		ls.head = pr.next
+	}
+	if pr.next != nil {
+		pr.next.prev = pr.prev
+	} else if ls.tail == pr {
+		ls.tail = pr.prev
+	}
+	pr.prev, pr.next = nil, nil
+}
+
+func (l *loop) getPipe() (*pipe, error) {
+	l.pipeUse = time.Now()
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	return &pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe keeps an empty pipe for reuse, or closes it.
+func (l *loop) putPipe(p *pipe) {
+	l.pipeUse = time.Now()
+	if len(l.pipes) < maxIdlePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
