@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -86,17 +87,12 @@ func (s *Server) count(listener, vhost string, o Outcome) float64 {
 // just after the client sees the close, so tests poll rather than race.
 func (s *Server) waitCount(t testing.TB, listener, vhost string, o Outcome, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := s.count(listener, vhost, o)
-		if got == want {
-			return
+	eventually.Within(t, 10*time.Second, func() error {
+		if got := s.count(listener, vhost, o); got != want {
+			return fmt.Errorf("edgegate_connections_total{listener=%q,vhost=%q,outcome=%q} = %v, want %v", listener, vhost, o, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgegate_connections_total{listener=%q,vhost=%q,outcome=%q} = %v, want %v", listener, vhost, o, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // logLines is a server's log as JSON lines, one record each.
@@ -138,17 +134,14 @@ func (l *logLines) connections(t testing.TB) []map[string]any {
 // written just after the counters move) and returns them.
 func (l *logLines) waitConnections(t testing.TB, n int) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		recs := l.connections(t)
-		if len(recs) >= n {
-			return recs
+	var recs []map[string]any
+	eventually.Within(t, 10*time.Second, func() error {
+		if recs = l.connections(t); len(recs) < n {
+			return fmt.Errorf("log holds %d connection lines, want %d", len(recs), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log holds %d connection lines, want %d", len(recs), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return recs
 }
 
 // upstreamConn is what a test upstream received on one connection.
