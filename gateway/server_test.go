@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -280,4 +281,50 @@ func fdCount(t testing.TB) int {
 		t.Skipf("cannot count fds: %v", err)
 	}
 	return len(ents)
+}
+
+// settle waits until sample has returned the same value for half a second
+// and returns it: a baseline taken while earlier tests' sockets are still
+// closing and their goroutines still ending would be skewed by them. If
+// the value is still moving after limit, settle logs so and returns the
+// last one.
+func settle[T comparable](t testing.TB, limit time.Duration, sample func() T) T {
+	t.Helper()
+	const quiet = 500 * time.Millisecond
+	last, since := sample(), time.Now()
+	err := eventually.Poll(limit, func() error {
+		if v := sample(); v != last {
+			last, since = v, time.Now()
+		}
+		if d := time.Since(since); d < quiet {
+			return fmt.Errorf("%v, unchanged for %v of %v", last, d.Round(time.Millisecond), quiet)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("baseline still moving after %v: %v", limit, err)
+	}
+	return last
+}
+
+// goroutinesWaitingIn counts the goroutines parked in the network poller
+// (status "IO wait") with fn, a function's qualified name, on their stack.
+func goroutinesWaitingIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[IO wait") && strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }
