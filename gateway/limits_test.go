@@ -148,7 +148,8 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			// One more byte a second until the gateway gives up on us.
+			// One more byte a second until the gateway gives up on us:
+			// the pace is the attack, not a wait for anything.
 			for i := 1; i < len(hello); i++ {
 				time.Sleep(time.Second)
 				if _, err := c.Write(hello[i : i+1]); err != nil {

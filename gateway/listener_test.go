@@ -192,7 +192,9 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 		s.admission.mu.Unlock()
 		t.Fatalf("%v; the limit did not bite (limit %d, %d fds open, holder: %q, admitted %d)", err, lim.Cur, fdCount(t), line, admitted)
 	}
-	// Backing off: over a second, a handful of failed accepts, not thousands.
+	// Backing off: over a second, a handful of failed accepts, not
+	// thousands. The second is the window the rate is measured over, not a
+	// wait for anything.
 	before := testutil.ToFloat64(s.metrics.acceptErrors)
 	time.Sleep(time.Second)
 	if n := testutil.ToFloat64(s.metrics.acceptErrors) - before; n > 50 {

@@ -190,6 +190,7 @@ vhosts:
 			defer c.Close()
 			if tc.slow {
 				// One byte a second: the ClientHello deadline (1s) cuts it.
+				// The pace is the attack, not a wait for anything.
 				go func() {
 					for i := range tc.data {
 						if _, err := c.Write(tc.data[i : i+1]); err != nil {
@@ -508,6 +509,7 @@ vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {ad
 	}()
 
 	// Trickle a byte every 300ms for 3s: longer than idle, never idle.
+	// The pace is what is tested, not a wait for anything.
 	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)

@@ -220,7 +220,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					heldDone <- fmt.Errorf("exchange %d: got %q, %v", i, got, err)
 					return
 				}
-				time.Sleep(2 * time.Millisecond) // pacing only
+				time.Sleep(2 * time.Millisecond) // pacing the exchange across the reloads, not a wait
 			}
 		}()
 	}

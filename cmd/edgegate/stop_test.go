@@ -169,7 +169,7 @@ func TestDrainTimeout(t *testing.T) {
 						ended <- err
 						return
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // pacing, not a wait
 				}
 			}()
 			p.signal(t, s.sig)

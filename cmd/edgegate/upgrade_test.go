@@ -551,8 +551,8 @@ func startTransfer(t *testing.T, addr string, up *tlsUpstream) *transfer {
 				return
 			}
 			n += len(chunk)
-			// Pacing only: about 6 MB/s, so the stream is still
-			// flowing while the upgrade happens.
+			// Pacing only, not a wait: about 6 MB/s, so the stream is
+			// still flowing while the upgrade happens.
 			time.Sleep(20 * time.Millisecond)
 		}
 		copy(sent[:], h.Sum(nil))
