@@ -20,6 +20,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgegate/edgegate/gateway/eventually"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -89,19 +90,14 @@ func (u *proxyHTTPUpstream) probe(t *testing.T) {
 	}
 	defer c.Close()
 	me := c.LocalAddr().String()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Within(t, 10*time.Second, func() error {
 		u.mu.Lock()
-		in := slices.Contains(u.peers, me)
-		u.mu.Unlock()
-		if in {
-			return
+		defer u.mu.Unlock()
+		if !slices.Contains(u.peers, me) {
+			return fmt.Errorf("upstream did not accept the probe connection from %s (accepted %d others)", me, len(u.peers))
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("upstream did not accept the probe connection")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // clientCase is one row of the client certificate matrix run with curl

@@ -27,6 +27,7 @@ import (
 
 	"github.com/edgegate/edgegate/bpf/netnstest"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // guardWait bounds every wait in these tests: generous, because CI is a
@@ -184,17 +185,12 @@ func packets(t testing.TB, s *Server, verdict string) float64 {
 // waitMetric polls until the named metric reaches at least want.
 func waitMetric(t testing.TB, s *Server, want float64, name string, labels ...string) {
 	t.Helper()
-	deadline := time.Now().Add(guardWait)
-	for {
-		v, _ := metric(t, s, name, labels...)
-		if v >= want {
-			return
+	eventually.Within(t, guardWait, func() error {
+		if v, _ := metric(t, s, name, labels...); v < want {
+			return fmt.Errorf("%s%v = %v, want at least %v", name, labels, v, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s%v = %v, want at least %v", name, labels, v, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // healthz returns what /healthz says.
@@ -587,16 +583,17 @@ func TestGuardRestartKeepsBlocklist(t *testing.T) {
 			}()
 			waitServed := func(want int64) {
 				t.Helper()
-				deadline := time.After(guardWait)
-				for served.Load() < want {
+				eventually.Within(t, guardWait, func() error {
 					select {
 					case err := <-loadErr:
 						t.Fatalf("handshake under load: %v", err)
-					case <-deadline:
-						t.Fatalf("%d handshakes under load, want %d", served.Load(), want)
-					case <-time.After(10 * time.Millisecond):
+					default:
 					}
-				}
+					if got := served.Load(); got < want {
+						return fmt.Errorf("%d handshakes under load, want %d", got, want)
+					}
+					return nil
+				})
 			}
 			waitServed(3)
 
@@ -656,14 +653,13 @@ func TestGuardRestartKeepsBlocklist(t *testing.T) {
 				t.Fatalf("%d of %d connections lost across the restart", lost.Load(), lost.Load()+served.Load())
 			}
 			want := float64(served.Load()) + 3 // and the three mtls refusals
-			deadline := time.Now().Add(guardWait)
-			for connectionsTotal(t, s1)+connectionsTotal(t, s2) != want {
-				if time.Now().After(deadline) {
-					t.Fatalf("gateways counted %v connections, want %v (%d served under load + 3 refusals; %d lost)",
-						connectionsTotal(t, s1)+connectionsTotal(t, s2), want, served.Load(), lost.Load())
+			eventually.Within(t, guardWait, func() error {
+				if got := connectionsTotal(t, s1) + connectionsTotal(t, s2); got != want {
+					return fmt.Errorf("gateways counted %v connections, want %v (%d served under load + 3 refusals; %d lost)",
+						got, want, served.Load(), lost.Load())
 				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 
 			if s2.guard.offenders.Len() != 0 {
 				t.Fatal("the new gateway has offences on record; the block must come from the kernel")

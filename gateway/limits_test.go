@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // dialFrom connects to addr from a chosen loopback source address.
@@ -102,19 +105,15 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 // waitActive waits until edgegate_connections_active reads n.
 func waitActive(t testing.TB, s *Server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually.Within(t, 15*time.Second, func() error {
 		s.admission.mu.Lock()
 		got := s.admission.total
 		s.admission.mu.Unlock()
-		if got == n {
-			return
+		if got != n {
+			return fmt.Errorf("%d connections admitted, want %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections admitted, want %d", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestSlowLorisFlood holds 2,000 connections that trickle a partial hello
@@ -149,7 +148,8 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			// One more byte a second until the gateway gives up on us.
+			// One more byte a second until the gateway gives up on us:
+			// the pace is the attack, not a wait for anything.
 			for i := 1; i < len(hello); i++ {
 				time.Sleep(time.Second)
 				if _, err := c.Write(hello[i : i+1]); err != nil {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // TestInboundProxy puts edgegate behind an L4 balancer: a PROXY header from
@@ -157,15 +160,7 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 	defer stdin.Close()
 	// Earlier tests' sockets may still be closing: let the count settle
 	// before basing the limit on it.
-	n, same := fdCount(t), 0
-	for i := 0; i < 400 && same < 10; i++ {
-		time.Sleep(50 * time.Millisecond)
-		if m := fdCount(t); m == n {
-			same++
-		} else {
-			n, same = m, 0
-		}
-	}
+	n := settle(t, 20*time.Second, func() int { return fdCount(t) })
 	lim := old
 	lim.Cur = uint64(n + 16)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -184,14 +179,22 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 	if !strings.HasPrefix(line, "ready") {
 		t.Fatalf("holder: %q", line)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for testutil.ToFloat64(s.metrics.acceptErrors) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("accept never failed; the limit did not bite (limit %d, %d fds open, holder: %q, admitted %d)", lim.Cur, fdCount(t), line, s.admission.total)
+	// The failure's details are gathered only once it has failed: counting
+	// descriptors opens one, which may fail while they are exhausted.
+	if err := eventually.Poll(20*time.Second, func() error {
+		if testutil.ToFloat64(s.metrics.acceptErrors) == 0 {
+			return errors.New("accept never failed")
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	}); err != nil {
+		s.admission.mu.Lock()
+		admitted := s.admission.total
+		s.admission.mu.Unlock()
+		t.Fatalf("%v; the limit did not bite (limit %d, %d fds open, holder: %q, admitted %d)", err, lim.Cur, fdCount(t), line, admitted)
 	}
-	// Backing off: over a second, a handful of failed accepts, not thousands.
+	// Backing off: over a second, a handful of failed accepts, not
+	// thousands. The second is the window the rate is measured over, not a
+	// wait for anything.
 	before := testutil.ToFloat64(s.metrics.acceptErrors)
 	time.Sleep(time.Second)
 	if n := testutil.ToFloat64(s.metrics.acceptErrors) - before; n > 50 {
@@ -202,11 +205,10 @@ vhosts: [{name: www, hosts: [go.example.test], mode: passthrough, upstream: {add
 	holder.Wait()
 
 	hello := readHello(t, "go-pq.bin")
-	deadline = time.Now().Add(20 * time.Second)
-	for !proxied(t, dialFrom(t, "127.0.0.1", addr), hello) {
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway did not recover")
+	eventually.Within(t, 20*time.Second, func() error {
+		if !proxied(t, dialFrom(t, "127.0.0.1", addr), hello) {
+			return errors.New("the gateway did not recover")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // needBinary returns the path of an external program a test talks to. When
@@ -299,18 +301,18 @@ func (n *nginxUpstream) lines(t *testing.T) []accessLine {
 // nginx writes it just after the response, so the client can be first.
 func (n *nginxUpstream) waitLine(t *testing.T, request string) accessLine {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, l := range n.lines(t) {
+	var line accessLine
+	eventually.Within(t, 10*time.Second, func() error {
+		lines := n.lines(t)
+		for _, l := range lines {
 			if l.request == request {
-				return l
+				line = l
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx logged no %q", request)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("nginx logged no %q (%d lines)", request, len(lines))
+	})
+	return line
 }
 
 // probe sends one request straight to the PROXY listener, as edgegate
@@ -358,17 +360,12 @@ func nginxGatewayConfig(p *pki, upstream string) string {
 // close.
 func waitRejections(t *testing.T, s *Server, vhost, reason string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := testutil.ToFloat64(s.metrics.rejections.WithLabelValues(vhost, reason))
-		if got == want {
-			return
+	eventually.Within(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(s.metrics.rejections.WithLabelValues(vhost, reason)); got != want {
+			return fmt.Errorf("edgegate_mtls_rejections_total{vhost=%q,reason=%q} = %v, want %v", vhost, reason, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgegate_mtls_rejections_total{vhost=%q,reason=%q} = %v, want %v", vhost, reason, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // vhostOf names the vhost serving a test server name.

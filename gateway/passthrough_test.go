@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
@@ -188,6 +190,7 @@ vhosts:
 			defer c.Close()
 			if tc.slow {
 				// One byte a second: the ClientHello deadline (1s) cuts it.
+				// The pace is the attack, not a wait for anything.
 				go func() {
 					for i := range tc.data {
 						if _, err := c.Write(tc.data[i : i+1]); err != nil {
@@ -382,12 +385,15 @@ vhosts:
 	addr := s.addr(t, "127.0.0.1:0")
 	goHello, curlHello, chrome := readHello(t, "go-pq.bin"), readHello(t, "curl.bin"), readHello(t, "chromium.bin")
 
-	settle := func() (int, int) {
+	counts := func() (int, int) {
 		runtime.GC()
-		time.Sleep(50 * time.Millisecond)
 		return runtime.NumGoroutine(), fdCount(t)
 	}
-	g0, f0 := settle()
+	base := settle(t, 15*time.Second, func() [2]int {
+		g, f := counts()
+		return [2]int{g, f}
+	})
+	g0, f0 := base[0], base[1]
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
 	for i := range 1000 {
@@ -428,17 +434,16 @@ vhosts:
 			t.Fatalf("upstream got %d bytes, want the %d-byte hello", len(uc.data), len(goHello))
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		g, f := settle()
-		if g <= g0+2 && f <= f0 {
-			break
+	var g, f int
+	if err := eventually.Poll(15*time.Second, func() error {
+		if g, f = counts(); g > g0+2 || f > f0 {
+			return errors.New("not back to the baseline")
 		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("after 1,000 connections: %d goroutines (was %d), %d fds (was %d)\n%s", g, g0, f, f0, buf[:n])
-		}
+		return nil
+	}); err != nil {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("after 1,000 connections: %d goroutines (was %d), %d fds (was %d)\n%s", g, g0, f, f0, buf[:n])
 	}
 	s.waitCount(t, "127.0.0.1:0", "go", OutcomeProxied, 200)
 	s.waitCount(t, "127.0.0.1:0", "", OutcomeNotTLS, 200)
@@ -504,6 +509,7 @@ vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {ad
 	}()
 
 	// Trickle a byte every 300ms for 3s: longer than idle, never idle.
+	// The pace is what is tested, not a wait for anything.
 	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
@@ -583,18 +589,14 @@ vhosts: [{name: d, hosts: [go.example.test], mode: passthrough, upstream: {addre
 	go func() { done <- s.Shutdown(ctx) }()
 
 	// New connections are refused once the listener is closed.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Within(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			break
+			return nil
 		}
 		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still accepting during shutdown")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return errors.New("still accepting during shutdown")
+	})
 	// The open connection still works, then finishes on its own.
 	finishing.Write([]byte("still here"))
 	buf := make([]byte, 10)
@@ -692,7 +694,7 @@ vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {ad
 `, ln.Addr().String()))
 	hello := readHello(t, "go-pq.bin")
 	const n = 50
-	before := fdCount(t)
+	before := settle(t, 10*time.Second, func() int { return fdCount(t) })
 	var clients []net.Conn
 	for range n {
 		c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
@@ -704,20 +706,23 @@ vhosts: [{name: idle, hosts: [go.example.test], mode: passthrough, upstream: {ad
 		clients = append(clients, c)
 	}
 	waitActive(t, s, n)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Within(t, 10*time.Second, func() error {
 		mu.Lock()
 		got := len(held)
 		mu.Unlock()
-		if got == n {
-			break
+		if got != n {
+			return fmt.Errorf("upstream has %d connections, want %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("upstream has %d connections, want %d", got, n)
+		return nil
+	})
+	// Count once both copy loops of every connection wait for bytes: a
+	// splice waiting for data would hold its pipe only from then on.
+	eventually.Within(t, 10*time.Second, func() error {
+		if got := goroutinesWaitingIn("relay.(*pipeState).copyHalf"); got != 2*n {
+			return fmt.Errorf("%d copy loops wait for bytes, want %d", got, 2*n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // let the copy loops reach their wait
+		return nil
+	})
 	// In this process each connection is four sockets: the client's, the
 	// gateway's two, and the upstream's. Splice pipes would add four more.
 	if got := fdCount(t) - before; got > 4*n+8 {

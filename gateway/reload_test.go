@@ -18,6 +18,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgegate/edgegate/gateway/eventually"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -142,13 +143,12 @@ func (c *churn) run(n int, one func() error) {
 func (c *churn) waitOK(t *testing.T, n int64) {
 	t.Helper()
 	want := c.ok.Load() + n
-	deadline := time.Now().Add(time.Minute)
-	for c.ok.Load() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("clients made %d good connections, want %d", c.ok.Load(), want)
+	eventually.Within(t, time.Minute, func() error {
+		if got := c.ok.Load(); got < want {
+			return fmt.Errorf("clients made %d good connections, want %d", got, want)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestReloadUnderLoad reloads a gateway while clients keep connecting
@@ -220,7 +220,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					heldDone <- fmt.Errorf("exchange %d: got %q, %v", i, got, err)
 					return
 				}
-				time.Sleep(2 * time.Millisecond) // pacing only
+				time.Sleep(2 * time.Millisecond) // pacing the exchange across the reloads, not a wait
 			}
 		}()
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // TestReusePortFleet runs two gateways on one fixed port, as two processes
@@ -70,20 +72,19 @@ vhosts:
 // up to want (counters move just after the client sees the close).
 func waitTotal(t *testing.T, servers []*Server, addr string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Within(t, 10*time.Second, func() error {
 		var sum float64
 		for _, s := range servers {
 			sum += s.count(addr, "go", OutcomeProxied)
 		}
-		if sum == want {
-			return
-		}
-		if sum > want || time.Now().After(deadline) {
+		if sum > want {
 			t.Fatalf("the gateways counted %v connections, want %v", sum, want)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		if sum != want {
+			return fmt.Errorf("the gateways counted %v connections, want %v", sum, want)
+		}
+		return nil
+	})
 }
 
 // TestHandOverListener hands a gateway's listening socket to a second

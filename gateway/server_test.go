@@ -10,12 +10,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -86,17 +88,12 @@ func (s *Server) count(listener, vhost string, o Outcome) float64 {
 // just after the client sees the close, so tests poll rather than race.
 func (s *Server) waitCount(t testing.TB, listener, vhost string, o Outcome, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := s.count(listener, vhost, o)
-		if got == want {
-			return
+	eventually.Within(t, 10*time.Second, func() error {
+		if got := s.count(listener, vhost, o); got != want {
+			return fmt.Errorf("edgegate_connections_total{listener=%q,vhost=%q,outcome=%q} = %v, want %v", listener, vhost, o, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgegate_connections_total{listener=%q,vhost=%q,outcome=%q} = %v, want %v", listener, vhost, o, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // logLines is a server's log as JSON lines, one record each.
@@ -138,17 +135,14 @@ func (l *logLines) connections(t testing.TB) []map[string]any {
 // written just after the counters move) and returns them.
 func (l *logLines) waitConnections(t testing.TB, n int) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		recs := l.connections(t)
-		if len(recs) >= n {
-			return recs
+	var recs []map[string]any
+	eventually.Within(t, 10*time.Second, func() error {
+		if recs = l.connections(t); len(recs) < n {
+			return fmt.Errorf("log holds %d connection lines, want %d", len(recs), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log holds %d connection lines, want %d", len(recs), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return recs
 }
 
 // upstreamConn is what a test upstream received on one connection.
@@ -287,4 +281,50 @@ func fdCount(t testing.TB) int {
 		t.Skipf("cannot count fds: %v", err)
 	}
 	return len(ents)
+}
+
+// settle waits until sample has returned the same value for half a second
+// and returns it: a baseline taken while earlier tests' sockets are still
+// closing and their goroutines still ending would be skewed by them. If
+// the value is still moving after limit, settle logs so and returns the
+// last one.
+func settle[T comparable](t testing.TB, limit time.Duration, sample func() T) T {
+	t.Helper()
+	const quiet = 500 * time.Millisecond
+	last, since := sample(), time.Now()
+	err := eventually.Poll(limit, func() error {
+		if v := sample(); v != last {
+			last, since = v, time.Now()
+		}
+		if d := time.Since(since); d < quiet {
+			return fmt.Errorf("%v, unchanged for %v of %v", last, d.Round(time.Millisecond), quiet)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("baseline still moving after %v: %v", limit, err)
+	}
+	return last
+}
+
+// goroutinesWaitingIn counts the goroutines parked in the network poller
+// (status "IO wait") with fn, a function's qualified name, on their stack.
+func goroutinesWaitingIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[IO wait") && strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }

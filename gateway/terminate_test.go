@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/eventually"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -207,13 +208,12 @@ func TestMTLSMatrix(t *testing.T) {
 				c, rc, err := dialTLS(t, addr, cfg)
 				if tc.reason != "" {
 					expectRefused(t, c, rc, err)
-					deadline := time.Now().Add(10 * time.Second)
-					for testutil.ToFloat64(s.metrics.rejections.WithLabelValues(vhost, tc.reason)) != before+1 {
-						if time.Now().After(deadline) {
-							t.Fatalf("edgegate_mtls_rejections_total{reason=%q} did not move", tc.reason)
+					eventually.Within(t, 10*time.Second, func() error {
+						if got := testutil.ToFloat64(s.metrics.rejections.WithLabelValues(vhost, tc.reason)); got != before+1 {
+							return fmt.Errorf("edgegate_mtls_rejections_total{reason=%q} did not move: %v, want %v", tc.reason, got, before+1)
 						}
-						time.Sleep(5 * time.Millisecond)
-					}
+						return nil
+					})
 					up.expectNone(t)
 					return
 				}

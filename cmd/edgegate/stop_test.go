@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // stopSignals are the two signals that stop edgegate gracefully.
@@ -24,19 +26,17 @@ var errCorrupt = errors.New("bytes corrupted")
 // the same step that closes the listeners, so from then on they are closed.
 func waitDraining(t *testing.T, metrics string) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		code, h := getHealthz(t, metrics)
-		if h.Draining {
-			if code != http.StatusServiceUnavailable {
-				t.Errorf("/healthz while draining: status %d, want 503", code)
-			}
-			return
+	var code int
+	eventually.Within(t, waitLimit, func() error {
+		c, h := getHealthz(t, metrics)
+		if !h.Draining {
+			return fmt.Errorf("/healthz never reported draining after the stop signal (status %d)", c)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("/healthz never reported draining after the stop signal")
-		}
-		time.Sleep(10 * time.Millisecond)
+		code = c
+		return nil
+	})
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz while draining: status %d, want 503", code)
 	}
 }
 
@@ -169,7 +169,7 @@ func TestDrainTimeout(t *testing.T) {
 						ended <- err
 						return
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // pacing, not a wait
 				}
 			}()
 			p.signal(t, s.sig)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // The processes an upgrade starts are the old process's children, and once
@@ -394,7 +396,6 @@ type load struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	ok       atomic.Int64
-	progress chan struct{} // gets a token per successful connection, if room
 
 	mu       sync.Mutex
 	failures []error
@@ -403,7 +404,7 @@ type load struct {
 
 func startLoad(t *testing.T, addr string, up *tlsUpstream, clients int) *load {
 	t.Helper()
-	l := &load{stop: make(chan struct{}), progress: make(chan struct{}, 1)}
+	l := &load{stop: make(chan struct{})}
 	// The upstream reports every connection; nobody else reads them here.
 	upErrs := make(chan error, 1)
 	go func() {
@@ -445,10 +446,6 @@ func startLoad(t *testing.T, addr string, up *tlsUpstream, clients int) *load {
 					continue
 				}
 				l.ok.Add(1)
-				select {
-				case l.progress <- struct{}{}:
-				default:
-				}
 			}
 		}()
 	}
@@ -474,17 +471,16 @@ func (l *load) one(addr string, up *tlsUpstream, line string) error {
 // waitOK waits until at least n connections have succeeded in all.
 func (l *load) waitOK(t *testing.T, n int64) {
 	t.Helper()
-	deadline := time.After(waitLimit)
-	for l.ok.Load() < n {
-		select {
-		case <-l.progress:
-		case <-deadline:
-			t.Fatalf("the load made %d good connections, want %d", l.ok.Load(), n)
+	eventually.Within(t, waitLimit, func() error {
+		got := l.ok.Load()
+		if got >= n {
+			return nil
 		}
 		if f := l.failed(); len(f) > 100 {
 			t.Fatalf("the load is failing: %v", f[0])
 		}
-	}
+		return fmt.Errorf("the load made %d good connections, want %d", got, n)
+	})
 }
 
 func (l *load) failed() []error {
@@ -506,7 +502,6 @@ type transfer struct {
 	conn     net.Conn
 	received atomic.Int64
 	gate     chan struct{}
-	progress chan struct{}
 	done     chan error
 }
 
@@ -528,7 +523,7 @@ func startTransfer(t *testing.T, addr string, up *tlsUpstream) *transfer {
 		t.Fatalf("long transfer upstream: %v", uc.err)
 	}
 	ec.conn.SetDeadline(time.Now().Add(5 * time.Minute))
-	tr := &transfer{conn: ec.conn, gate: make(chan struct{}), progress: make(chan struct{}, 1), done: make(chan error, 2)}
+	tr := &transfer{conn: ec.conn, gate: make(chan struct{}), done: make(chan error, 2)}
 	var sent [sha256.Size]byte
 	sentReady := make(chan struct{})
 	go func() {
@@ -556,8 +551,8 @@ func startTransfer(t *testing.T, addr string, up *tlsUpstream) *transfer {
 				return
 			}
 			n += len(chunk)
-			// Pacing only: about 6 MB/s, so the stream is still
-			// flowing while the upgrade happens.
+			// Pacing only, not a wait: about 6 MB/s, so the stream is
+			// still flowing while the upgrade happens.
 			time.Sleep(20 * time.Millisecond)
 		}
 		copy(sent[:], h.Sum(nil))
@@ -573,10 +568,6 @@ func startTransfer(t *testing.T, addr string, up *tlsUpstream) *transfer {
 			h.Write(buf[:k])
 			total += int64(k)
 			tr.received.Store(total)
-			select {
-			case tr.progress <- struct{}{}:
-			default:
-			}
 			if err != nil {
 				tr.done <- fmt.Errorf("receive after %d bytes: %w", total, err)
 				return
@@ -600,16 +591,18 @@ func startTransfer(t *testing.T, addr string, up *tlsUpstream) *transfer {
 // waitReceived waits until n bytes have come back.
 func (tr *transfer) waitReceived(t *testing.T, n int64) {
 	t.Helper()
-	deadline := time.After(waitLimit)
-	for tr.received.Load() < n {
+	eventually.Within(t, waitLimit, func() error {
+		got := tr.received.Load()
+		if got >= n {
+			return nil
+		}
 		select {
-		case <-tr.progress:
 		case err := <-tr.done:
 			t.Fatalf("long transfer ended early: %v", err)
-		case <-deadline:
-			t.Fatalf("long transfer: %d bytes back, want %d", tr.received.Load(), n)
+		default:
 		}
-	}
+		return fmt.Errorf("long transfer: %d bytes back, want %d", got, n)
+	})
 }
 
 // finish releases the last part, waits for both directions to end and
