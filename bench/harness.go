@@ -63,7 +63,9 @@ type Options struct {
 	// HellosDir holds the captured ClientHellos; default testdata/hellos
 	// of the module.
 	HellosDir string
-	// NoPin leaves every process where the scheduler puts it (tests).
+	// NoPin leaves every process where the scheduler puts it (tests, a
+	// 1-CPU machine). Each system still runs one worker: GOMAXPROCS=1,
+	// nginx worker_processes 1, HAProxy nbthread 1.
 	NoPin bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer

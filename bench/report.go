@@ -169,8 +169,14 @@ func (r *Report) Markdown() string {
 	w("")
 	w("Options: %s", formatOptions(r.Options))
 	w("")
-	w("Each system under test runs with one worker/thread pinned to CPU 0; the load generator and the")
-	w("upstreams run pinned to CPU 1. Values are medians over the repetitions, ± half their range.")
+	if pinned, _ := r.Options["pinned"].(bool); pinned {
+		w("Each system under test runs with one worker/thread pinned to CPU 0; the load generator and the")
+		w("upstreams run pinned to CPU 1. Values are medians over the repetitions, ± half their range.")
+	} else {
+		w("Each system under test runs with one worker/thread, not pinned (--no-pin): it shares the cores")
+		w("with the load generator and the upstreams, so rates and latencies depend on the scheduler; CPU per")
+		w("operation stays comparable. Values are medians over the repetitions, ± half their range.")
+	}
 	w("CPU is the system's own CPU time (all its processes, from /proc) per 1,000 operations. A row is a")
 	w("result when the system's core was saturated or its CPU time was measurable; `direct` is the client")
 	w("talking to the upstream itself (no gateway) and `gotls` a bare crypto/tls server doing the mtls job.")
