@@ -58,6 +58,10 @@ type Options struct {
 	// package inside a child of the harness (same code as the binary's
 	// `run`, plus runtime/pprof).
 	Profile bool
+	// Syscalls counts, in passthrough-connect, each system's system calls
+	// per connection under strace for one more repetition's duration,
+	// after the measured ones (strace slows the system too much for them).
+	Syscalls bool
 	// Edgegate is the edgegate binary; empty builds ./cmd/edgegate.
 	Edgegate string
 	// HellosDir holds the captured ClientHellos; default testdata/hellos
@@ -137,6 +141,9 @@ func Run(ctx context.Context, opts Options, command string) (*Report, error) {
 		if findScenario(s) == nil {
 			return nil, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(scenarioNames(), ", "))
 		}
+	}
+	if opts.Syscalls && len(opts.Scenarios) > 0 && !slices.Contains(opts.Scenarios, "passthrough-connect") {
+		return nil, errors.New("system calls are counted in passthrough-connect, which is not among the scenarios")
 	}
 	for _, s := range opts.Systems {
 		if !slices.Contains(AllSystems, s) {

@@ -88,6 +88,9 @@ type Row struct {
 	OK         int64           `json:"ok_ops"` // in the measured repetitions
 	Failed     int64           `json:"failed_ops"`
 	FirstError string          `json:"first_error,omitempty"`
+	// Syscalls, with --syscalls, are the system calls per connection
+	// counted under strace after the measured repetitions.
+	Syscalls *Syscalls `json:"syscalls,omitempty"`
 }
 
 // minTicks is how much system CPU time (in clock ticks, 10 ms each) a row

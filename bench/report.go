@@ -40,7 +40,7 @@ func reportOptions(o Options) map[string]any {
 	return map[string]any{
 		"quick": o.Quick, "duration": o.Duration.String(), "warmup": o.Warmup.String(),
 		"reps": o.Reps, "concurrency": o.Concurrency, "idle_conns": o.IdleConns,
-		"pinned": !o.NoPin, "profile": o.Profile,
+		"pinned": !o.NoPin, "profile": o.Profile, "syscalls": o.Syscalls,
 	}
 }
 
@@ -249,6 +249,9 @@ func (r *Report) Markdown() string {
 			w("%s %s |", line, strings.ReplaceAll(note, "|", "/"))
 		}
 		w("")
+		if t := syscallTable(g); t != "" {
+			w("%s", t)
+		}
 	}
 	return b.String()
 }
@@ -282,6 +285,11 @@ func (r *Report) Summary() string {
 			continue
 		}
 		fmt.Fprintf(&b, "%s/%s %s: %s %s\n", row.Scenario, row.Variant, row.System, row.Status, row.Note)
+	}
+	for _, g := range r.groups() {
+		if t := syscallTable(g); t != "" {
+			fmt.Fprintf(&b, "\n%s / %s\n\n%s", g.sc.name, g.variant, t)
+		}
 	}
 	return b.String()
 }

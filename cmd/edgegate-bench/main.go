@@ -4,6 +4,7 @@
 //
 //	edgegate-bench --quick                      # every scenario, a few seconds each
 //	edgegate-bench --scenarios mtls-full --systems edgegate,nginx,gotls
+//	edgegate-bench --quick --scenarios passthrough-connect --syscalls
 //
 // It writes report.md, results.json, chart.svg, the generated configs and
 // the systems' logs into --out (default bench/out/<timestamp>). Run it as
@@ -42,6 +43,7 @@ func main() {
 	flag.IntVar(&opts.Concurrency, "concurrency", 0, "closed-loop concurrency (default 32)")
 	flag.IntVar(&opts.IdleConns, "idle-conns", 0, "idle connections per system (default 9000, quick 1000; at most 9500)")
 	flag.BoolVar(&opts.Profile, "profile", false, "write CPU profiles of gotls and edgegate (EDGEGATE_CPUPROFILE) into OUT/profiles")
+	flag.BoolVar(&opts.Syscalls, "syscalls", false, "passthrough-connect: count each system's system calls per connection under strace -c -f (one more window, after the measured ones)")
 	flag.StringVar(&opts.Edgegate, "edgegate", "", "edgegate binary (default: go build ./cmd/edgegate)")
 	flag.BoolVar(&opts.NoPin, "no-pin", false, "do not pin the systems to CPU 0 and the load generator to CPU 1")
 	flag.Parse()
