@@ -49,10 +49,11 @@ type Options struct {
 	Reps             int
 	// Concurrency of the closed-loop load generator (default 32).
 	Concurrency int
-	// IdleConns is the number of idle connections per system in
-	// idle-connections (default 9000; quick 1000). It is capped so that
-	// every process stays under the 20,000-descriptor limit.
-	IdleConns int
+	// IdleConns are the numbers of idle connections at which
+	// idle-connections measures each system, to fit memory against them
+	// (default 1000, 5000, 9000; quick 200, 500, 1000). Each is capped so
+	// that every process stays under the 20,000-descriptor limit.
+	IdleConns []int
 	// Profile writes CPU profiles of the Go systems into Out/profiles,
 	// with their top entries: gotls, and edgegate run as its gateway
 	// package inside a child of the harness (same code as the binary's
@@ -100,16 +101,16 @@ func (o *Options) setDefaults() {
 	if o.Concurrency == 0 {
 		o.Concurrency = 32
 	}
-	if o.IdleConns == 0 {
-		o.IdleConns = 9000
+	if len(o.IdleConns) == 0 {
+		o.IdleConns = []int{1000, 5000, 9000}
 		if o.Quick {
-			o.IdleConns = 1000
+			o.IdleConns = []int{200, 500, 1000}
 		}
 	}
 	// The harness holds a client descriptor and an upstream descriptor per
 	// idle connection, and so does each system: 2N plus listeners and
 	// logs must stay under 20,000.
-	o.IdleConns = min(o.IdleConns, maxConns)
+	o.IdleConns = countsUnder(slices.Sorted(slices.Values(o.IdleConns)), maxConns)
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}

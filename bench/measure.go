@@ -91,6 +91,9 @@ type Row struct {
 	// Syscalls, with --syscalls, are the system calls per connection
 	// counted under strace after the measured repetitions.
 	Syscalls *Syscalls `json:"syscalls,omitempty"`
+	// Fit is idle-connections' memory against connections, fitted and
+	// projected.
+	Fit *IdleFit `json:"idle_fit,omitempty"`
 }
 
 // minTicks is how much system CPU time (in clock ticks, 10 ms each) a row

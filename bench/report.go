@@ -121,11 +121,17 @@ func (r *Report) write(dir string) error {
 	if err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{
+	files := map[string][]byte{
 		"results.json": append(j, '\n'),
 		"report.md":    []byte(r.Markdown()),
 		"chart.svg":    []byte(r.SVG()),
-	} {
+	}
+	for _, g := range r.groups() {
+		if svg := fitSVG(g); svg != "" {
+			files[fitChartName(g)] = []byte(svg)
+		}
+	}
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
@@ -252,6 +258,11 @@ func (r *Report) Markdown() string {
 		if t := syscallTable(g); t != "" {
 			w("%s", t)
 		}
+		if t := fitTable(g); t != "" {
+			w("%s", t)
+			w("![memory against idle connections](%s)", fitChartName(g))
+			w("")
+		}
 	}
 	return b.String()
 }
@@ -287,8 +298,10 @@ func (r *Report) Summary() string {
 		fmt.Fprintf(&b, "%s/%s %s: %s %s\n", row.Scenario, row.Variant, row.System, row.Status, row.Note)
 	}
 	for _, g := range r.groups() {
-		if t := syscallTable(g); t != "" {
-			fmt.Fprintf(&b, "\n%s / %s\n\n%s", g.sc.name, g.variant, t)
+		for _, t := range []string{syscallTable(g), fitTable(g)} {
+			if t != "" {
+				fmt.Fprintf(&b, "\n%s / %s\n\n%s", g.sc.name, g.variant, t)
+			}
 		}
 	}
 	return b.String()
