@@ -331,8 +331,9 @@ func syscallTable(g group) string {
 	w("System calls per connection, counted by `strace -c -f` attached to each system (nginx: its")
 	w("worker; every thread) while the load ran for %.1f s. strace stops the system at every call, so it", rows[0].Syscalls.WindowS)
 	w("ran many times slower than above: the rates under strace are not performance figures, the counts")
-	w("per connection are. Scheduler wake-ups are %s together", strings.Join(wakeupCalls, ", "))
-	w("(Go's scheduler parking and waking threads), part of the total.")
+	w("per connection are, except that calls which depend on timing (wake-ups, epoll_wait, an accept4")
+	w("that finds nothing) change with the slowdown. Scheduler wake-ups are %s", strings.Join(wakeupCalls, ", "))
+	w("together (Go's scheduler parking and waking threads), part of the total.")
 	w("")
 	hdr, sep := "| system call |", "| --- |"
 	for _, row := range rows {
