@@ -9,9 +9,10 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 # Debian packages the tests use: real peers (nginx with its stream module,
 # HAProxy), clients (curl, openssl), a TLS scanner (testssl.sh), the eBPF
-# toolchain (clang-19, llvm-19 for llvm-strip, libbpf headers) and network
-# namespaces (iproute2).
-DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl testssl.sh clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 ca-certificates
+# toolchain (clang-19, llvm-19 for llvm-strip, libbpf headers), network
+# namespaces (iproute2) and system call counts per connection
+# (strace, for edgegate-bench --syscalls).
+DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl testssl.sh clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 ca-certificates strace
 
 .PHONY: all build test deps vet fmt-check generate check-generated demo
 

@@ -234,7 +234,7 @@ func TestQuickHarness(t *testing.T) {
 		Out:         out,
 		Quick:       true,
 		Scenarios:   []string{"passthrough-connect", "passthrough-bulk", "mtls-full", "mtls-reject", "idle-connections"},
-		IdleConns:   150,
+		IdleConns:   []int{100, 200},
 		Duration:    300 * time.Millisecond,
 		Warmup:      100 * time.Millisecond,
 		Reps:        2,
@@ -262,8 +262,13 @@ func TestQuickHarness(t *testing.T) {
 			}
 		case "idle-connections":
 			// Each connection costs a proxy at least its two sockets.
-			if c, f := row.Metrics[mConns], row.Metrics[mFDPerConn]; c.Median != 150 || f.Median < 1.9 {
-				t.Errorf("%s/%s %s: %v connections, %v fds each; want 150 and at least 2", row.Scenario, row.Variant, row.System, c.Median, f.Median)
+			if c, f := row.Metrics[mConns], row.Metrics[mFDPerConn]; c.Median != 200 || f.Median < 1.9 {
+				t.Errorf("%s/%s %s: %v connections, %v fds each; want 200 and at least 2", row.Scenario, row.Variant, row.System, c.Median, f.Median)
+			}
+			// And some memory, fitted over both counts of both
+			// repetitions.
+			if f := row.Fit; f == nil || len(f.Points) != 4 || f.BytesPerConn <= 0 || f.BytesAtProjection <= 0 || f.ConnsInOrigin <= 0 {
+				t.Errorf("%s/%s %s: fit %+v; want 4 points and memory growing with connections", row.Scenario, row.Variant, row.System, row.Fit)
 			}
 			continue
 		default:
@@ -288,7 +293,7 @@ func TestQuickHarness(t *testing.T) {
 			t.Errorf("no row for %s", want)
 		}
 	}
-	for _, f := range []string{"report.md", "results.json", "chart.svg",
+	for _, f := range []string{"report.md", "results.json", "chart.svg", "idle-passthrough.svg", "idle-mtls.svg",
 		"configs/edgegate-passthrough.yaml", "configs/nginx-mtls.conf", "configs/haproxy-mtls.cfg", "configs/gotls-mtls.json"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("output %s missing or empty: %v", f, err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -95,6 +96,85 @@ func (r *Report) SVG() string {
 		}
 		w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-dasharray="3,2"/>`, x1, top, x1, y)
 		y += gap
+	}
+	w(`</svg>`)
+	return s.String()
+}
+
+// fitChartName is the file of g's memory chart.
+func fitChartName(g group) string {
+	return "idle-" + strings.NewReplacer(" ", "-", ",", "", "/", "-").Replace(g.variant) + ".svg"
+}
+
+// fitSVG draws memory against idle connections for g's rows that have a
+// fit: each repetition's points and the fitted line, from no connections to
+// the largest count. Empty when no row has a fit.
+func fitSVG(g group) string {
+	const (
+		width, height = 760, 340
+		left, right   = 70, 210
+		top, bottom   = 40, 45
+		plotW, plotH  = width - left - right, height - top - bottom
+	)
+	var rows []Row
+	maxN, maxMiB := 0.0, 0.0
+	for _, row := range g.rows {
+		f := row.Fit
+		if f == nil {
+			continue
+		}
+		rows = append(rows, row)
+		for _, p := range f.Points {
+			maxN = math.Max(maxN, float64(p.Conns))
+			maxMiB = math.Max(maxMiB, float64(p.PssKiB)/1024)
+		}
+	}
+	if len(rows) == 0 || maxN == 0 || maxMiB == 0 {
+		return ""
+	}
+	for _, row := range rows {
+		maxMiB = math.Max(maxMiB, (row.Fit.FixedBytes+row.Fit.BytesPerConn*maxN)/(1<<20))
+	}
+	maxMiB *= 1.1
+	x := func(n float64) float64 { return left + n/maxN*plotW }
+	y := func(mib float64) float64 { return top + plotH - math.Max(mib, 0)/maxMiB*plotH }
+
+	var s strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&s, format+"\n", a...) }
+	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`, width, height, width, height)
+	w(`<rect width="100%%" height="100%%" fill="white"/>`)
+	w(`<text x="10" y="22" font-size="15" font-weight="bold">%s: memory (Pss, MiB) against idle connections, and the fit</text>`,
+		html.EscapeString(g.sc.name+" / "+g.variant))
+	w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`, left, top+plotH, left+plotW, top+plotH)
+	w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`, left, top, left, top+plotH)
+	var ticks []int
+	for _, row := range rows {
+		for _, p := range row.Fit.Points {
+			if !slices.Contains(ticks, p.Conns) {
+				ticks = append(ticks, p.Conns)
+			}
+		}
+	}
+	for _, n := range append(ticks, 0) {
+		w(`<text x="%.1f" y="%d" text-anchor="middle">%d</text>`, x(float64(n)), top+plotH+16, n)
+	}
+	w(`<text x="%d" y="%d" text-anchor="middle">idle connections</text>`, left+plotW/2, height-8)
+	for i := 0; i <= 4; i++ {
+		mib := maxMiB * float64(i) / 4
+		w(`<text x="%d" y="%.1f" text-anchor="end">%.0f</text>`, left-6, y(mib)+4, mib)
+		w(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`, left, y(mib), left+plotW, y(mib))
+	}
+	for i, row := range rows {
+		f, colour := row.Fit, systemColours[row.System]
+		w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`,
+			x(0), y(f.FixedBytes/(1<<20)), x(maxN), y((f.FixedBytes+f.BytesPerConn*maxN)/(1<<20)), colour)
+		for _, p := range f.Points {
+			w(`<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`, x(float64(p.Conns)), y(float64(p.PssKiB)/1024), colour)
+		}
+		ly := top + 10 + i*34
+		w(`<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`, left+plotW+14, ly-10, colour)
+		w(`<text x="%d" y="%d">%s</text>`, left+plotW+32, ly, html.EscapeString(row.System))
+		w(`<text x="%d" y="%d" font-size="11">%s bytes/conn, R² %.3f</text>`, left+plotW+32, ly+14, commas(int64(math.Round(f.BytesPerConn))), f.R2)
 	}
 	w(`</svg>`)
 	return s.String()

@@ -49,21 +49,28 @@ type Options struct {
 	Reps             int
 	// Concurrency of the closed-loop load generator (default 32).
 	Concurrency int
-	// IdleConns is the number of idle connections per system in
-	// idle-connections (default 9000; quick 1000). It is capped so that
-	// every process stays under the 20,000-descriptor limit.
-	IdleConns int
+	// IdleConns are the numbers of idle connections at which
+	// idle-connections measures each system, to fit memory against them
+	// (default 1000, 5000, 9000; quick 200, 500, 1000). Each is capped so
+	// that every process stays under the 20,000-descriptor limit.
+	IdleConns []int
 	// Profile writes CPU profiles of the Go systems into Out/profiles,
 	// with their top entries: gotls, and edgegate run as its gateway
 	// package inside a child of the harness (same code as the binary's
 	// `run`, plus runtime/pprof).
 	Profile bool
+	// Syscalls counts, in passthrough-connect, each system's system calls
+	// per connection under strace for one more repetition's duration,
+	// after the measured ones (strace slows the system too much for them).
+	Syscalls bool
 	// Edgegate is the edgegate binary; empty builds ./cmd/edgegate.
 	Edgegate string
 	// HellosDir holds the captured ClientHellos; default testdata/hellos
 	// of the module.
 	HellosDir string
-	// NoPin leaves every process where the scheduler puts it (tests).
+	// NoPin leaves every process where the scheduler puts it (tests, a
+	// 1-CPU machine). Each system still runs one worker: GOMAXPROCS=1,
+	// nginx worker_processes 1, HAProxy nbthread 1.
 	NoPin bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
@@ -94,16 +101,16 @@ func (o *Options) setDefaults() {
 	if o.Concurrency == 0 {
 		o.Concurrency = 32
 	}
-	if o.IdleConns == 0 {
-		o.IdleConns = 9000
+	if len(o.IdleConns) == 0 {
+		o.IdleConns = []int{1000, 5000, 9000}
 		if o.Quick {
-			o.IdleConns = 1000
+			o.IdleConns = []int{200, 500, 1000}
 		}
 	}
 	// The harness holds a client descriptor and an upstream descriptor per
 	// idle connection, and so does each system: 2N plus listeners and
 	// logs must stay under 20,000.
-	o.IdleConns = min(o.IdleConns, maxConns)
+	o.IdleConns = countsUnder(slices.Sorted(slices.Values(o.IdleConns)), maxConns)
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -135,6 +142,9 @@ func Run(ctx context.Context, opts Options, command string) (*Report, error) {
 		if findScenario(s) == nil {
 			return nil, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(scenarioNames(), ", "))
 		}
+	}
+	if opts.Syscalls && len(opts.Scenarios) > 0 && !slices.Contains(opts.Scenarios, "passthrough-connect") {
+		return nil, errors.New("system calls are counted in passthrough-connect, which is not among the scenarios")
 	}
 	for _, s := range opts.Systems {
 		if !slices.Contains(AllSystems, s) {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,20 +31,24 @@ const (
 // so every repetition needs a new process.
 func (h *harness) idleReps() int { return min(h.opts.Reps, 3) }
 
-// runIdleConnections opens IdleConns connections through each system, each
-// proven to reach the upstream, holds them idle, and divides the growth of
-// the system's memory (Pss) and descriptors by their number.
+// runIdleConnections holds idle connections through each system, each
+// proven to reach the upstream, at every count of IdleConns in turn (the
+// connections of one count stay open while the next are added), and
+// records the system's memory (Pss) and descriptors at each. The table's
+// per-connection figures are the growth from no connections to the largest
+// count divided by it; the fit (see fitIdle) projects memory to many more.
 func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 	idleHello, err := goClientHello(idleName, nil)
 	if err != nil {
 		return []Row{{Scenario: sc.name, System: sysEdgegate, Status: statusFailed, Note: err.Error()}}
 	}
+	largest := h.opts.IdleConns[len(h.opts.IdleConns)-1]
 	var rows []Row
 	for _, v := range []struct {
 		f       flavor
 		systems []string
 	}{{flavorPassthrough, idlePassSystems}, {flavorMTLS, idleMTLSSystems}} {
-		h.progress("- %s, %d connections", v.f, h.opts.IdleConns)
+		h.progress("- %s, %s connections", v.f, joinInts(h.opts.IdleConns))
 		for _, s := range AllSystems {
 			if !slices.Contains(v.systems, s) || !h.selected(s) || ctx.Err() != nil {
 				continue
@@ -54,28 +60,44 @@ func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 				continue
 			}
 			var kib, fds, conns []float64
+			var points []IdlePoint
 			for rep := 1; rep <= h.idleReps() && ctx.Err() == nil; rep++ {
 				r, err := h.start(ctx, s, v.f, sc.name+"-"+v.f.String())
 				if err != nil {
 					row.Status, row.Note = statusFailed, err.Error()
 					break
 				}
-				k, f, n, err := h.idleOnce(ctx, r, idleHello)
+				base, levels, err := h.idleLevels(ctx, r, idleHello)
 				r.stop()
 				if err != nil {
 					row.Status, row.Note = statusFailed, err.Error()
 					h.progress("  %s: %v", s, err)
 					break
 				}
-				kib, fds, conns = append(kib, k), append(fds, f), append(conns, float64(n))
-				h.progress("  %s rep %d/%d: %d connections, %.1f KiB and %.2f fds each", s, rep, h.idleReps(), n, k, f)
+				top := levels[len(levels)-1]
+				k := float64(int64(top.PssKiB)-int64(base.PssKiB)) / float64(top.Conns)
+				f := float64(top.FDs-base.FDs) / float64(top.Conns)
+				kib, fds, conns = append(kib, k), append(fds, f), append(conns, float64(top.Conns))
+				points = append(points, levels...)
+				var mib []string
+				for _, l := range levels {
+					mib = append(mib, fmt.Sprintf("%d: %.1f MiB", l.Conns, float64(l.PssKiB)/1024))
+				}
+				h.progress("  %s rep %d/%d: %s; %.1f KiB and %.2f fds each at %d", s, rep, h.idleReps(), strings.Join(mib, ", "), k, f, top.Conns)
 			}
 			if row.Status == "" {
 				row.Status = statusOK
 				row.Metrics = map[string]Stat{mKiBPerConn: statOf(kib), mFDPerConn: statOf(fds), mConns: statOf(conns)}
-				if n := statOf(conns).Min; int(n) < h.opts.IdleConns {
+				if n := statOf(conns).Min; int(n) < largest {
 					row.Note = fmt.Sprintf("held %.0f, not %d: at %.2f descriptors per connection more would pass the 20,000-descriptor limit",
-						n, h.opts.IdleConns, statOf(fds).Median)
+						n, largest, statOf(fds).Median)
+				}
+				if fit, err := fitIdle(points); err != nil {
+					row.Note = strings.TrimSpace(row.Note + " no fit: " + err.Error())
+				} else {
+					row.Fit = fit
+					h.progress("  %s fit: %.0f bytes per connection + %.1f MiB (R² %.4f); %.1f GiB at %s connections",
+						s, fit.BytesPerConn, fit.FixedBytes/(1<<20), fit.R2, fit.BytesAtProjection/(1<<30), commas(projectedConns))
 				}
 			}
 			rows = append(rows, row)
@@ -84,42 +106,84 @@ func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 	return rows
 }
 
-func (h *harness) idleOnce(ctx context.Context, r *running, idleHello []byte) (kibPerConn, fdsPerConn float64, n int, err error) {
+// IdlePoint is a system's memory and descriptors while it holds Conns idle
+// connections.
+type IdlePoint struct {
+	Conns  int    `json:"conns"`
+	PssKiB uint64 `json:"pss_kib"`
+	FDs    int    `json:"fds"`
+}
+
+// idleLevels opens connections through r up to each count of IdleConns in
+// turn, keeping them all open, and samples r's memory and descriptors with
+// none (base) and at each count. Counts that would take the system past
+// its descriptor limit are replaced by the most it can hold.
+func (h *harness) idleLevels(ctx context.Context, r *running, idleHello []byte) (base IdlePoint, levels []IdlePoint, err error) {
+	sample := func(n int) IdlePoint {
+		pss, _ := memoryKiB(r.pid)
+		return IdlePoint{Conns: n, PssKiB: pss, FDs: openFDs(r.pid)}
+	}
 	// One connection first, so lazily made state (pools, TLS caches) is
 	// in the baseline and not charged to the idle connections.
 	c, err := h.openIdle(ctx, r, idleHello)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("first idle connection: %w", err)
+		return base, nil, fmt.Errorf("first idle connection: %w", err)
 	}
 	c.Close()
 	time.Sleep(300 * time.Millisecond)
-	pss0, _ := memoryKiB(r.pid)
 	fd0 := openFDs(r.pid)
 
-	n = h.opts.IdleConns
 	// Probe with a few connections how many descriptors the system spends
 	// on each, and hold no more than fit under its descriptor limit, so
 	// the run measures every system instead of exhausting one of them.
-	var probe []net.Conn
-	for range idleProbe {
-		c, err := h.openIdle(ctx, r, idleHello)
-		if err != nil {
-			for _, c := range probe {
-				c.Close()
-			}
-			return 0, 0, 0, fmt.Errorf("probe connection: %w", err)
-		}
-		probe = append(probe, c)
+	probe, err := h.openIdleMany(ctx, r, idleHello, idleProbe)
+	closeAll(probe)
+	if err != nil {
+		return base, nil, fmt.Errorf("probe connection: %w", err)
 	}
+	limit := maxConns
 	if per := float64(openFDs(r.pid)-fd0) / idleProbe; per > 0 {
-		n = min(n, int(float64(fdLimit-fdReserve-fd0)/per))
+		limit = min(limit, int(float64(fdLimit-fdReserve-fd0)/per))
 	}
-	for _, c := range probe {
-		c.Close()
+	counts := countsUnder(h.opts.IdleConns, limit)
+	if len(counts) == 0 {
+		return base, nil, fmt.Errorf("no room under the %d-descriptor limit", fdLimit)
 	}
 	time.Sleep(300 * time.Millisecond)
-	pss0, _ = memoryKiB(r.pid)
-	fd0 = openFDs(r.pid)
+	base = sample(0)
+
+	var held []net.Conn
+	defer func() { closeAll(held) }()
+	for _, n := range counts {
+		more, err := h.openIdleMany(ctx, r, idleHello, n-len(held))
+		held = append(held, more...)
+		if err != nil {
+			return base, nil, fmt.Errorf("open idle connections: %w", err)
+		}
+		// Let the system settle (deferred frees, buffers shrinking)
+		// before reading its memory.
+		time.Sleep(time.Second)
+		levels = append(levels, sample(n))
+	}
+	return base, levels, nil
+}
+
+// countsUnder returns the counts (ascending) that are at most limit, and
+// limit itself in place of those above it.
+func countsUnder(counts []int, limit int) []int {
+	var out []int
+	for _, n := range counts {
+		n = min(n, limit)
+		if n > 0 && (len(out) == 0 || n > out[len(out)-1]) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// openIdleMany opens n idle connections through r, 64 at a time, and
+// returns those it opened; it stops at the first failure.
+func (h *harness) openIdleMany(ctx context.Context, r *running, idleHello []byte, n int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -152,22 +216,22 @@ func (h *harness) idleOnce(ctx context.Context, r *running, idleHello []byte) (k
 	}
 	close(next)
 	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	if firstErr != nil {
-		return 0, 0, 0, fmt.Errorf("open idle connections: %w", firstErr)
+	opened := slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
+	return opened, firstErr
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
 	}
-	// Let the system settle (deferred frees, buffers shrinking) before
-	// reading its memory.
-	time.Sleep(time.Second)
-	pss1, _ := memoryKiB(r.pid)
-	fd1 := openFDs(r.pid)
-	return float64(int64(pss1)-int64(pss0)) / float64(n), float64(fd1-fd0) / float64(n), n, nil
+}
+
+func joinInts(xs []int) string {
+	var s []string
+	for _, x := range xs {
+		s = append(s, strconv.Itoa(x))
+	}
+	return strings.Join(s, ", ")
 }
 
 // openIdle opens one connection through r that has reached the upstream

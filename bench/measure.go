@@ -88,6 +88,12 @@ type Row struct {
 	OK         int64           `json:"ok_ops"` // in the measured repetitions
 	Failed     int64           `json:"failed_ops"`
 	FirstError string          `json:"first_error,omitempty"`
+	// Syscalls, with --syscalls, are the system calls per connection
+	// counted under strace after the measured repetitions.
+	Syscalls *Syscalls `json:"syscalls,omitempty"`
+	// Fit is idle-connections' memory against connections, fitted and
+	// projected.
+	Fit *IdleFit `json:"idle_fit,omitempty"`
 }
 
 // minTicks is how much system CPU time (in clock ticks, 10 ms each) a row

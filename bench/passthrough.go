@@ -100,6 +100,9 @@ func runPassthroughConnect(ctx context.Context, h *harness, sc *scenario) []Row 
 				ops:         passConnectOp(r, hl.Bytes),
 				latencyRate: 1000,
 			})
+			if h.opts.Syscalls && !r.direct && row.Status != statusFailed {
+				h.traceSyscalls(ctx, r, row, hl.Name, passConnectOp(r, hl.Bytes))
+			}
 		})
 		addLatencyOverDirect(rows)
 		all = append(all, rows...)

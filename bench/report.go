@@ -40,7 +40,7 @@ func reportOptions(o Options) map[string]any {
 	return map[string]any{
 		"quick": o.Quick, "duration": o.Duration.String(), "warmup": o.Warmup.String(),
 		"reps": o.Reps, "concurrency": o.Concurrency, "idle_conns": o.IdleConns,
-		"pinned": !o.NoPin, "profile": o.Profile,
+		"pinned": !o.NoPin, "profile": o.Profile, "syscalls": o.Syscalls,
 	}
 }
 
@@ -121,11 +121,17 @@ func (r *Report) write(dir string) error {
 	if err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{
+	files := map[string][]byte{
 		"results.json": append(j, '\n'),
 		"report.md":    []byte(r.Markdown()),
 		"chart.svg":    []byte(r.SVG()),
-	} {
+	}
+	for _, g := range r.groups() {
+		if svg := fitSVG(g); svg != "" {
+			files[fitChartName(g)] = []byte(svg)
+		}
+	}
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
@@ -169,8 +175,14 @@ func (r *Report) Markdown() string {
 	w("")
 	w("Options: %s", formatOptions(r.Options))
 	w("")
-	w("Each system under test runs with one worker/thread pinned to CPU 0; the load generator and the")
-	w("upstreams run pinned to CPU 1. Values are medians over the repetitions, ± half their range.")
+	if pinned, _ := r.Options["pinned"].(bool); pinned {
+		w("Each system under test runs with one worker/thread pinned to CPU 0; the load generator and the")
+		w("upstreams run pinned to CPU 1. Values are medians over the repetitions, ± half their range.")
+	} else {
+		w("Each system under test runs with one worker/thread, not pinned (--no-pin): it shares the cores")
+		w("with the load generator and the upstreams, so rates and latencies depend on the scheduler; CPU per")
+		w("operation stays comparable. Values are medians over the repetitions, ± half their range.")
+	}
 	w("CPU is the system's own CPU time (all its processes, from /proc) per 1,000 operations. A row is a")
 	w("result when the system's core was saturated or its CPU time was measurable; `direct` is the client")
 	w("talking to the upstream itself (no gateway) and `gotls` a bare crypto/tls server doing the mtls job.")
@@ -243,6 +255,14 @@ func (r *Report) Markdown() string {
 			w("%s %s |", line, strings.ReplaceAll(note, "|", "/"))
 		}
 		w("")
+		if t := syscallTable(g); t != "" {
+			w("%s", t)
+		}
+		if t := fitTable(g); t != "" {
+			w("%s", t)
+			w("![memory against idle connections](%s)", fitChartName(g))
+			w("")
+		}
 	}
 	return b.String()
 }
@@ -276,6 +296,13 @@ func (r *Report) Summary() string {
 			continue
 		}
 		fmt.Fprintf(&b, "%s/%s %s: %s %s\n", row.Scenario, row.Variant, row.System, row.Status, row.Note)
+	}
+	for _, g := range r.groups() {
+		for _, t := range []string{syscallTable(g), fitTable(g)} {
+			if t != "" {
+				fmt.Fprintf(&b, "\n%s / %s\n\n%s", g.sc.name, g.variant, t)
+			}
+		}
 	}
 	return b.String()
 }

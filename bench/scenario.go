@@ -99,7 +99,7 @@ var scenarios = []*scenario{
 	},
 	{
 		name:         "idle-connections",
-		about:        "many idle connections held open: memory and descriptors per connection",
+		about:        "idle connections held open at several counts: memory and descriptors per connection at the largest, memory fitted against the count",
 		primary:      mKiBPerConn,
 		higherBetter: false,
 		columns:      []column{colConns, colKiB, colFD},

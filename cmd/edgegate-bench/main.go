@@ -4,6 +4,8 @@
 //
 //	edgegate-bench --quick                      # every scenario, a few seconds each
 //	edgegate-bench --scenarios mtls-full --systems edgegate,nginx,gotls
+//	edgegate-bench --quick --scenarios passthrough-connect --syscalls
+//	edgegate-bench --scenarios idle-connections --idle-conns 1000,5000,9000
 //
 // It writes report.md, results.json, chart.svg, the generated configs and
 // the systems' logs into --out (default bench/out/<timestamp>). Run it as
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,8 +43,18 @@ func main() {
 	flag.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before the repetitions (default 2s, quick 0.5s)")
 	flag.IntVar(&opts.Reps, "reps", 0, "repetitions per row (default 5, quick 3)")
 	flag.IntVar(&opts.Concurrency, "concurrency", 0, "closed-loop concurrency (default 32)")
-	flag.IntVar(&opts.IdleConns, "idle-conns", 0, "idle connections per system (default 9000, quick 1000; at most 9500)")
+	flag.Func("idle-conns", "comma-separated idle connection counts at which memory is measured and fitted (default 1000,5000,9000, quick 200,500,1000; at most 9500)", func(s string) error {
+		for _, p := range splitList(s) {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("%q is not a positive count", p)
+			}
+			opts.IdleConns = append(opts.IdleConns, n)
+		}
+		return nil
+	})
 	flag.BoolVar(&opts.Profile, "profile", false, "write CPU profiles of gotls and edgegate (EDGEGATE_CPUPROFILE) into OUT/profiles")
+	flag.BoolVar(&opts.Syscalls, "syscalls", false, "passthrough-connect: count each system's system calls per connection under strace -c -f (one more window, after the measured ones)")
 	flag.StringVar(&opts.Edgegate, "edgegate", "", "edgegate binary (default: go build ./cmd/edgegate)")
 	flag.BoolVar(&opts.NoPin, "no-pin", false, "do not pin the systems to CPU 0 and the load generator to CPU 1")
 	flag.Parse()
