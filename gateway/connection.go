@@ -25,7 +25,8 @@ type session struct {
 	peer     netip.Addr     // the TCP peer (the balancer, behind one)
 	viaProxy bool           // client came from an inbound PROXY header
 	local    netip.AddrPort // the address the client connected to
-	hello    *sni.Hello
+	sni      string         // the routing form of the SNI ("" for none)
+	rawSNI   string         // the SNI as sent, for the log when sni is ""
 	vhost    *vhost
 	outcome  Outcome
 	reason   string // detail for refusals (e.g. the client certificate problem)
@@ -109,7 +110,7 @@ func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 		relay.CloseSilently(c, false)
 		return false
 	}
-	ss.hello = hello
+	ss.sni, ss.rawSNI = hello.ServerName, hello.RawServerName
 	s.metrics.observeHello(hello)
 
 	v := st.routes.lookup(hello.ServerName)

@@ -46,13 +46,9 @@ func (s *Server) finish(ss *session) {
 		slog.String("client", ss.client.String()),
 		slog.String("listener", ss.listener),
 	}
-	sniName := ""
-	if ss.hello != nil {
-		sniName = ss.hello.ServerName
-	}
-	attrs = append(attrs, slog.String("sni", sniName))
-	if ss.hello != nil && sniName == "" && ss.hello.RawServerName != "" {
-		attrs = append(attrs, slog.String("raw_sni", ss.hello.RawServerName))
+	attrs = append(attrs, slog.String("sni", ss.sni))
+	if ss.sni == "" && ss.rawSNI != "" {
+		attrs = append(attrs, slog.String("raw_sni", ss.rawSNI))
 	}
 	attrs = append(attrs,
 		slog.String("vhost", vname),

@@ -13,7 +13,7 @@ import (
 // parked in the relay's loops (see forward).
 func (s *Server) passthrough(ss *session, st *state, c *net.TCPConn, prefix []byte) bool {
 	v := ss.vhost
-	tlvs := proxyheader.PassthroughTLVs(ss.hello.ServerName, ss.uniqueID(v.upstream))
+	tlvs := proxyheader.PassthroughTLVs(ss.sni, ss.uniqueID(v.upstream))
 	hdr, err := proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err

@@ -76,7 +76,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	}
 
 	cs := tc.ConnectionState()
-	tlvs, err := proxyheader.TLSTLVs(ss.hello.ServerName, cs, served, ss.uniqueID(v.upstream))
+	tlvs, err := proxyheader.TLSTLVs(ss.sni, cs, served, ss.uniqueID(v.upstream))
 	var hdr []byte
 	if err == nil {
 		hdr, err = proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
