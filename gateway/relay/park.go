@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,6 +133,11 @@ func rawFD(c net.Conn) (int, error) {
 // loop is one goroutine and its epoll set.
 type loop struct {
 	epfd, wake int // the epoll set; an eventfd that interrupts its wait
+	// set is epfd in Go's network poller: the loop waits there, like any
+	// goroutine reading a socket, rather than in epoll_wait on a thread
+	// of its own that would hold a P until the scheduler takes it back.
+	set   *os.File
+	setRC syscall.RawConn
 
 	mu     sync.Mutex
 	tasks  []func(*loop) // from other goroutines, run by the loop
@@ -169,6 +175,10 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: epoll: %w", err)
 	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		unix.Close(epfd)
@@ -180,7 +190,37 @@ func newLoop() (*loop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("relay: epoll add: %w", err)
 	}
-	return &loop{epfd: epfd, wake: wake, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}, nil
+	set := os.NewFile(uintptr(epfd), "relay-epoll")
+	rc, err := set.SyscallConn()
+	if err != nil {
+		set.Close()
+		unix.Close(wake)
+		return nil, fmt.Errorf("relay: epoll in the poller: %w", err)
+	}
+	return &loop{epfd: epfd, wake: wake, set: set, setRC: rc, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}, nil
+}
+
+// wait returns the next events, waiting in Go's poller until the epoll
+// set has some or the next idle deadline.
+func (l *loop) wait(events []unix.EpollEvent) int {
+	deadline := time.Time{}
+	if ms := l.timeout(); ms >= 0 {
+		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	}
+	l.set.SetReadDeadline(deadline)
+	n := 0
+	err := l.setRC.Read(func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), events, 0)
+		if err != nil && err != unix.EINTR {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", err))
+		}
+		return n > 0
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		panic(fmt.Sprintf("relay: waiting for the epoll set: %v", err))
+	}
+	return n
 }
 
 // post runs f on the loop's goroutine.
@@ -199,11 +239,8 @@ func (l *loop) run() {
 	defer close(l.stopped)
 	events := make([]unix.EpollEvent, 128)
 	for {
-		n, err := unix.EpollWait(l.epfd, events, l.timeout())
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			panic(fmt.Sprintf("relay: epoll_wait: %v", err))
-		}
-		for _, ev := range events[:max(n, 0)] {
+		n := l.wait(events)
+		for _, ev := range events[:n] {
 			if ev.Fd == wakeSlot {
 				l.runTasks()
 				continue
@@ -228,7 +265,7 @@ func (l *loop) run() {
 			l.mu.Lock()
 			l.closed = true
 			unix.Close(l.wake)
-			unix.Close(l.epfd)
+			l.set.Close()
 			l.mu.Unlock()
 			return
 		}
@@ -404,8 +441,8 @@ func (l *loop) finish(pr *Pair) {
 	})
 }
 
-// timeout is how long epoll_wait may sleep: until the earliest idle
-// deadline, or for ever.
+// timeout is how long the loop may wait, in milliseconds: until the
+// earliest idle deadline, or for ever (-1).
 func (l *loop) timeout() int {
 	if l.stopping {
 		return 0

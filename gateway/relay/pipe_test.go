@@ -8,7 +8,7 @@ import (
 )
 
 // tcpPair returns both ends of one loopback TCP connection.
-func tcpPair(t *testing.T) (near, far *net.TCPConn) {
+func tcpPair(t testing.TB) (near, far *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,13 +87,14 @@ type relayer struct {
 
 // relays returns Pipe, and a Parker's Park waited for, so that every test
 // of the relay's behaviour runs on both.
-func relays(t *testing.T) []relayer {
-	t.Helper()
+func relays(t testing.TB) []relayer {
 	p, err := NewParker(2)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	t.Cleanup(p.Close)
+	if t != nil {
+		t.Cleanup(p.Close)
+	}
 	return []relayer{
 		{"pipe", Pipe},
 		{"park", func(client, upstream net.Conn, idle time.Duration) Result {
