@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,9 +72,10 @@ type Pair struct {
 	first      int32 // the side that ended first (fromClient, fromUpstream)
 	idled      bool
 	last       time.Time
-	slot       int32
+	slot       int32 // in the loop's table; -1 when not registered
+	listed     bool  // in the loop's idle list
 	prev, next *Pair // the loop's list of pairs with the same idle timeout
-	finished   bool
+	finished   bool  // set under the loop's mu, by the loop (or by Park on a closed one)
 }
 
 // half is one direction: bytes from side src to side 1-src.
@@ -93,11 +95,46 @@ func NewPair(client, upstream net.Conn, idle time.Duration, done func(Result)) *
 	return &Pair{client: client, upstream: upstream, idle: idle, done: done, slot: -1}
 }
 
-// Park hands pr to one of p's loops and returns at once.
+// Park hands pr to one of p's loops and returns at once. It registers the
+// pair's sockets in the loop's epoll set itself, so that parking costs
+// the loop no wake-up of its own: the sockets' first events (a socket is
+// writable when registered) introduce the pair to the loop.
 func (p *Parker) Park(pr *Pair) {
 	l := p.loops[int(p.next.Add(1))%len(p.loops)]
 	pr.loop.Store(l)
-	l.post(func(l *loop) { l.add(pr) })
+	var err error
+	if pr.fds[0], err = rawFD(pr.client); err == nil {
+		pr.fds[1], err = rawFD(pr.upstream)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		// No loop to finish it: the Parker is closed.
+		pr.finished = true
+		pr.client.Close()
+		pr.upstream.Close()
+		pr.done(pr.result())
+		return
+	case err != nil || pr.cut.Load() || pr.finished:
+		l.postLocked(func(l *loop) { l.finish(pr) })
+		return
+	}
+	if n := len(l.free); n > 0 {
+		pr.slot = l.free[n-1]
+		l.free = l.free[:n-1]
+		l.pairs[pr.slot] = pr
+	} else {
+		pr.slot = int32(len(l.pairs))
+		l.pairs = append(l.pairs, pr)
+	}
+	for side, fd := range pr.fds {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: pr.slot, Pad: int32(side)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.postLocked(func(l *loop) { l.finish(pr) })
+			return
+		}
+	}
 }
 
 // Cut ends a pair at once (a drain deadline), closing both connections;
@@ -142,10 +179,10 @@ type loop struct {
 	mu     sync.Mutex
 	tasks  []func(*loop) // from other goroutines, run by the loop
 	closed bool          // the loop has stopped: its descriptors are gone
+	pairs  []*Pair       // by slot: registered by Park, removed by finish
+	free   []int32       // slots to reuse
 
-	pairs    []*Pair // by slot
-	free     []int32 // slots to reuse
-	freed    []int32 // slots freed during this batch of events
+	// Owned by the loop's goroutine.
 	lists    map[time.Duration]*pairList
 	pipes    []*pipe   // idle, empty
 	pipeUse  time.Time // when the pool was last used
@@ -227,6 +264,10 @@ func (l *loop) wait(events []unix.EpollEvent) int {
 func (l *loop) post(f func(*loop)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.postLocked(f)
+}
+
+func (l *loop) postLocked(f func(*loop)) {
 	if l.closed {
 		return
 	}
@@ -238,22 +279,33 @@ func (l *loop) post(f func(*loop)) {
 func (l *loop) run() {
 	defer close(l.stopped)
 	events := make([]unix.EpollEvent, 128)
+	prs := make([]*Pair, len(events))
 	for {
 		n := l.wait(events)
-		for _, ev := range events[:n] {
-			if ev.Fd == wakeSlot {
-				l.runTasks()
-				continue
-			}
-			if pr := l.pairs[ev.Fd]; pr != nil {
-				l.service(pr, int(ev.Pad), ev.Events)
+		// Pairs are looked up once per batch; one the batch finishes is
+		// known by its finished flag, whoever has its slot since.
+		l.mu.Lock()
+		for i, ev := range events[:n] {
+			prs[i] = nil
+			if ev.Fd != wakeSlot {
+				prs[i] = l.pairs[ev.Fd]
 			}
 		}
+		l.mu.Unlock()
+		for i, ev := range events[:n] {
+			if ev.Fd == wakeSlot {
+				l.runTasks()
+			} else if pr := prs[i]; pr != nil {
+				l.service(pr, int(ev.Pad), ev.Events)
+			}
+			prs[i] = nil
+		}
 		l.expire(time.Now())
-		l.free = append(l.free, l.freed...)
-		l.freed = l.freed[:0]
 		if l.stopping {
-			for _, pr := range l.pairs {
+			l.mu.Lock()
+			left := slices.Clone(l.pairs)
+			l.mu.Unlock()
+			for _, pr := range left {
 				if pr != nil {
 					l.finish(pr)
 				}
@@ -284,42 +336,17 @@ func (l *loop) runTasks() {
 	}
 }
 
-// add registers a new pair's sockets.
-func (l *loop) add(pr *Pair) {
-	var err error
-	if pr.fds[0], err = rawFD(pr.client); err == nil {
-		pr.fds[1], err = rawFD(pr.upstream)
-	}
-	if err != nil || pr.cut.Load() {
-		l.finish(pr)
-		return
-	}
-	if n := len(l.free); n > 0 {
-		pr.slot = l.free[n-1]
-		l.free = l.free[:n-1]
-		l.pairs[pr.slot] = pr
-	} else {
-		pr.slot = int32(len(l.pairs))
-		l.pairs = append(l.pairs, pr)
-	}
-	for side, fd := range pr.fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: pr.slot, Pad: int32(side)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			l.finish(pr)
-			return
-		}
-	}
-	pr.last = time.Now()
-	l.list(pr.idle).push(pr)
-	// Bytes may have arrived before the registration: the first edge
-	// covers them (a socket registered while readable reports it).
-}
-
 // service moves what it can after an event on pr's side: its reading half
 // (side → other) and its writing half (other → side).
 func (l *loop) service(pr *Pair, side int, events uint32) {
 	if pr.finished {
 		return
+	}
+	if !pr.listed {
+		// The pair's first event: Park registered it.
+		pr.listed = true
+		pr.last = time.Now()
+		l.list(pr.idle).push(pr)
 	}
 	l.progress(pr, side)
 	if !pr.finished {
@@ -398,9 +425,11 @@ func (l *loop) progress(pr *Pair, h int) {
 // touch records activity: the pair moves to the back of its idle list.
 func (pr *Pair) touch(l *loop) {
 	pr.last = time.Now()
-	ls := l.list(pr.idle)
-	ls.remove(pr)
-	ls.push(pr)
+	if pr.listed {
+		ls := l.list(pr.idle)
+		ls.remove(pr)
+		ls.push(pr)
+	}
 }
 
 // fail ends a pair after an error on side (a reset, a refused write).
@@ -417,7 +446,6 @@ func (l *loop) finish(pr *Pair) {
 	if pr.finished {
 		return
 	}
-	pr.finished = true
 	for i := range pr.halves {
 		if p := pr.halves[i].pipe; p != nil {
 			// Undelivered bytes: the pipe cannot be reused.
@@ -426,19 +454,31 @@ func (l *loop) finish(pr *Pair) {
 			pr.halves[i].pipe = nil
 		}
 	}
+	if pr.listed {
+		l.list(pr.idle).remove(pr)
+		pr.listed = false
+	}
+	// Under mu, so that Park never registers a descriptor this closes.
+	l.mu.Lock()
+	pr.finished = true
 	if pr.slot >= 0 {
 		l.pairs[pr.slot] = nil
-		l.freed = append(l.freed, pr.slot)
-		l.list(pr.idle).remove(pr)
+		l.free = append(l.free, pr.slot)
+		pr.slot = -1
 	}
 	pr.client.Close()
 	pr.upstream.Close()
-	pr.done(Result{
+	l.mu.Unlock()
+	pr.done(pr.result())
+}
+
+func (pr *Pair) result() Result {
+	return Result{
 		ToUpstream:          pr.halves[0].moved,
 		ToClient:            pr.halves[1].moved,
 		Idled:               pr.idled,
 		UpstreamClosedFirst: pr.first == fromUpstream && !pr.idled,
-	})
+	}
 }
 
 // timeout is how long the loop may wait, in milliseconds: until the
