@@ -385,11 +385,14 @@ func (l *loop) progress(pr *Pair, h int) {
 			hf.pipe = nil
 		}
 		if hf.eof {
-			unix.Shutdown(dst, unix.SHUT_WR)
 			hf.done = true
 			if pr.halves[1-h].done {
+				// Both directions are over: closing sends dst its FIN
+				// (every byte from it has been read), no shutdown needed.
 				l.finish(pr)
+				return
 			}
+			unix.Shutdown(dst, unix.SHUT_WR)
 			return
 		}
 		if hf.pipe == nil {
