@@ -107,16 +107,17 @@ func (p *Parker) Park(pr *Pair) {
 		pr.fds[1], err = rawFD(pr.upstream)
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.closed:
+	if l.closed {
 		// No loop to finish it: the Parker is closed.
 		pr.finished = true
+		l.mu.Unlock()
 		pr.client.Close()
 		pr.upstream.Close()
 		pr.done(pr.result())
 		return
-	case err != nil || pr.cut.Load() || pr.finished:
+	}
+	defer l.mu.Unlock()
+	if err != nil || pr.cut.Load() {
 		l.postLocked(func(l *loop) { l.finish(pr) })
 		return
 	}
