@@ -161,11 +161,16 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 			c.Close()
 			wg.Wait()
 		}()
-		time.Sleep(h.opts.Warmup)
-		if down.Load() == 0 || up.Load() == 0 {
-			row.Status, row.Note = statusFailed, fmt.Sprintf("no data flowing after warm-up (%d bytes up, %d down)", up.Load(), down.Load())
-			return
+		// Bytes must flow both ways before the warm-up counts: a busy
+		// machine can take longer than a short warm-up to get them going.
+		for start := time.Now(); down.Load() == 0 || up.Load() == 0; {
+			if time.Since(start) > bulkStartLimit {
+				row.Status, row.Note = statusFailed, fmt.Sprintf("no data flowing after %v (%d bytes up, %d down)", bulkStartLimit, up.Load(), down.Load())
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
+		time.Sleep(h.opts.Warmup)
 		var mibs, cpuPerGiB, shares, othersSys, othersLoad []float64
 		var totalTicks uint64
 		for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
@@ -208,3 +213,6 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 		row.Note = busyNote(row.Metrics)
 	})
 }
+
+// bulkStartLimit bounds the wait for a bulk stream to flow both ways.
+const bulkStartLimit = 10 * time.Second

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway/eventually"
 )
 
 // withKeys puts top-level keys in front of a configuration.
@@ -81,9 +83,14 @@ func TestReloadCommand(t *testing.T) {
 	if code != 1 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, `unknown key "proxy_protocl"`) {
 		t.Fatalf("edgegate reload with a broken file: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
 	}
-	if ok, refused := reloadRecords(t, p); ok != 1 || refused != 1 {
-		t.Errorf("the process logged %d reloads and %d refusals; want 1 and 1", ok, refused)
-	}
+	// The log line is written before the answer, but read from the
+	// process's stderr on the test's own time.
+	eventually.Within(t, waitLimit, func() error {
+		if ok, refused := reloadRecords(t, p); ok != 1 || refused != 1 {
+			return fmt.Errorf("the process logged %d reloads and %d refusals; want 1 and 1", ok, refused)
+		}
+		return nil
+	})
 
 	// A file that loads but that the running process refuses: a new
 	// listener on an address another process holds.
@@ -105,9 +112,12 @@ func TestReloadCommand(t *testing.T) {
 	if code != 1 || stdout != "" || stderr != want {
 		t.Fatalf("edgegate reload refused by the process: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
 	}
-	if _, refused := reloadRecords(t, p); refused != 2 {
-		t.Errorf("the process logged %d refusals, want 2", refused)
-	}
+	eventually.Within(t, waitLimit, func() error {
+		if _, refused := reloadRecords(t, p); refused != 2 {
+			return fmt.Errorf("the process logged %d refusals, want 2", refused)
+		}
+		return nil
+	})
 	if code, h := getHealthz(t, metrics); code != 200 || h.Generation != 2 {
 		t.Errorf("/healthz after the refusals: %d %+v, want generation 2", code, h)
 	}
