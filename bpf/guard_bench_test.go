@@ -1,5 +1,9 @@
 package bpf
 
+// reference.c, the program BenchmarkVerdicts compares the guard with, is
+// built for the tests only (reference_bpfel_test.go).
+//go:generate go tool bpf2go -cc clang-19 -target bpfel reference reference.c -- -mcpu=v3 -Wall -Werror
+
 import (
 	"testing"
 	"time"
@@ -24,9 +28,24 @@ func trivialProgram(b *testing.B, typ ebpf.ProgramType, ret int32) *ebpf.Program
 	return p
 }
 
+// openReference loads reference.c: per entry point, a program that
+// parses the same headers as the guard and does one hash lookup keyed by
+// the flow (see reference.c).
+func openReference(b *testing.B) map[string]*ebpf.Program {
+	b.Helper()
+	var objs referenceObjects
+	if err := loadReferenceObjects(&objs, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { objs.Close() })
+	return map[string]*ebpf.Program{"xdp": objs.ReferenceXdp, "tc": objs.ReferenceTc}
+}
+
 // BenchmarkVerdicts measures nanoseconds per packet for each verdict path
-// of both entry points with BPF_PROG_TEST_RUN, and the ratio to a trivial
-// program of the same type run on the same packet in the same benchmark.
+// of both entry points with BPF_PROG_TEST_RUN, and the ratios to a trivial
+// program of the same type (baseline) and to the reference program
+// (reference.c: the same parsing and one hash lookup), each run on the
+// same packet in the same benchmark.
 func BenchmarkVerdicts(b *testing.B) {
 	g := openTestGuard(b, Config{Ports: []uint16{guarded}})
 	hello := clientHello(b)
@@ -65,6 +84,7 @@ func BenchmarkVerdicts(b *testing.B) {
 		"xdp": trivialProgram(b, ebpf.XDP, xdpPass),
 		"tc":  trivialProgram(b, ebpf.SchedCLS, -1),
 	}
+	references := openReference(b)
 	for _, ep := range entryPoints {
 		for _, path := range paths {
 			b.Run(ep.name+"/"+path.name, func(b *testing.B) {
@@ -83,6 +103,10 @@ func BenchmarkVerdicts(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				_, ref, err := references[ep.name].Benchmark(frame, b.N, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
 				b.ResetTimer()
 				_, d, err := ep.prog(g).Benchmark(frame, b.N, b.ResetTimer)
 				if err != nil {
@@ -92,6 +116,10 @@ func BenchmarkVerdicts(b *testing.B) {
 				b.ReportMetric(float64(base.Nanoseconds()), "baseline-ns/pkt")
 				if base > 0 {
 					b.ReportMetric(float64(d)/float64(base), "x-baseline")
+				}
+				b.ReportMetric(float64(ref.Nanoseconds()), "reference-ns/pkt")
+				if ref > 0 {
+					b.ReportMetric(float64(d)/float64(ref), "x-reference")
 				}
 			})
 		}
