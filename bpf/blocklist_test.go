@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -193,20 +194,21 @@ func TestUpdate(t *testing.T) {
 	if err := g.objs.Config.Lookup(uint32(0), &cfg); err != nil || cfg.Flags&configDropFragments == 0 {
 		t.Fatalf("config map %+v, %v: want drop fragments set", cfg, err)
 	}
-	if n := mapLen(t, g.objs.Ports); n != 1 {
-		t.Fatalf("port map holds %d ports, want 1", n)
+	if n := guardedPorts(t, g); n != 1 {
+		t.Fatalf("port map guards %d ports, want 1", n)
 	}
 
-	// More ports than the map holds: refused, and nothing changed.
-	var many []uint16
-	for p := range 2000 {
-		many = append(many, uint16(10000+p))
+	// More allow-list prefixes than the map holds: refused, and nothing
+	// changed.
+	var many []netip.Prefix
+	for i := range 20000 {
+		many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
 	}
-	if err := g.Update(Settings{Ports: many}); err == nil {
-		t.Fatal("an update over the port map's capacity was accepted")
+	if err := g.Update(Settings{Ports: []uint16{guarded, notGuarded}, AllowOnly: many}); err == nil {
+		t.Fatal("an update over the allow-list's capacity was accepted")
 	}
-	if n := mapLen(t, g.objs.Ports); n != 1 {
-		t.Fatalf("after a refused update the port map holds %d ports, want the 1 from before", n)
+	if n := guardedPorts(t, g); n != 1 {
+		t.Fatalf("after a refused update the port map guards %d ports, want the 1 from before", n)
 	}
 	if n := mapLen(t, g.objs.Allow); n != len(allowed) {
 		t.Fatalf("after a refused update the allow-list holds %d prefixes, want %d", n, len(allowed))
@@ -214,6 +216,25 @@ func TestUpdate(t *testing.T) {
 	if v := judge(t, g, xdp, synFrom(outside6, proxyPort)); v != "drop_not_allowed" {
 		t.Fatalf("verdict %s after a refused update, want drop_not_allowed as before", v)
 	}
+}
+
+// guardedPorts counts the ports the ports map guards.
+func guardedPorts(t *testing.T, g *Guard) int {
+	t.Helper()
+	keys := make([]uint32, g.objs.Ports.MaxEntries())
+	vals := make([]guardPortPolicy, len(keys))
+	var cursor ebpf.MapBatchCursor
+	got, err := g.objs.Ports.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range vals[:got] {
+		if v.Flags&portGuarded != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // mapLen counts a map's entries.

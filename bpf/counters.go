@@ -76,12 +76,17 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 	for name, m := range map[string]*ebpf.Map{
 		"blocklist": g.objs.Blocklist,
 		"allow":     g.objs.Allow,
-		"ports":     g.objs.Ports,
 	} {
 		if n, err := countEntries(m); err == nil {
 			ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), name)
 		}
 	}
+	// ports is an array with a slot for every port; only edgegate writes
+	// it, so the guarded ports are its entries.
+	g.mu.Lock()
+	guardedPorts := len(g.settings.Ports)
+	g.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(guardedPorts), "ports")
 	if n, err := g.countFlows(); err == nil {
 		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), "flows")
 	}

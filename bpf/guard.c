@@ -36,7 +36,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 // Map sizes. FLOWS_MAX is only a default: the loader sizes the flow table
 // from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
-#define PORTS_MAX 1024        // guarded ports
+#define PORTS_MAX 65536       // every TCP/UDP port: the ports map is indexed by port
 #define BLOCKLIST_MAX 65536   // blocked sources (LRU)
 #define ALLOW_MAX 16384       // allow-list prefixes
 #define FLOWS_MAX 262144      // streams being checked (LRU)
@@ -85,12 +85,14 @@ enum verdict {
 	VERDICT_MAX,
 };
 
-// Flags in struct port_policy. PORT_PROXY_HEADER marks a listener that
-// accepts an inbound PROXY protocol header before the ClientHello: its
-// streams do not start with a TLS record, so their first bytes are not
-// checked (every other rule still applies).
+// Flags in struct port_policy. A port is guarded when PORT_GUARDED is set.
+// PORT_PROXY_HEADER marks a listener that accepts an inbound PROXY protocol
+// header before the ClientHello: its streams do not start with a TLS
+// record, so their first bytes are not checked (every other rule still
+// applies).
 #define PORT_ALLOW_ONLY 0x1
 #define PORT_PROXY_HEADER 0x2
+#define PORT_GUARDED 0x4
 
 // Flags in struct guard_config.
 #define CONFIG_DROP_FRAGMENTS 0x1
@@ -132,10 +134,12 @@ struct {
 	__uint(max_entries, VERDICT_MAX);
 } counters SEC(".maps");
 
-// Guarded destination ports (host byte order) and their policy.
+// Policy by destination port (host byte order); a port is guarded when its
+// policy has PORT_GUARDED. An array, not a hash: the lookup every packet
+// makes is an index, which the verifier inlines.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
 	__type(value, struct port_policy);
 	__uint(max_entries, PORTS_MAX);
 } ports SEC(".maps");
@@ -366,9 +370,9 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	}
 
 	// The rest of the L4 header is only read once the port is guarded.
-	__u16 dport = bpf_ntohs(p.key.dport);
+	__u32 dport = bpf_ntohs(p.key.dport);
 	struct port_policy *pol = bpf_map_lookup_elem(&ports, &dport);
-	if (!pol)
+	if (!pol || !(pol->flags & PORT_GUARDED))
 		return VERDICT_PASS_NOT_GUARDED;
 
 	if (blocked(&p))

@@ -166,6 +166,7 @@ func (g *Guard) fill() error {
 const (
 	portAllowOnly       = 0x1
 	portProxyHeader     = 0x2
+	portGuarded         = 0x4
 	configDropFragments = 0x1
 )
 
@@ -223,14 +224,14 @@ func (g *Guard) apply(s Settings) error {
 		}
 	}
 	for _, p := range s.Ports {
-		var pol guardPortPolicy
+		pol := guardPortPolicy{Flags: portGuarded}
 		if len(s.AllowOnly) > 0 {
 			pol.Flags |= portAllowOnly
 		}
 		if slices.Contains(s.ProxyProtocolPorts, p) {
 			pol.Flags |= portProxyHeader
 		}
-		if err := g.objs.Ports.Put(p, pol); err != nil {
+		if err := g.objs.Ports.Put(uint32(p), pol); err != nil {
 			return fmt.Errorf("bpf: guard port %d: %w", p, err)
 		}
 	}
@@ -238,7 +239,7 @@ func (g *Guard) apply(s Settings) error {
 		if slices.Contains(s.Ports, p) {
 			continue
 		}
-		if err := g.objs.Ports.Delete(p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := g.objs.Ports.Put(uint32(p), guardPortPolicy{}); err != nil {
 			return fmt.Errorf("bpf: unguard port %d: %w", p, err)
 		}
 	}

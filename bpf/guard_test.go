@@ -500,7 +500,7 @@ func tlsTable(t testing.TB) []struct {
 			return p
 		}(), "pass_not_guarded")},
 		{name: "proxy protocol port: first bytes not checked, other rules apply", setup: func(t testing.TB, g *Guard) {
-			if err := g.objs.Ports.Put(uint16(proxyPort), guardPortPolicy{Flags: portProxyHeader}); err != nil {
+			if err := g.objs.Ports.Put(uint32(proxyPort), guardPortPolicy{Flags: portGuarded | portProxyHeader}); err != nil {
 				t.Fatal(err)
 			}
 		}, steps: seq(
@@ -536,7 +536,7 @@ func tlsTable(t testing.TB) []struct {
 			}
 		}, steps: one(f6.syn(), "pass_syn")},
 		{name: "allow-only port", setup: func(t testing.TB, g *Guard) {
-			if err := g.objs.Ports.Put(uint16(allowOnly), guardPortPolicy{Flags: portAllowOnly}); err != nil {
+			if err := g.objs.Ports.Put(uint32(allowOnly), guardPortPolicy{Flags: portGuarded | portAllowOnly}); err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range allowed {
