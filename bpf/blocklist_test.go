@@ -134,8 +134,8 @@ func TestFlowTableResizeReplacesPin(t *testing.T) {
 		t.Fatalf("reopen with another flow table size: %v", err)
 	}
 	defer g2.Close()
-	if got := g2.objs.Flows.MaxEntries(); got != 2048 {
-		t.Fatalf("flow table has %d entries, want 2048", got)
+	if got := g2.objs.FlowSlots.MaxEntries(); got != 2048 {
+		t.Fatalf("flow table has %d slots, want 2048", got)
 	}
 	if b, _ := g2.Blocked(client4); !b {
 		t.Fatal("blocklist lost when only the flow table changed size")

@@ -34,12 +34,12 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-// Map sizes. FLOWS_MAX is only a default: the loader sizes the flow table
-// from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
+// Map sizes. FLOW_SLOTS_MAX is only a default: the loader sizes the flow
+// table from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
 #define PORTS_MAX 65536       // every TCP/UDP port: the ports map is indexed by port
 #define BLOCKLIST_MAX 65536   // blocked sources (LRU)
 #define ALLOW_MAX 16384       // allow-list prefixes
-#define FLOWS_MAX 262144      // streams being checked (LRU)
+#define FLOW_SLOTS_MAX 262144 // slots of the flow table
 
 // The stream bytes checked per flow: the TLS record header (RFC 8446 5.1:
 // content type, version, length) and the first handshake message's header
@@ -68,11 +68,11 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // listed in drops(), not implied by its place in the enum.
 enum verdict {
 	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
-	VERDICT_PASS_SYN,             // SYN without data: flow entry created
+	VERDICT_PASS_SYN,             // SYN without data: flow's slot (re)started
 	VERDICT_PASS_TLS,             // new stream bytes checked: ClientHello so far
 	VERDICT_PASS_NO_PAYLOAD,      // tracked flow, segment carries no data
 	VERDICT_PASS_OTHER_SEQ,       // tracked flow, data not at the first unchecked byte
-	VERDICT_PASS_UNTRACKED,       // no flow entry (checked, started before attach, evicted)
+	VERDICT_PASS_UNTRACKED,       // slot holds another or no flow (checked, started before attach, overwritten)
 	VERDICT_PASS_FRAGMENT,        // non-first fragment, fragments: pass
 	VERDICT_DROP_NOT_TLS,         // stream does not start like a ClientHello
 	VERDICT_DROP_NON_TCP,         // UDP, SCTP, ... to a guarded port
@@ -116,15 +116,44 @@ struct lpm_key {
 	__u8 addr[ADDR_LEN];
 };
 
-// flow_state is what is known about a stream whose first bytes are not yet
-// all checked: next_seq is the sequence number of the first unchecked byte,
-// checked how many of the first TLS_PREFIX_LEN bytes passed, and byte3 the
-// high byte of the record length (checked together with byte 4).
+// The flow table is an array of slots, each one 64-bit word, indexed by a
+// keyed hash of the flow's addresses and ports. A SYN writes its flow's
+// slot with a plain store, whatever the slot held: no allocation, no lock,
+// no LRU list, so a SYN costs little more than a packet the guard does not
+// judge. A slot that another flow's SYN overwrote makes its flow untracked:
+// edgegate then judges it in userspace alone, as it judges every stream.
+//
+// Layout of a slot (0 is an empty slot):
+//   bits  0-31  next_seq: sequence number of the stream's first unchecked byte
+//   bits 32-35  checked: how many of the first TLS_PREFIX_LEN bytes passed
+//   bit  36     the record length's high byte (stream byte 3) was its
+//               maximum, so byte 4 must be 0
+//   bit  37     unused
+//   bit  38     in use
+//   bits 39-63  tag: 25 more bits of the flow's hash, so that a flow does
+//               not take another's slot for its own
+#define SLOT_CHECKED_SHIFT 32
+#define SLOT_CHECKED_MASK 0xfULL
+#define SLOT_LEN_HI_MAX (1ULL << 36)
+#define SLOT_USED (1ULL << 38)
+#define SLOT_TAG_SHIFT 39
+#define SLOT_TAG_BITS 25
+#define SLOT_ID_MASK (~0ULL << (SLOT_TAG_SHIFT - 1)) // tag and in-use bit
+
+// The flow hash key: one 32-bit word per word of struct flow_key.
+#define FLOW_KEY_WORDS (sizeof(struct flow_key) / sizeof(__u32))
+
+struct flow_hash_key {
+	__u32 k[FLOW_KEY_WORDS];
+};
+
+_Static_assert(sizeof(struct flow_key) % sizeof(__u32) == 0, "flow_key is whole words");
+
+// flow_state is a slot unpacked.
 struct flow_state {
 	__u32 next_seq;
-	__u8 checked;
-	__u8 byte3;
-	__u8 pad[2];
+	__u32 checked;
+	__u32 len_hi_max;
 };
 
 struct {
@@ -169,15 +198,30 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } allow SEC(".maps");
 
-// Streams whose first bytes are still being checked. The loader overrides
-// max_entries with Config.FlowTableSize. Pinned: a restart keeps them.
+// The flow table: streams whose first bytes are being checked (see the
+// slot layout above). The loader sets max_entries, and
+// flow_slot_count to the same number, from Config.FlowTableSize. Pinned,
+// with the hash key in flow_hash_key: a restart or an upgrade keeps them.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct flow_key);
-	__type(value, struct flow_state);
-	__uint(max_entries, FLOWS_MAX);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FLOW_SLOTS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} flows SEC(".maps");
+} flow_slots SEC(".maps");
+
+// The key of the flow hash, random, written by the first edgegate to pin
+// it, so that a remote sender cannot aim its flows at others' slots.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_hash_key);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_hash_key SEC(".maps");
+
+// The number of slots in flow_slots, set by the loader.
+volatile const __u32 flow_slot_count = FLOW_SLOTS_MAX;
 
 static __always_inline enum verdict count(enum verdict v)
 {
@@ -236,10 +280,10 @@ static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 	case TLS_POS_VERSION_MINOR:
 		return b <= TLS_VERSION_MINOR_MAX;
 	case TLS_POS_LENGTH_HI:
-		st->byte3 = b;
+		st->len_hi_max = b == TLS_RECORD_MAX_LEN >> 8;
 		return b <= TLS_RECORD_MAX_LEN >> 8;
 	case TLS_POS_LENGTH_LO:
-		return ((st->byte3 << 8) | b) <= TLS_RECORD_MAX_LEN;
+		return !st->len_hi_max || b <= (TLS_RECORD_MAX_LEN & 0xff);
 	case TLS_POS_HANDSHAKE_TYPE:
 		return b == TLS_HANDSHAKE_CLIENT_HELLO;
 	}
@@ -249,8 +293,7 @@ static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 // check_payload judges the stream bytes a segment carries at the first
 // unchecked position. payload_off is the packet offset of the segment's
 // first data byte and skip how many of its bytes precede next_seq. On
-// success st is advanced; on failure st is left as it was, so a
-// retransmission is judged again.
+// success st is advanced; on failure st is left as it was.
 static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_state *st,
 					 __u32 payload_off, __u32 skip, __u32 payload_len)
 {
@@ -288,6 +331,63 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	return 1;
 }
 
+// Multiplier of the hash's final mix (splitmix64's first).
+#define FLOW_HASH_MIX 0xbf58476d1ce4e5b9ULL
+
+// flow_hash hashes a flow key with the secret key hk: NH (the universal
+// hash of UMAC, RFC 4418 5.2) over pairs of words, whose multiplications are
+// independent of each other, then one multiply-xorshift round to spread the
+// bits. The Go model (model_test.go) computes the same.
+static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct flow_hash_key *hk)
+{
+	const __u32 *w = (const __u32 *)fk;
+	__u64 h = 0;
+#pragma unroll
+	for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
+		h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+	h ^= h >> 31;
+	h *= FLOW_HASH_MIX;
+	h ^= h >> 29;
+	return h;
+}
+
+// flow_slot returns the flow's slot and sets *id to the bits (tag and
+// in-use) that mark the slot as the flow's; NULL if the maps are not
+// there.
+static __always_inline __u64 *flow_slot(const struct flow_key *fk, __u64 *id)
+{
+	__u32 zero = 0;
+	struct flow_hash_key *hk = bpf_map_lookup_elem(&flow_hash_key, &zero);
+	if (!hk)
+		return NULL;
+	__u64 h = flow_hash(fk, hk);
+	// Multiply-shift maps the high half onto [0, flow_slot_count).
+	__u32 idx = ((h >> 32) * flow_slot_count) >> 32;
+	*id = SLOT_USED | ((h & ((1ULL << SLOT_TAG_BITS) - 1)) << SLOT_TAG_SHIFT);
+	return bpf_map_lookup_elem(&flow_slots, &idx);
+}
+
+static __always_inline __u64 slot_pack(__u64 id, const struct flow_state *st)
+{
+	__u64 v = id | st->next_seq | ((__u64)st->checked << SLOT_CHECKED_SHIFT);
+	if (st->len_hi_max)
+		v |= SLOT_LEN_HI_MAX;
+	return v;
+}
+
+static __always_inline void slot_unpack(__u64 v, struct flow_state *st)
+{
+	st->next_seq = (__u32)v;
+	st->checked = (v >> SLOT_CHECKED_SHIFT) & SLOT_CHECKED_MASK;
+	st->len_hi_max = (v & SLOT_LEN_HI_MAX) != 0;
+}
+
+// Slots are read and written whole, as single 64-bit accesses, so that a
+// reader on another CPU never sees half of one flow's state and half of
+// another's.
+#define READ_SLOT(p) (*(volatile __u64 *)(p))
+#define WRITE_SLOT(p, v) (*(volatile __u64 *)(p) = (v))
+
 // judge_tcp decides a TCP segment to a guarded port once source checks
 // passed.
 static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
@@ -303,11 +403,15 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 		return VERDICT_PASS_PROXY_PORT;
 
 	__u32 seq = bpf_ntohl(th->seq);
+	__u64 id;
+	__u64 *slot = flow_slot(&p->key, &id);
+	if (!slot)
+		return VERDICT_PASS_UNTRACKED;
 
 	if ((th->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		// A SYN (re)starts the check of its stream. With TCP Fast Open the
 		// hello rides in the SYN; a SYN whose data is not one is dropped
-		// and, like every dropped segment, leaves the flow table as it was.
+		// and, like every dropped segment, leaves the slot alone.
 		struct flow_state st = {.next_seq = seq + 1}; // the SYN takes one
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
@@ -315,31 +419,34 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 				return VERDICT_DROP_NOT_TLS;
 			v = VERDICT_PASS_TLS;
 		}
-		if (st.checked >= TLS_PREFIX_LEN)
-			bpf_map_delete_elem(&flows, &p->key);
-		else
-			bpf_map_update_elem(&flows, &p->key, &st, BPF_ANY);
+		if (st.checked < TLS_PREFIX_LEN)
+			WRITE_SLOT(slot, slot_pack(id, &st));
+		else if ((READ_SLOT(slot) & SLOT_ID_MASK) == id)
+			WRITE_SLOT(slot, 0);
 		return v;
 	}
 
-	struct flow_state *cur = bpf_map_lookup_elem(&flows, &p->key);
-	if (!cur)
+	__u64 cur = READ_SLOT(slot);
+	if ((cur & SLOT_ID_MASK) != id)
 		return VERDICT_PASS_UNTRACKED;
 	if (payload_len == 0)
 		return VERDICT_PASS_NO_PAYLOAD;
 
+	struct flow_state st;
+	slot_unpack(cur, &st);
 	// skip: how far next_seq lies into this segment (serial arithmetic).
-	__s32 skip = (__s32)(cur->next_seq - seq);
+	__s32 skip = (__s32)(st.next_seq - seq);
 	if (skip < 0 || (__u32)skip >= payload_len)
 		return VERDICT_PASS_OTHER_SEQ;
 
-	struct flow_state st = *cur;
+	// A segment that fails leaves the slot as it was, so a retransmission
+	// is judged again.
 	if (!check_payload(ctx, is_xdp, &st, payload_off, skip, payload_len))
 		return VERDICT_DROP_NOT_TLS;
-	if (st.checked >= TLS_PREFIX_LEN)
-		bpf_map_delete_elem(&flows, &p->key);
-	else
-		bpf_map_update_elem(&flows, &p->key, &st, BPF_EXIST);
+	// The slot is written only if it still holds what was read: a SYN
+	// that took it meanwhile, or a segment of the same flow judged on
+	// another CPU, wins.
+	__sync_val_compare_and_swap(slot, cur, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
 	return VERDICT_PASS_TLS;
 }
 

@@ -76,10 +76,10 @@ type Config struct {
 	// DropFragments drops non-first IP fragments (which carry no port, so
 	// this applies to all traffic on the interface); default is to pass them.
 	DropFragments bool
-	// FlowTableSize bounds the table of streams whose first bytes are
-	// still being checked; default DefaultFlowTableSize. A pinned table of
-	// another size is replaced (its half-checked flows then pass as
-	// untracked).
+	// FlowTableSize is the number of slots in the flow table, which holds
+	// the streams whose first bytes are being checked; default
+	// DefaultFlowTableSize. A pinned table of another size is replaced
+	// (its half-checked flows then pass as untracked).
 	FlowTableSize int
 	// PinPath is the bpffs directory for pinned maps; default
 	// DefaultPinPath. The version component changes when map layouts do.
