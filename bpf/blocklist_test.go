@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +116,94 @@ func TestBlocklistSurvivesReopen(t *testing.T) {
 	// The flow entry survived too: its next segment is still judged.
 	if v := judge(t, g2, entryPoints[0], f.data(0, httpGet).bytes()); v != "drop_not_tls" {
 		t.Fatalf("verdict %s for a flow from before the reopen, want drop_not_tls", v)
+	}
+}
+
+// TestBlockHints checks the hints in front of the blocklist: a source that
+// shares a blocked source's hint is looked up and passes, an expired hint
+// is put back to 0 by the program, an unblocked source passes under a
+// hint still set, and a blocklist pinned without hints (by an older
+// edgegate) gets them when the guard opens, so its blocks hold.
+func TestBlockHints(t *testing.T) {
+	needBPF(t)
+	pin := testPinPath(t)
+	open := func() *Guard {
+		g, err := Open(Config{Ports: []uint16{guarded}, PinPath: pin, FlowTableSize: 1024}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := open()
+	defer func() { g.Close() }()
+	xdp := entryPoints[0]
+	blocked := netip.MustParseAddr("198.19.0.1")
+	// Another source with the same hint, and one with another.
+	var sharing, other netip.Addr
+	for i := 0; !sharing.IsValid() || !other.IsValid(); i++ {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if blockHintIndex(addrKey(a)) == blockHintIndex(addrKey(blocked)) {
+			sharing = a
+		} else if !other.IsValid() {
+			other = a
+		}
+	}
+	hint := func(a netip.Addr) uint64 { return atomic.LoadUint64(g.blockHint(addrKey(a))) }
+
+	if err := g.Block(blocked, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	set := hint(blocked)
+	if set == 0 {
+		t.Fatal("Block left the hint at 0")
+	}
+	for src, want := range map[netip.Addr]string{blocked: "drop_blocked", sharing: "pass_syn", other: "pass_syn"} {
+		if v := judge(t, g, xdp, synFrom(src, guarded)); v != want {
+			t.Fatalf("%s: verdict %s, want %s", src, v, want)
+		}
+	}
+	if hint(blocked) != set || hint(other) != 0 {
+		t.Fatalf("hints changed by packets: %#x (was %#x), other %#x", hint(blocked), set, hint(other))
+	}
+
+	// Unblocked, under a hint that has not expired: looked up, passes.
+	if err := g.Unblock(blocked); err != nil {
+		t.Fatal(err)
+	}
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "pass_syn" {
+		t.Fatalf("unblocked source: verdict %s, want pass_syn", v)
+	}
+	if hint(blocked) != set {
+		t.Fatal("the program reset a hint that had not expired")
+	}
+
+	// The hint's time has passed (it is set back as time would have run
+	// out): the next packet under it resets it.
+	now, err := monotonicNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	atomic.StoreUint64(g.blockHint(addrKey(blocked)), uint64(now-int64(time.Second)))
+	if v := judge(t, g, xdp, synFrom(sharing, guarded)); v != "pass_syn" {
+		t.Fatalf("source under an expired hint: verdict %s, want pass_syn", v)
+	}
+	if h := hint(blocked); h != 0 {
+		t.Fatalf("expired hint left at %#x, want 0", h)
+	}
+
+	// A block without its hint, as an older edgegate pinned it: the next
+	// guard to open gives it one.
+	if err := g.Block(blocked, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	clear(g.hints)
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "pass_syn" {
+		t.Fatalf("block without a hint: verdict %s, want pass_syn (the hint is what the program reads first)", v)
+	}
+	g.Close()
+	g = open()
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "drop_blocked" {
+		t.Fatalf("pinned block after reopening: verdict %s, want drop_blocked", v)
 	}
 }
 

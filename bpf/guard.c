@@ -38,6 +38,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // table from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
 #define PORTS_MAX 65536       // every TCP/UDP port: the ports map is indexed by port
 #define BLOCKLIST_MAX 65536   // blocked sources (LRU)
+#define BLOCK_HINT_BITS 16    // block_hints has 2^16 entries
 #define ALLOW_MAX 16384       // allow-list prefixes
 #define FLOW_SLOTS_MAX 262144 // slots of the flow table
 
@@ -190,6 +191,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } blocklist SEC(".maps");
 
+// A hint in front of the blocklist, so that a source that is not blocked
+// (nearly every packet) costs an array read, not a hash lookup. Entry
+// block_hint_index(addr) holds 0, or an expiry at least as late as that of
+// every block of an address that maps to it: edgegate raises it before it
+// writes a block, and the program puts it back to 0 once it has passed.
+// Both sides change it only with compare-and-swap (edgegate through an
+// mmap), so a raise is never lost to a reset. Pinned with the blocklist.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1 << BLOCK_HINT_BITS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} block_hints SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lpm_key);
@@ -231,13 +248,38 @@ static __always_inline enum verdict count(enum verdict v)
 	return v;
 }
 
+// Fibonacci hashing's multiplier (2^32 / golden ratio).
+#define BLOCK_HINT_MUL 0x9e3779b1U
+
+// block_hint_index picks an address's entry in block_hints; edgegate
+// computes the same (blockHintIndex).
+static __always_inline __u32 block_hint_index(const struct packet *p)
+{
+	const __u32 *w = (const __u32 *)p->key.saddr;
+	return ((w[0] ^ w[1] ^ w[2] ^ w[3]) * BLOCK_HINT_MUL) >> (32 - BLOCK_HINT_BITS);
+}
+
 // blocked reports whether the source is on the blocklist with an expiry in
-// the future. Expired entries are left for edgegate (or LRU) to remove, so
-// the data path never races a fresh block written from userspace.
+// the future, on the coarse monotonic clock (a block may last a tick
+// longer). Expired entries are left for edgegate (or LRU) to remove, so
+// the data path never races a fresh block written from userspace; an
+// expired hint is put back to 0 here.
 static __always_inline int blocked(struct packet *p)
 {
+	__u32 i = block_hint_index(p);
+	__u64 *hint = bpf_map_lookup_elem(&block_hints, &i);
+	if (!hint)
+		return 0;
+	__u64 h = *(volatile __u64 *)hint;
+	if (!h)
+		return 0;
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 *until = bpf_map_lookup_elem(&blocklist, p->key.saddr);
-	return until && *until > bpf_ktime_get_ns();
+	if (until && *until > now)
+		return 1;
+	if (h <= now)
+		__sync_val_compare_and_swap(hint, h, 0);
+	return 0;
 }
 
 static __always_inline int allowed(struct packet *p)
@@ -290,12 +332,19 @@ static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 	return 1;
 }
 
+// Data before the bytes to check is shorter than this for them to be read
+// in place: the bound, a power of two used as a mask, lets the verifier
+// check the offset.
+#define DIRECT_READ_LIMIT 4096
+
 // check_payload judges the stream bytes a segment carries at the first
-// unchecked position. payload_off is the packet offset of the segment's
-// first data byte and skip how many of its bytes precede next_seq. On
-// success st is advanced; on failure st is left as it was.
-static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_state *st,
-					 __u32 payload_off, __u32 skip, __u32 payload_len)
+// unchecked position. c is at the TCP header, payload_off is the packet
+// offset of the segment's first data byte and skip how many of its bytes
+// precede next_seq. On success st is advanced; on failure st is left as it
+// was.
+static __always_inline int check_payload(void *ctx, int is_xdp, struct cursor *c,
+					 struct flow_state *st, __u32 payload_off, __u32 skip,
+					 __u32 payload_len)
 {
 	__u8 buf[TLS_PREFIX_LEN] = {};
 	__u32 checked = st->checked;
@@ -310,15 +359,45 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	if (n < 1 || n > TLS_PREFIX_LEN)
 		return 1;
 
-	long err;
-	if (is_xdp)
-		err = bpf_xdp_load_bytes(ctx, payload_off + skip, buf, n);
-	else
-		err = bpf_skb_load_bytes(ctx, payload_off + skip, buf, n);
-	if (err)
-		return 0;
+	// The bytes are read in place when TLS_PREFIX_LEN of them lie in the
+	// part of the packet the parsers read (at XDP all of it, at TC the
+	// first HDR_PULL_LEN bytes); otherwise a helper copies them.
+	__u32 off = payload_off - c->off + skip;
+	void *at = NULL;
+	if (off < DIRECT_READ_LIMIT) {
+		barrier_var(off);
+		off &= DIRECT_READ_LIMIT - 1;
+		at = c->pos + off;
+		if (at + TLS_PREFIX_LEN > c->end)
+			at = NULL;
+	}
+	if (at) {
+		__builtin_memcpy(buf, at, TLS_PREFIX_LEN);
+	} else {
+		long err;
+		if (is_xdp)
+			err = bpf_xdp_load_bytes(ctx, payload_off + skip, buf, n);
+		else
+			err = bpf_skb_load_bytes(ctx, payload_off + skip, buf, n);
+		if (err)
+			return 0;
+	}
 
 	struct flow_state next = *st;
+	if (checked == 0 && n == TLS_PREFIX_LEN) {
+		// The usual case, a whole prefix in one segment, without the
+		// loop.
+		if (buf[TLS_POS_CONTENT_TYPE] != TLS_CONTENT_HANDSHAKE ||
+		    buf[TLS_POS_VERSION_MAJOR] != TLS_VERSION_MAJOR ||
+		    buf[TLS_POS_VERSION_MINOR] > TLS_VERSION_MINOR_MAX ||
+		    ((buf[TLS_POS_LENGTH_HI] << 8) | buf[TLS_POS_LENGTH_LO]) > TLS_RECORD_MAX_LEN ||
+		    buf[TLS_POS_HANDSHAKE_TYPE] != TLS_HANDSHAKE_CLIENT_HELLO)
+			return 0;
+		st->checked = TLS_PREFIX_LEN;
+		st->next_seq += TLS_PREFIX_LEN;
+		st->len_hi_max = buf[TLS_POS_LENGTH_HI] == TLS_RECORD_MAX_LEN >> 8;
+		return 1;
+	}
 	for (int i = 0; i < TLS_PREFIX_LEN; i++) {
 		if (i >= n)
 			break;
@@ -334,17 +413,30 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 // Multiplier of the hash's final mix (splitmix64's first).
 #define FLOW_HASH_MIX 0xbf58476d1ce4e5b9ULL
 
+// Words of struct flow_key that vary for IPv4: the two addresses (the
+// last word of each v4-mapped address), the ports, the family.
+#define FLOW_KEY_V4_SADDR 3
+#define FLOW_KEY_V4_DADDR 7
+#define FLOW_KEY_PORTS 8
+#define FLOW_KEY_FAMILY 9
+
 // flow_hash hashes a flow key with the secret key hk: NH (the universal
 // hash of UMAC, RFC 4418 5.2) over pairs of words, whose multiplications are
 // independent of each other, then one multiply-xorshift round to spread the
-// bits. The Go model (model_test.go) computes the same.
+// bits. An IPv4 key is hashed over the 4 words that are not the same in
+// every IPv4 key. The Go model (model_test.go) computes the same.
 static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct flow_hash_key *hk)
 {
 	const __u32 *w = (const __u32 *)fk;
 	__u64 h = 0;
+	if (fk->family == FAMILY_IPV4) {
+		h = (__u64)(__u32)(w[FLOW_KEY_V4_SADDR] + hk->k[0]) * (__u32)(w[FLOW_KEY_V4_DADDR] + hk->k[1]) +
+		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(w[FLOW_KEY_FAMILY] + hk->k[3]);
+	} else {
 #pragma unroll
-	for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
-		h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+		for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
+			h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+	}
 	h ^= h >> 31;
 	h *= FLOW_HASH_MIX;
 	h ^= h >> 29;
@@ -415,7 +507,7 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 		struct flow_state st = {.next_seq = seq + 1}; // the SYN takes one
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
-			if (!check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
+			if (!check_payload(ctx, is_xdp, c, &st, payload_off, 0, payload_len))
 				return VERDICT_DROP_NOT_TLS;
 			v = VERDICT_PASS_TLS;
 		}
@@ -441,12 +533,12 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 
 	// A segment that fails leaves the slot as it was, so a retransmission
 	// is judged again.
-	if (!check_payload(ctx, is_xdp, &st, payload_off, skip, payload_len))
+	if (!check_payload(ctx, is_xdp, c, &st, payload_off, skip, payload_len))
 		return VERDICT_DROP_NOT_TLS;
-	// The slot is written only if it still holds what was read: a SYN
-	// that took it meanwhile, or a segment of the same flow judged on
-	// another CPU, wins.
-	__sync_val_compare_and_swap(slot, cur, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
+	// A plain store, like a SYN's: should another stream's SYN have taken
+	// the slot since it was read, that stream loses it, as it would to
+	// any collision, and passes untracked.
+	WRITE_SLOT(slot, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
 	return VERDICT_PASS_TLS;
 }
 

@@ -96,6 +96,7 @@ type Guard struct {
 	links    []link.Link
 	modes    map[string]string
 	settings Settings // in the maps now
+	hints    []byte   // block_hints, mapped (blocklist.go)
 	closed   bool
 }
 
@@ -134,6 +135,7 @@ func Open(cfg Config, log *slog.Logger) (*Guard, error) {
 		return nil, err
 	}
 	if err := g.fill(); err != nil {
+		g.unmapBlockHints()
 		g.objs.Close()
 		return nil, err
 	}
@@ -296,6 +298,7 @@ func (g *Guard) close(detach bool) error {
 	}
 	g.links = nil
 	g.modes = map[string]string{}
+	g.unmapBlockHints()
 	if err := g.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("bpf: close objects: %w", err))
 	}

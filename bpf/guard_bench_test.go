@@ -113,7 +113,7 @@ func BenchmarkVerdicts(b *testing.B) {
 					judge(b, g, ep, setup[len(setup)-1])
 				}
 				var otherFrame []byte
-				var warm time.Duration
+				var warm float64
 				if path.once {
 					other := path.p
 					other.seq += otherSeqGap
@@ -121,48 +121,43 @@ func BenchmarkVerdicts(b *testing.B) {
 					if v := judge(b, g, ep, otherFrame); v != "pass_other_seq" {
 						b.Fatalf("comparison packet gets %s, want pass_other_seq", v)
 					}
-					var err error
-					if _, warm, err = ep.prog(g).Benchmark(otherFrame, b.N, nil); err != nil {
-						b.Fatal(err)
-					}
+					warm = timeRepeated(b, ep.prog(g), otherFrame, b.N)
 				}
 				frame := path.p.bytes()
 				if v := judge(b, g, ep, frame); v != path.verdict {
 					b.Fatalf("benchmark packet gets %s, want %s", v, path.verdict)
 				}
-				_, base, err := baselines[ep.name].Benchmark(frame, b.N, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, ref, err := references[ep.name].Benchmark(frame, b.N, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
+				base := timeRepeated(b, baselines[ep.name], frame, b.N)
+				ref := timeRepeated(b, references[ep.name], frame, b.N)
+				b.ResetTimer()
 				var ns float64
 				if path.once {
-					b.ResetTimer()
 					once, otherOnce := timeOnce(b, ep.prog(g), setup, frame, otherFrame, min(b.N, onceCalls))
-					ns = float64(warm.Nanoseconds()) + once - otherOnce
+					ns = warm + once - otherOnce
 				} else {
-					b.ResetTimer()
-					_, d, err := ep.prog(g).Benchmark(frame, b.N, b.ResetTimer)
-					if err != nil {
-						b.Fatal(err)
-					}
-					ns = float64(d.Nanoseconds())
+					ns = timeRepeated(b, ep.prog(g), frame, b.N)
 				}
 				b.ReportMetric(ns, "ns/pkt")
-				b.ReportMetric(float64(base.Nanoseconds()), "baseline-ns/pkt")
-				if base > 0 {
-					b.ReportMetric(ns/float64(base.Nanoseconds()), "x-baseline")
-				}
-				b.ReportMetric(float64(ref.Nanoseconds()), "reference-ns/pkt")
-				if ref > 0 {
-					b.ReportMetric(ns/float64(ref.Nanoseconds()), "x-reference")
-				}
+				b.ReportMetric(base, "baseline-ns/pkt")
+				b.ReportMetric(ns/base, "x-baseline")
+				b.ReportMetric(ref, "reference-ns/pkt")
+				b.ReportMetric(ns/ref, "x-reference")
 			})
 		}
 	}
+}
+
+// timeRepeated returns the nanoseconds per run of n runs of prog on frame
+// in one BPF_PROG_TEST_RUN call, as the kernel reports them: whole
+// nanoseconds (rounded down), with the time the kernel gave to other tasks
+// during the call left out.
+func timeRepeated(b *testing.B, prog *ebpf.Program, frame []byte, n int) float64 {
+	b.Helper()
+	_, d, err := prog.Benchmark(frame, n, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return float64(d.Nanoseconds())
 }
 
 // otherSeqGap moves a segment far enough past its stream's first

@@ -65,6 +65,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	guardMapAllow         = "allow"
+	guardMapBlockHints    = "block_hints"
 	guardMapBlocklist     = "blocklist"
 	guardMapConfig        = "config"
 	guardMapCounters      = "counters"
@@ -127,6 +128,7 @@ type guardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
 	Allow       *ebpf.MapSpec `ebpf:"allow"`
+	BlockHints  *ebpf.MapSpec `ebpf:"block_hints"`
 	Blocklist   *ebpf.MapSpec `ebpf:"blocklist"`
 	Config      *ebpf.MapSpec `ebpf:"config"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
@@ -163,6 +165,7 @@ func (o *guardObjects) Close() error {
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
 	Allow       *ebpf.Map `ebpf:"allow"`
+	BlockHints  *ebpf.Map `ebpf:"block_hints"`
 	Blocklist   *ebpf.Map `ebpf:"blocklist"`
 	Config      *ebpf.Map `ebpf:"config"`
 	Counters    *ebpf.Map `ebpf:"counters"`
@@ -174,6 +177,7 @@ type guardMaps struct {
 func (m *guardMaps) Close() error {
 	return _GuardClose(
 		m.Allow,
+		m.BlockHints,
 		m.Blocklist,
 		m.Config,
 		m.Counters,

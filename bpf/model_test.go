@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -82,13 +83,19 @@ func flowKeyBytes(src, dst netip.Addr, sport, dport uint16) [40]byte {
 }
 
 // flowHash is guard.c's flow_hash: NH over pairs of little-endian words
-// (the BPF target's order), then a multiply-xorshift round.
+// (the BPF target's order), for IPv4 only the words that vary, then a
+// multiply-xorshift round.
 func flowHash(k [40]byte, hk guardFlowHashKey) uint64 {
+	word := func(i int) uint32 { return binary.LittleEndian.Uint32(k[4*i:]) }
 	var h uint64
-	for i := 0; i+1 < len(hk.K); i += 2 {
-		a := binary.LittleEndian.Uint32(k[4*i:]) + hk.K[i]
-		b := binary.LittleEndian.Uint32(k[4*i+4:]) + hk.K[i+1]
-		h += uint64(a) * uint64(b)
+	if k[36] == 4 {
+		for j, pair := range [][2]int{{3, 7}, {8, 9}} {
+			h += uint64(word(pair[0])+hk.K[2*j]) * uint64(word(pair[1])+hk.K[2*j+1])
+		}
+	} else {
+		for i := 0; i+1 < len(hk.K); i += 2 {
+			h += uint64(word(i)+hk.K[i]) * uint64(word(i+1)+hk.K[i+1])
+		}
 	}
 	h ^= h >> 31
 	h *= flowHashMix
@@ -102,6 +109,61 @@ func slotOf(hk guardFlowHashKey, nslots uint32, src, dst netip.Addr, sport, dpor
 	h := flowHash(flowKeyBytes(src, dst, sport, dport), hk)
 	idx := uint32(((h >> 32) * uint64(nslots)) >> 32)
 	return idx, slotUsed | (h&(1<<slotTagBits-1))<<slotTagShift
+}
+
+// TestFlowHashSpreads checks that the flow hash spreads streams over the
+// slots as well as chance does, for the shapes of traffic a gateway sees:
+// one client's ports in sequence, clients from one subnet on one port,
+// random ones, over IPv4 and IPv6. A hash whose high bits follow its
+// input (a product without the final mix) puts a client's sequential
+// ports into a handful of slots.
+func TestFlowHashSpreads(t *testing.T) {
+	const nslots, streams, keys = 262144, 20000, 20
+	// The share of streams that land in a slot already taken, by chance.
+	chance := 1 - float64(nslots)*(1-math.Pow(1-1.0/nslots, streams))/streams
+	rnd := rand.New(rand.NewPCG(7, 8))
+	shapes := map[string]func(i int) (netip.Addr, netip.Addr, uint16){
+		"one client, ports in sequence": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return client4, server4, uint16(32768 + i)
+		},
+		"a subnet, one port": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), server4, 40000
+		},
+		"random ipv4": func(int) (netip.Addr, netip.Addr, uint16) {
+			return netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}), server4, uint16(rnd.Uint32())
+		},
+		"one ipv6 client, ports in sequence": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return client6, server6, uint16(32768 + i)
+		},
+		"an ipv6 /64, one port": func(i int) (netip.Addr, netip.Addr, uint16) {
+			a := client6.As16()
+			binary.BigEndian.PutUint32(a[12:], uint32(i))
+			return netip.AddrFrom16(a), server6, 40000
+		},
+	}
+	for name, shape := range shapes {
+		worst := 0.0
+		for range keys {
+			var hk guardFlowHashKey
+			for i := range hk.K {
+				hk.K[i] = rnd.Uint32()
+			}
+			taken := map[uint32]bool{}
+			collided := 0
+			for i := range streams {
+				src, dst, sport := shape(i)
+				idx, _ := slotOf(hk, nslots, src, dst, sport, guarded)
+				if taken[idx] {
+					collided++
+				}
+				taken[idx] = true
+			}
+			worst = max(worst, float64(collided)/streams)
+		}
+		if worst > 1.5*chance {
+			t.Errorf("%s: up to %.1f%% of streams share a slot, chance is %.1f%%", name, 100*worst, 100*chance)
+		}
+	}
 }
 
 func (m *model) set(idx uint32, v uint64) {

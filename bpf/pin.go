@@ -45,7 +45,24 @@ func (g *Guard) load() error {
 		g.objs.Close()
 		return err
 	}
+	if err := g.mapBlockHints(); err != nil {
+		g.objs.Close()
+		return err
+	}
+	if err := g.hintBlocklist(); err != nil {
+		g.unmapBlockHints()
+		g.objs.Close()
+		return err
+	}
 	return nil
+}
+
+// unmapBlockHints undoes mapBlockHints.
+func (g *Guard) unmapBlockHints() {
+	if g.hints != nil {
+		unix.Munmap(g.hints)
+		g.hints = nil
+	}
 }
 
 // ensureFlowHashKey gives the flow hash its secret key the first time the
