@@ -1,10 +1,13 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -23,7 +26,11 @@ func (g *Guard) Block(addr netip.Addr, until time.Time) error {
 		return g.Unblock(addr)
 	}
 	expiry := uint64(now + d.Nanoseconds())
-	if err := g.objs.Blocklist.Put(addrKey(addr), expiry); err != nil {
+	key := addrKey(addr)
+	// The hint first: the program looks at the blocklist only where the
+	// hint is set.
+	g.raiseBlockHint(key, expiry)
+	if err := g.objs.Blocklist.Put(key, expiry); err != nil {
 		return fmt.Errorf("bpf: block %s: %w", addr, err)
 	}
 	return nil
@@ -55,6 +62,69 @@ func (g *Guard) Blocked(addr netip.Addr) (bool, error) {
 		return false, err
 	}
 	return int64(expiry) > now, nil
+}
+
+// Block hints: see block_hints in guard.c.
+const (
+	blockHintBits = 16
+	blockHintMul  = 0x9e3779b1
+)
+
+// blockHintIndex is guard.c's block_hint_index: the address's four
+// 32-bit words as the BPF target (little-endian) reads them.
+func blockHintIndex(key guardAddrKey) uint32 {
+	a := key.Addr[:]
+	x := binary.LittleEndian.Uint32(a[0:]) ^ binary.LittleEndian.Uint32(a[4:]) ^
+		binary.LittleEndian.Uint32(a[8:]) ^ binary.LittleEndian.Uint32(a[12:])
+	return (x * blockHintMul) >> (32 - blockHintBits)
+}
+
+// mapBlockHints maps the block_hints array into memory, where
+// raiseBlockHint changes it with compare-and-swap, as the program does.
+func (g *Guard) mapBlockHints() error {
+	size := int(g.objs.BlockHints.MaxEntries()) * 8
+	mem, err := unix.Mmap(g.objs.BlockHints.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("bpf: map the block hints: %w", err)
+	}
+	g.hints = mem
+	return nil
+}
+
+// blockHint returns the hint an address's blocks are noted in.
+func (g *Guard) blockHint(key guardAddrKey) *uint64 {
+	return (*uint64)(unsafe.Pointer(&g.hints[8*blockHintIndex(key)]))
+}
+
+// raiseBlockHint makes the address's hint at least expiry.
+func (g *Guard) raiseBlockHint(key guardAddrKey, expiry uint64) {
+	h := g.blockHint(key)
+	for {
+		old := atomic.LoadUint64(h)
+		if old >= expiry || atomic.CompareAndSwapUint64(h, old, expiry) {
+			return
+		}
+	}
+}
+
+// hintBlocklist raises the hints of every block in the (pinned) blocklist,
+// which a blocklist pinned by an edgegate from before the hints lacks.
+func (g *Guard) hintBlocklist() error {
+	keys := make([]guardAddrKey, 4096)
+	vals := make([]uint64, len(keys))
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := g.objs.Blocklist.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			g.raiseBlockHint(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("bpf: read the blocklist: %w", err)
+		}
+	}
 }
 
 // monotonicNow returns CLOCK_MONOTONIC in nanoseconds, the clock of

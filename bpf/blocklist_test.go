@@ -1,9 +1,11 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,6 +119,94 @@ func TestBlocklistSurvivesReopen(t *testing.T) {
 	}
 }
 
+// TestBlockHints checks the hints in front of the blocklist: a source that
+// shares a blocked source's hint is looked up and passes, an expired hint
+// is put back to 0 by the program, an unblocked source passes under a
+// hint still set, and a blocklist pinned without hints (by an older
+// edgegate) gets them when the guard opens, so its blocks hold.
+func TestBlockHints(t *testing.T) {
+	needBPF(t)
+	pin := testPinPath(t)
+	open := func() *Guard {
+		g, err := Open(Config{Ports: []uint16{guarded}, PinPath: pin, FlowTableSize: 1024}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := open()
+	defer func() { g.Close() }()
+	xdp := entryPoints[0]
+	blocked := netip.MustParseAddr("198.19.0.1")
+	// Another source with the same hint, and one with another.
+	var sharing, other netip.Addr
+	for i := 0; !sharing.IsValid() || !other.IsValid(); i++ {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if blockHintIndex(addrKey(a)) == blockHintIndex(addrKey(blocked)) {
+			sharing = a
+		} else if !other.IsValid() {
+			other = a
+		}
+	}
+	hint := func(a netip.Addr) uint64 { return atomic.LoadUint64(g.blockHint(addrKey(a))) }
+
+	if err := g.Block(blocked, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	set := hint(blocked)
+	if set == 0 {
+		t.Fatal("Block left the hint at 0")
+	}
+	for src, want := range map[netip.Addr]string{blocked: "drop_blocked", sharing: "pass_syn", other: "pass_syn"} {
+		if v := judge(t, g, xdp, synFrom(src, guarded)); v != want {
+			t.Fatalf("%s: verdict %s, want %s", src, v, want)
+		}
+	}
+	if hint(blocked) != set || hint(other) != 0 {
+		t.Fatalf("hints changed by packets: %#x (was %#x), other %#x", hint(blocked), set, hint(other))
+	}
+
+	// Unblocked, under a hint that has not expired: looked up, passes.
+	if err := g.Unblock(blocked); err != nil {
+		t.Fatal(err)
+	}
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "pass_syn" {
+		t.Fatalf("unblocked source: verdict %s, want pass_syn", v)
+	}
+	if hint(blocked) != set {
+		t.Fatal("the program reset a hint that had not expired")
+	}
+
+	// The hint's time has passed (it is set back as time would have run
+	// out): the next packet under it resets it.
+	now, err := monotonicNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	atomic.StoreUint64(g.blockHint(addrKey(blocked)), uint64(now-int64(time.Second)))
+	if v := judge(t, g, xdp, synFrom(sharing, guarded)); v != "pass_syn" {
+		t.Fatalf("source under an expired hint: verdict %s, want pass_syn", v)
+	}
+	if h := hint(blocked); h != 0 {
+		t.Fatalf("expired hint left at %#x, want 0", h)
+	}
+
+	// A block without its hint, as an older edgegate pinned it: the next
+	// guard to open gives it one.
+	if err := g.Block(blocked, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	clear(g.hints)
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "pass_syn" {
+		t.Fatalf("block without a hint: verdict %s, want pass_syn (the hint is what the program reads first)", v)
+	}
+	g.Close()
+	g = open()
+	if v := judge(t, g, xdp, synFrom(blocked, guarded)); v != "drop_blocked" {
+		t.Fatalf("pinned block after reopening: verdict %s, want drop_blocked", v)
+	}
+}
+
 func TestFlowTableResizeReplacesPin(t *testing.T) {
 	needBPF(t)
 	pin := testPinPath(t)
@@ -133,8 +223,8 @@ func TestFlowTableResizeReplacesPin(t *testing.T) {
 		t.Fatalf("reopen with another flow table size: %v", err)
 	}
 	defer g2.Close()
-	if got := g2.objs.Flows.MaxEntries(); got != 2048 {
-		t.Fatalf("flow table has %d entries, want 2048", got)
+	if got := g2.objs.FlowSlots.MaxEntries(); got != 2048 {
+		t.Fatalf("flow table has %d slots, want 2048", got)
 	}
 	if b, _ := g2.Blocked(client4); !b {
 		t.Fatal("blocklist lost when only the flow table changed size")
@@ -193,20 +283,21 @@ func TestUpdate(t *testing.T) {
 	if err := g.objs.Config.Lookup(uint32(0), &cfg); err != nil || cfg.Flags&configDropFragments == 0 {
 		t.Fatalf("config map %+v, %v: want drop fragments set", cfg, err)
 	}
-	if n := mapLen(t, g.objs.Ports); n != 1 {
-		t.Fatalf("port map holds %d ports, want 1", n)
+	if n := guardedPorts(t, g); n != 1 {
+		t.Fatalf("port map guards %d ports, want 1", n)
 	}
 
-	// More ports than the map holds: refused, and nothing changed.
-	var many []uint16
-	for p := range 2000 {
-		many = append(many, uint16(10000+p))
+	// More allow-list prefixes than the map holds: refused, and nothing
+	// changed.
+	var many []netip.Prefix
+	for i := range 20000 {
+		many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
 	}
-	if err := g.Update(Settings{Ports: many}); err == nil {
-		t.Fatal("an update over the port map's capacity was accepted")
+	if err := g.Update(Settings{Ports: []uint16{guarded, notGuarded}, AllowOnly: many}); err == nil {
+		t.Fatal("an update over the allow-list's capacity was accepted")
 	}
-	if n := mapLen(t, g.objs.Ports); n != 1 {
-		t.Fatalf("after a refused update the port map holds %d ports, want the 1 from before", n)
+	if n := guardedPorts(t, g); n != 1 {
+		t.Fatalf("after a refused update the port map guards %d ports, want the 1 from before", n)
 	}
 	if n := mapLen(t, g.objs.Allow); n != len(allowed) {
 		t.Fatalf("after a refused update the allow-list holds %d prefixes, want %d", n, len(allowed))
@@ -214,6 +305,25 @@ func TestUpdate(t *testing.T) {
 	if v := judge(t, g, xdp, synFrom(outside6, proxyPort)); v != "drop_not_allowed" {
 		t.Fatalf("verdict %s after a refused update, want drop_not_allowed as before", v)
 	}
+}
+
+// guardedPorts counts the ports the ports map guards.
+func guardedPorts(t *testing.T, g *Guard) int {
+	t.Helper()
+	keys := make([]uint32, g.objs.Ports.MaxEntries())
+	vals := make([]guardPortPolicy, len(keys))
+	var cursor ebpf.MapBatchCursor
+	got, err := g.objs.Ports.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range vals[:got] {
+		if v.Flags&portGuarded != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // mapLen counts a map's entries.

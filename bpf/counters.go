@@ -13,11 +13,11 @@ import (
 // sees moves exactly one of them.
 var Verdicts = []string{
 	"pass_not_guarded", // not IP, or not to a guarded port
-	"pass_syn",         // SYN without data: flow tracked
+	"pass_syn",         // SYN without data: flow tracked in its slot
 	"pass_tls",         // new stream bytes checked, a ClientHello so far
 	"pass_no_payload",  // tracked flow, segment without data
 	"pass_other_seq",   // tracked flow, data not at the first unchecked byte
-	"pass_untracked",   // no flow entry: already checked, older than the guard, or evicted
+	"pass_untracked",   // slot holds no state for the flow: already checked, older than the guard, or overwritten
 	"pass_fragment",    // non-first IP fragment, fragments pass
 	"drop_not_tls",     // stream does not start like a TLS ClientHello
 	"drop_non_tcp",     // UDP or another non-TCP protocol to a guarded port
@@ -76,12 +76,17 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 	for name, m := range map[string]*ebpf.Map{
 		"blocklist": g.objs.Blocklist,
 		"allow":     g.objs.Allow,
-		"ports":     g.objs.Ports,
 	} {
 		if n, err := countEntries(m); err == nil {
 			ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), name)
 		}
 	}
+	// ports is an array with a slot for every port; only edgegate writes
+	// it, so the guarded ports are its entries.
+	g.mu.Lock()
+	guardedPorts := len(g.settings.Ports)
+	g.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(guardedPorts), "ports")
 	if n, err := g.countFlows(); err == nil {
 		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), "flows")
 	}
@@ -89,7 +94,7 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 		"blocklist": g.objs.Blocklist,
 		"allow":     g.objs.Allow,
 		"ports":     g.objs.Ports,
-		"flows":     g.objs.Flows,
+		"flows":     g.objs.FlowSlots,
 	} {
 		ch <- prometheus.MustNewConstMetric(capacityDesc, prometheus.GaugeValue, float64(m.MaxEntries()), name)
 	}
@@ -110,20 +115,27 @@ func countEntries(m *ebpf.Map) (int, error) {
 	return n, it.Err()
 }
 
-// flowBatch is how many flow entries one batch syscall reads.
+// flowBatch is how many flow slots one batch syscall reads.
 const flowBatch = 4096
 
-// countFlows counts the flow table in batches: it can hold hundreds of
-// thousands of entries, too many for one lookup syscall per key at every
-// scrape. The count is approximate while the program changes the table.
+// countFlows counts the flow table's slots in use, in batches: it has
+// hundreds of thousands of slots, too many for one lookup syscall each at
+// every scrape. A slot stays in use until its stream's first bytes are
+// checked or another flow's SYN takes it, so the count includes streams
+// that never sent data. It is approximate while the program changes the
+// table.
 func (g *Guard) countFlows() (int, error) {
-	keys := make([]guardFlowKey, flowBatch)
-	vals := make([]guardFlowState, flowBatch)
+	keys := make([]uint32, flowBatch)
+	vals := make([]uint64, flowBatch)
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	for {
-		n, err := g.objs.Flows.BatchLookup(&cursor, keys, vals, nil)
-		total += n
+		n, err := g.objs.FlowSlots.BatchLookup(&cursor, keys, vals, nil)
+		for _, v := range vals[:n] {
+			if v != 0 {
+				total++
+			}
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return total, nil
 		}

@@ -9,10 +9,11 @@
 // on the blocklist or outside the allow list, and streams whose first bytes
 // are not a TLS ClientHello record header.
 //
-// Layout follows xdp-tools' parsing_helpers.h and Katran: one small inline
-// parser per header that bounds-checks against data_end before reading and
-// advances a cursor; every loop has a fixed, named bound; every packet moves
-// exactly one counter in a per-CPU array indexed by enum verdict.
+// Layout follows xdp-tools' parsing_helpers.h and Katran: the packet
+// parsers live in parse.h (shared with reference.c, the program the guard
+// is benchmarked against); every loop has a fixed, named bound; every
+// packet moves exactly one counter in a per-CPU array indexed by enum
+// verdict.
 //
 // The same core (guard()) is compiled into two entry points, guard_xdp and
 // guard_tc, which only translate the verdict into XDP_* or TCX_* codes.
@@ -24,27 +25,22 @@
 // second look.
 
 // No kernel headers (see uapi.h): the BPF interface comes from uapi.h, the
-// packet headers are laid out below, and libbpf's headers are
+// packet headers are laid out in parse.h, and libbpf's headers are
 // architecture-neutral.
 #include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "parse.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-// Loop bounds. Legitimate traffic needs far less than any of them. A frame
-// with a third VLAN tag is not parsed (pass_not_guarded: the host stack does
-// not deliver it to edgegate either); an IPv6 packet whose extension chain
-// is longer than IPV6_EXT_MAX hides its port and is dropped as malformed.
-#define VLAN_MAX_DEPTH 2  // 802.1Q and 802.1ad (QinQ)
-#define IPV6_EXT_MAX 8    // extension headers walked before giving up
-
-// Map sizes. FLOWS_MAX is only a default: the loader sizes the flow table
-// from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
-#define PORTS_MAX 1024        // guarded ports
+// Map sizes. FLOW_SLOTS_MAX is only a default: the loader sizes the flow
+// table from Config.FlowTableSize (DefaultFlowTableSize in guard.go).
+#define PORTS_MAX 65536       // every TCP/UDP port: the ports map is indexed by port
 #define BLOCKLIST_MAX 65536   // blocked sources (LRU)
+#define BLOCK_HINT_BITS 16    // block_hints has 2^16 entries
 #define ALLOW_MAX 16384       // allow-list prefixes
-#define FLOWS_MAX 262144      // streams being checked (LRU)
+#define FLOW_SLOTS_MAX 262144 // slots of the flow table
 
 // The stream bytes checked per flow: the TLS record header (RFC 8446 5.1:
 // content type, version, length) and the first handshake message's header
@@ -67,28 +63,17 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define TLS_RECORD_MAX_LEN (1 << 14)    // record length limit (RFC 8446 5.1)
 #define TLS_HANDSHAKE_CLIENT_HELLO 0x01 // handshake message type
 
-// Addresses are stored as 16 bytes, IPv4 v4-mapped (RFC 4291 2.5.5.2:
-// 80 zero bits, 16 one bits, the IPv4 address).
-#define ADDR_LEN 16
-#define ADDR_BITS (ADDR_LEN * 8)   // prefix length of a single address
-#define V4MAPPED_ZEROS 10          // leading zero bytes
-#define V4MAPPED_ONES 2            // then 0xff bytes, then the IPv4 address
-
-// flow_key.family.
-#define FAMILY_IPV4 4
-#define FAMILY_IPV6 6
-
 // enum verdict indexes the counters map. The Go side keeps the names in the
 // same order (counters.go); a test checks they agree. Append only, so a
 // verdict keeps its index across versions. Whether a verdict drops is
 // listed in drops(), not implied by its place in the enum.
 enum verdict {
 	VERDICT_PASS_NOT_GUARDED = 0, // not IP, or not to a guarded port
-	VERDICT_PASS_SYN,             // SYN without data: flow entry created
+	VERDICT_PASS_SYN,             // SYN without data: flow's slot (re)started
 	VERDICT_PASS_TLS,             // new stream bytes checked: ClientHello so far
 	VERDICT_PASS_NO_PAYLOAD,      // tracked flow, segment carries no data
 	VERDICT_PASS_OTHER_SEQ,       // tracked flow, data not at the first unchecked byte
-	VERDICT_PASS_UNTRACKED,       // no flow entry (checked, started before attach, evicted)
+	VERDICT_PASS_UNTRACKED,       // slot holds another or no flow (checked, started before attach, overwritten)
 	VERDICT_PASS_FRAGMENT,        // non-first fragment, fragments: pass
 	VERDICT_DROP_NOT_TLS,         // stream does not start like a ClientHello
 	VERDICT_DROP_NON_TCP,         // UDP, SCTP, ... to a guarded port
@@ -101,12 +86,14 @@ enum verdict {
 	VERDICT_MAX,
 };
 
-// Flags in struct port_policy. PORT_PROXY_HEADER marks a listener that
-// accepts an inbound PROXY protocol header before the ClientHello: its
-// streams do not start with a TLS record, so their first bytes are not
-// checked (every other rule still applies).
+// Flags in struct port_policy. A port is guarded when PORT_GUARDED is set.
+// PORT_PROXY_HEADER marks a listener that accepts an inbound PROXY protocol
+// header before the ClientHello: its streams do not start with a TLS
+// record, so their first bytes are not checked (every other rule still
+// applies).
 #define PORT_ALLOW_ONLY 0x1
 #define PORT_PROXY_HEADER 0x2
+#define PORT_GUARDED 0x4
 
 // Flags in struct guard_config.
 #define CONFIG_DROP_FRAGMENTS 0x1
@@ -130,24 +117,44 @@ struct lpm_key {
 	__u8 addr[ADDR_LEN];
 };
 
-struct flow_key {
-	__u8 saddr[ADDR_LEN];
-	__u8 daddr[ADDR_LEN];
-	__be16 sport;
-	__be16 dport;
-	__u8 family; // FAMILY_*: a v4-mapped IPv6 source never aliases an IPv4 flow
-	__u8 pad[3];
+// The flow table is an array of slots, each one 64-bit word, indexed by a
+// keyed hash of the flow's addresses and ports. A SYN writes its flow's
+// slot with a plain store, whatever the slot held: no allocation, no lock,
+// no LRU list, so a SYN costs little more than a packet the guard does not
+// judge. A slot that another flow's SYN overwrote makes its flow untracked:
+// edgegate then judges it in userspace alone, as it judges every stream.
+//
+// Layout of a slot (0 is an empty slot):
+//   bits  0-31  next_seq: sequence number of the stream's first unchecked byte
+//   bits 32-35  checked: how many of the first TLS_PREFIX_LEN bytes passed
+//   bit  36     the record length's high byte (stream byte 3) was its
+//               maximum, so byte 4 must be 0
+//   bit  37     unused
+//   bit  38     in use
+//   bits 39-63  tag: 25 more bits of the flow's hash, so that a flow does
+//               not take another's slot for its own
+#define SLOT_CHECKED_SHIFT 32
+#define SLOT_CHECKED_MASK 0xfULL
+#define SLOT_LEN_HI_MAX (1ULL << 36)
+#define SLOT_USED (1ULL << 38)
+#define SLOT_TAG_SHIFT 39
+#define SLOT_TAG_BITS 25
+#define SLOT_ID_MASK (~0ULL << (SLOT_TAG_SHIFT - 1)) // tag and in-use bit
+
+// The flow hash key: one 32-bit word per word of struct flow_key.
+#define FLOW_KEY_WORDS (sizeof(struct flow_key) / sizeof(__u32))
+
+struct flow_hash_key {
+	__u32 k[FLOW_KEY_WORDS];
 };
 
-// flow_state is what is known about a stream whose first bytes are not yet
-// all checked: next_seq is the sequence number of the first unchecked byte,
-// checked how many of the first TLS_PREFIX_LEN bytes passed, and byte3 the
-// high byte of the record length (checked together with byte 4).
+_Static_assert(sizeof(struct flow_key) % sizeof(__u32) == 0, "flow_key is whole words");
+
+// flow_state is a slot unpacked.
 struct flow_state {
 	__u32 next_seq;
-	__u8 checked;
-	__u8 byte3;
-	__u8 pad[2];
+	__u32 checked;
+	__u32 len_hi_max;
 };
 
 struct {
@@ -157,10 +164,12 @@ struct {
 	__uint(max_entries, VERDICT_MAX);
 } counters SEC(".maps");
 
-// Guarded destination ports (host byte order) and their policy.
+// Policy by destination port (host byte order); a port is guarded when its
+// policy has PORT_GUARDED. An array, not a hash: the lookup every packet
+// makes is an index, which the verifier inlines.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
 	__type(value, struct port_policy);
 	__uint(max_entries, PORTS_MAX);
 } ports SEC(".maps");
@@ -182,6 +191,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } blocklist SEC(".maps");
 
+// A hint in front of the blocklist, so that a source that is not blocked
+// (nearly every packet) costs an array read, not a hash lookup. Entry
+// block_hint_index(addr) holds 0, or an expiry at least as late as that of
+// every block of an address that maps to it: edgegate raises it before it
+// writes a block, and the program puts it back to 0 once it has passed.
+// Both sides change it only with compare-and-swap (edgegate through an
+// mmap), so a raise is never lost to a reset. Pinned with the blocklist.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1 << BLOCK_HINT_BITS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} block_hints SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lpm_key);
@@ -190,115 +215,30 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } allow SEC(".maps");
 
-// Streams whose first bytes are still being checked. The loader overrides
-// max_entries with Config.FlowTableSize. Pinned: a restart keeps them.
+// The flow table: streams whose first bytes are being checked (see the
+// slot layout above). The loader sets max_entries, and
+// flow_slot_count to the same number, from Config.FlowTableSize. Pinned,
+// with the hash key in flow_hash_key: a restart or an upgrade keeps them.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct flow_key);
-	__type(value, struct flow_state);
-	__uint(max_entries, FLOWS_MAX);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FLOW_SLOTS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} flows SEC(".maps");
+} flow_slots SEC(".maps");
 
-// cursor walks the packet. off is the offset of pos from the start of the
-// packet, kept alongside for the load_bytes helpers.
-struct cursor {
-	void *pos;
-	void *end;
-	__u32 off;
-};
+// The key of the flow hash, random, written by the first edgegate to pin
+// it, so that a remote sender cannot aim its flows at others' slots.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_hash_key);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_hash_key SEC(".maps");
 
-// packet collects what the parsers found.
-struct packet {
-	struct flow_key key;
-	__u8 l4proto;
-	__u8 nonfirst_fragment;
-	__u32 l4_len; // bytes from the L4 header to the end of the IP payload
-};
-
-// Packet headers as on the wire. Bytes, not the kernel's bitfields, hold
-// the sub-byte fields, so the layouts do not depend on the target's bit
-// order; only the fields guard.c reads are named.
-
-#define ETH_ALEN 6           // bytes in a MAC address
-#define ETH_P_IP 0x0800      // EtherType: IPv4
-#define ETH_P_IPV6 0x86dd    // EtherType: IPv6
-#define ETH_P_8021Q 0x8100   // EtherType: 802.1Q VLAN tag
-#define ETH_P_8021AD 0x88a8  // EtherType: 802.1ad (QinQ) outer tag
-
-struct ethhdr {
-	__u8 h_dest[ETH_ALEN];
-	__u8 h_source[ETH_ALEN];
-	__be16 h_proto;
-};
-
-// IP protocol numbers (next header values).
-#define IPPROTO_HOPOPTS 0    // IPv6 hop-by-hop options
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
-#define IPPROTO_DCCP 33
-#define IPPROTO_ROUTING 43   // IPv6 routing header
-#define IPPROTO_FRAGMENT 44  // IPv6 fragment header
-#define IPPROTO_DSTOPTS 60   // IPv6 destination options
-#define IPPROTO_SCTP 132
-#define IPPROTO_UDPLITE 136
-
-#define IPV4_IHL_MASK 0x0f      // header length, low nibble of version_ihl
-#define IPV4_IHL_UNIT 4         // ... counted in 32-bit words
-#define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of frag_off
-
-struct iphdr {
-	__u8 version_ihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 protocol;
-	__be16 check;
-	__be32 saddr;
-	__be32 daddr;
-};
-
-struct ipv6hdr {
-	__be32 version_class_flow;
-	__be16 payload_len;
-	__u8 nexthdr;
-	__u8 hop_limit;
-	__u8 saddr[ADDR_LEN];
-	__u8 daddr[ADDR_LEN];
-};
-
-// Hop-by-hop, routing and destination options headers count their length
-// in 8-byte units, not counting the first 8 (RFC 8200 4.3).
-#define IPV6_EXT_LEN_UNIT 8
-
-// The start shared by hop-by-hop, routing and destination options headers.
-struct ipv6_opt_hdr {
-	__u8 nexthdr;
-	__u8 hdrlen;
-};
-
-// TCP flag bits in tcphdr.flags.
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_ACK 0x10
-
-#define TCP_DOFF_SHIFT 4 // data offset: high nibble of doff_res
-#define TCP_DOFF_UNIT 4  // ... counted in 32-bit words
-
-struct tcphdr {
-	__be16 source;
-	__be16 dest;
-	__be32 seq;
-	__be32 ack_seq;
-	__u8 doff_res;
-	__u8 flags;
-	__be16 window;
-	__be16 check;
-	__be16 urg_ptr;
-};
+// The number of slots in flow_slots, set by the loader.
+volatile const __u32 flow_slot_count = FLOW_SLOTS_MAX;
 
 static __always_inline enum verdict count(enum verdict v)
 {
@@ -308,167 +248,38 @@ static __always_inline enum verdict count(enum verdict v)
 	return v;
 }
 
-static __always_inline int vlan_proto(__be16 proto)
+// Fibonacci hashing's multiplier (2^32 / golden ratio).
+#define BLOCK_HINT_MUL 0x9e3779b1U
+
+// block_hint_index picks an address's entry in block_hints; edgegate
+// computes the same (blockHintIndex).
+static __always_inline __u32 block_hint_index(const struct packet *p)
 {
-	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
-}
-
-struct vlan_hdr {
-	__be16 tci;
-	__be16 encapsulated_proto;
-};
-
-// parse_eth returns the EtherType after up to VLAN_MAX_DEPTH tags, or -1
-// if the frame is truncated.
-static __always_inline int parse_eth(struct cursor *c)
-{
-	struct ethhdr *eth = c->pos;
-	if ((void *)(eth + 1) > c->end)
-		return -1;
-	c->pos = eth + 1;
-	c->off += sizeof(*eth);
-	__be16 proto = eth->h_proto;
-
-#pragma unroll
-	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (!vlan_proto(proto))
-			break;
-		struct vlan_hdr *vh = c->pos;
-		if ((void *)(vh + 1) > c->end)
-			return -1;
-		proto = vh->encapsulated_proto;
-		c->pos = vh + 1;
-		c->off += sizeof(*vh);
-	}
-	return bpf_ntohs(proto);
-}
-
-static __always_inline void map_v4(__u8 *dst, __be32 addr)
-{
-	__builtin_memset(dst, 0, V4MAPPED_ZEROS);
-	__builtin_memset(dst + V4MAPPED_ZEROS, 0xff, V4MAPPED_ONES);
-	__builtin_memcpy(dst + V4MAPPED_ZEROS + V4MAPPED_ONES, &addr, sizeof(addr));
-}
-
-// parse_ipv4 skips the header including options. Returns 0, or -1 if the
-// header is truncated or inconsistent.
-static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 frame_len)
-{
-	struct iphdr *ip = c->pos;
-	if ((void *)(ip + 1) > c->end)
-		return -1;
-	__u32 hlen = (ip->version_ihl & IPV4_IHL_MASK) * IPV4_IHL_UNIT;
-	if (hlen < sizeof(*ip))
-		return -1;
-	if (c->pos + hlen > c->end)
-		return -1;
-
-	__u32 tot = bpf_ntohs(ip->tot_len);
-	// BIG TCP (GRO beyond 64 KiB) leaves tot_len 0 at TC; use the frame.
-	if (tot == 0)
-		tot = frame_len - c->off;
-	if (tot < hlen || c->off + tot > frame_len)
-		return -1;
-
-	p->l4proto = ip->protocol;
-	p->l4_len = tot - hlen;
-	p->nonfirst_fragment = (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET)) != 0;
-	p->key.family = FAMILY_IPV4;
-	map_v4(p->key.saddr, ip->saddr);
-	map_v4(p->key.daddr, ip->daddr);
-
-	c->pos += hlen;
-	c->off += hlen;
-	return 0;
-}
-
-struct ipv6_frag_hdr {
-	__u8 nexthdr;
-	__u8 reserved;
-	__be16 frag_off;
-	__be32 identification;
-};
-
-#define IPV6_FRAG_OFFSET 0xfff8 // fragment offset bits of frag_off (the low 3 are flags)
-
-// parse_ipv6 skips the header and up to IPV6_EXT_MAX extension headers.
-// Returns 0, or -1 if truncated, inconsistent or the chain is longer than
-// the bound (then the L4 header, and so the port, cannot be found).
-static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 frame_len)
-{
-	struct ipv6hdr *ip6 = c->pos;
-	if ((void *)(ip6 + 1) > c->end)
-		return -1;
-
-	__u32 plen = bpf_ntohs(ip6->payload_len);
-	// BIG TCP (GRO beyond 64 KiB) leaves payload_len 0 at TC.
-	if (plen == 0)
-		plen = frame_len - c->off - sizeof(*ip6);
-	if (c->off + sizeof(*ip6) + plen > frame_len)
-		return -1;
-
-	p->key.family = FAMILY_IPV6;
-	__builtin_memcpy(p->key.saddr, ip6->saddr, ADDR_LEN);
-	__builtin_memcpy(p->key.daddr, ip6->daddr, ADDR_LEN);
-	__u8 next = ip6->nexthdr;
-	c->pos = ip6 + 1;
-	c->off += sizeof(*ip6);
-
-	__u32 ext_len = 0;
-	for (int i = 0; i < IPV6_EXT_MAX; i++) {
-		switch (next) {
-		case IPPROTO_HOPOPTS:
-		case IPPROTO_ROUTING:
-		case IPPROTO_DSTOPTS: {
-			struct ipv6_opt_hdr *h = c->pos;
-			if ((void *)(h + 1) > c->end)
-				return -1;
-			__u32 len = (h->hdrlen + 1) * IPV6_EXT_LEN_UNIT;
-			if (c->pos + len > c->end)
-				return -1;
-			next = h->nexthdr;
-			c->pos += len;
-			c->off += len;
-			ext_len += len;
-			break;
-		}
-		case IPPROTO_FRAGMENT: {
-			struct ipv6_frag_hdr *h = c->pos;
-			if ((void *)(h + 1) > c->end)
-				return -1;
-			if (h->frag_off & bpf_htons(IPV6_FRAG_OFFSET))
-				p->nonfirst_fragment = 1;
-			next = h->nexthdr;
-			c->pos = h + 1;
-			c->off += sizeof(*h);
-			ext_len += sizeof(*h);
-			break;
-		}
-		default:
-			goto done;
-		}
-		if (p->nonfirst_fragment)
-			goto done;
-	}
-	// Still an extension header after the bound: the port is unknowable.
-	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING ||
-	    next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT)
-		return -1;
-done:
-	if (ext_len > plen)
-		return -1;
-	p->l4proto = next;
-	p->l4_len = plen - ext_len;
-	return 0;
+	const __u32 *w = (const __u32 *)p->key.saddr;
+	return ((w[0] ^ w[1] ^ w[2] ^ w[3]) * BLOCK_HINT_MUL) >> (32 - BLOCK_HINT_BITS);
 }
 
 // blocked reports whether the source is on the blocklist with an expiry in
-// the future. Expired entries are left for edgegate (or LRU) to remove, so
-// the data path never races a fresh block written from userspace.
+// the future, on the coarse monotonic clock (a block may last a tick
+// longer). Expired entries are left for edgegate (or LRU) to remove, so
+// the data path never races a fresh block written from userspace; an
+// expired hint is put back to 0 here.
 static __always_inline int blocked(struct packet *p)
 {
+	__u32 i = block_hint_index(p);
+	__u64 *hint = bpf_map_lookup_elem(&block_hints, &i);
+	if (!hint)
+		return 0;
+	__u64 h = *(volatile __u64 *)hint;
+	if (!h)
+		return 0;
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 *until = bpf_map_lookup_elem(&blocklist, p->key.saddr);
-	return until && *until > bpf_ktime_get_ns();
+	if (until && *until > now)
+		return 1;
+	if (h <= now)
+		__sync_val_compare_and_swap(hint, h, 0);
+	return 0;
 }
 
 static __always_inline int allowed(struct packet *p)
@@ -511,23 +322,29 @@ static __always_inline int check_byte(struct flow_state *st, __u32 pos, __u8 b)
 	case TLS_POS_VERSION_MINOR:
 		return b <= TLS_VERSION_MINOR_MAX;
 	case TLS_POS_LENGTH_HI:
-		st->byte3 = b;
+		st->len_hi_max = b == TLS_RECORD_MAX_LEN >> 8;
 		return b <= TLS_RECORD_MAX_LEN >> 8;
 	case TLS_POS_LENGTH_LO:
-		return ((st->byte3 << 8) | b) <= TLS_RECORD_MAX_LEN;
+		return !st->len_hi_max || b <= (TLS_RECORD_MAX_LEN & 0xff);
 	case TLS_POS_HANDSHAKE_TYPE:
 		return b == TLS_HANDSHAKE_CLIENT_HELLO;
 	}
 	return 1;
 }
 
+// Data before the bytes to check is shorter than this for them to be read
+// in place: the bound, a power of two used as a mask, lets the verifier
+// check the offset.
+#define DIRECT_READ_LIMIT 4096
+
 // check_payload judges the stream bytes a segment carries at the first
-// unchecked position. payload_off is the packet offset of the segment's
-// first data byte and skip how many of its bytes precede next_seq. On
-// success st is advanced; on failure st is left as it was, so a
-// retransmission is judged again.
-static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_state *st,
-					 __u32 payload_off, __u32 skip, __u32 payload_len)
+// unchecked position. c is at the TCP header, payload_off is the packet
+// offset of the segment's first data byte and skip how many of its bytes
+// precede next_seq. On success st is advanced; on failure st is left as it
+// was.
+static __always_inline int check_payload(void *ctx, int is_xdp, struct cursor *c,
+					 struct flow_state *st, __u32 payload_off, __u32 skip,
+					 __u32 payload_len)
 {
 	__u8 buf[TLS_PREFIX_LEN] = {};
 	__u32 checked = st->checked;
@@ -542,15 +359,45 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	if (n < 1 || n > TLS_PREFIX_LEN)
 		return 1;
 
-	long err;
-	if (is_xdp)
-		err = bpf_xdp_load_bytes(ctx, payload_off + skip, buf, n);
-	else
-		err = bpf_skb_load_bytes(ctx, payload_off + skip, buf, n);
-	if (err)
-		return 0;
+	// The bytes are read in place when TLS_PREFIX_LEN of them lie in the
+	// part of the packet the parsers read (at XDP all of it, at TC the
+	// first HDR_PULL_LEN bytes); otherwise a helper copies them.
+	__u32 off = payload_off - c->off + skip;
+	void *at = NULL;
+	if (off < DIRECT_READ_LIMIT) {
+		barrier_var(off);
+		off &= DIRECT_READ_LIMIT - 1;
+		at = c->pos + off;
+		if (at + TLS_PREFIX_LEN > c->end)
+			at = NULL;
+	}
+	if (at) {
+		__builtin_memcpy(buf, at, TLS_PREFIX_LEN);
+	} else {
+		long err;
+		if (is_xdp)
+			err = bpf_xdp_load_bytes(ctx, payload_off + skip, buf, n);
+		else
+			err = bpf_skb_load_bytes(ctx, payload_off + skip, buf, n);
+		if (err)
+			return 0;
+	}
 
 	struct flow_state next = *st;
+	if (checked == 0 && n == TLS_PREFIX_LEN) {
+		// The usual case, a whole prefix in one segment, without the
+		// loop.
+		if (buf[TLS_POS_CONTENT_TYPE] != TLS_CONTENT_HANDSHAKE ||
+		    buf[TLS_POS_VERSION_MAJOR] != TLS_VERSION_MAJOR ||
+		    buf[TLS_POS_VERSION_MINOR] > TLS_VERSION_MINOR_MAX ||
+		    ((buf[TLS_POS_LENGTH_HI] << 8) | buf[TLS_POS_LENGTH_LO]) > TLS_RECORD_MAX_LEN ||
+		    buf[TLS_POS_HANDSHAKE_TYPE] != TLS_HANDSHAKE_CLIENT_HELLO)
+			return 0;
+		st->checked = TLS_PREFIX_LEN;
+		st->next_seq += TLS_PREFIX_LEN;
+		st->len_hi_max = buf[TLS_POS_LENGTH_HI] == TLS_RECORD_MAX_LEN >> 8;
+		return 1;
+	}
 	for (int i = 0; i < TLS_PREFIX_LEN; i++) {
 		if (i >= n)
 			break;
@@ -563,67 +410,135 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct flow_stat
 	return 1;
 }
 
-struct l4_ports {
-	__be16 source;
-	__be16 dest;
-};
+// Multiplier of the hash's final mix (splitmix64's first).
+#define FLOW_HASH_MIX 0xbf58476d1ce4e5b9ULL
+
+// Words of struct flow_key that vary for IPv4: the two addresses (the
+// last word of each v4-mapped address), the ports, the family.
+#define FLOW_KEY_V4_SADDR 3
+#define FLOW_KEY_V4_DADDR 7
+#define FLOW_KEY_PORTS 8
+#define FLOW_KEY_FAMILY 9
+
+// flow_hash hashes a flow key with the secret key hk: NH (the universal
+// hash of UMAC, RFC 4418 5.2) over pairs of words, whose multiplications are
+// independent of each other, then one multiply-xorshift round to spread the
+// bits. An IPv4 key is hashed over the 4 words that are not the same in
+// every IPv4 key. The Go model (model_test.go) computes the same.
+static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct flow_hash_key *hk)
+{
+	const __u32 *w = (const __u32 *)fk;
+	__u64 h = 0;
+	if (fk->family == FAMILY_IPV4) {
+		h = (__u64)(__u32)(w[FLOW_KEY_V4_SADDR] + hk->k[0]) * (__u32)(w[FLOW_KEY_V4_DADDR] + hk->k[1]) +
+		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(w[FLOW_KEY_FAMILY] + hk->k[3]);
+	} else {
+#pragma unroll
+		for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
+			h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+	}
+	h ^= h >> 31;
+	h *= FLOW_HASH_MIX;
+	h ^= h >> 29;
+	return h;
+}
+
+// flow_slot returns the flow's slot and sets *id to the bits (tag and
+// in-use) that mark the slot as the flow's; NULL if the maps are not
+// there.
+static __always_inline __u64 *flow_slot(const struct flow_key *fk, __u64 *id)
+{
+	__u32 zero = 0;
+	struct flow_hash_key *hk = bpf_map_lookup_elem(&flow_hash_key, &zero);
+	if (!hk)
+		return NULL;
+	__u64 h = flow_hash(fk, hk);
+	// Multiply-shift maps the high half onto [0, flow_slot_count).
+	__u32 idx = ((h >> 32) * flow_slot_count) >> 32;
+	*id = SLOT_USED | ((h & ((1ULL << SLOT_TAG_BITS) - 1)) << SLOT_TAG_SHIFT);
+	return bpf_map_lookup_elem(&flow_slots, &idx);
+}
+
+static __always_inline __u64 slot_pack(__u64 id, const struct flow_state *st)
+{
+	__u64 v = id | st->next_seq | ((__u64)st->checked << SLOT_CHECKED_SHIFT);
+	if (st->len_hi_max)
+		v |= SLOT_LEN_HI_MAX;
+	return v;
+}
+
+static __always_inline void slot_unpack(__u64 v, struct flow_state *st)
+{
+	st->next_seq = (__u32)v;
+	st->checked = (v >> SLOT_CHECKED_SHIFT) & SLOT_CHECKED_MASK;
+	st->len_hi_max = (v & SLOT_LEN_HI_MAX) != 0;
+}
+
+// Slots are read and written whole, as single 64-bit accesses, so that a
+// reader on another CPU never sees half of one flow's state and half of
+// another's.
+#define READ_SLOT(p) (*(volatile __u64 *)(p))
+#define WRITE_SLOT(p, v) (*(volatile __u64 *)(p) = (v))
 
 // judge_tcp decides a TCP segment to a guarded port once source checks
 // passed.
 static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
 					      struct packet *p, __u32 port_flags)
 {
-	struct tcphdr *th = c->pos;
-	if ((void *)(th + 1) > c->end)
-		return VERDICT_DROP_MALFORMED;
-	__u32 doff = (th->doff_res >> TCP_DOFF_SHIFT) * TCP_DOFF_UNIT;
-	if (doff < sizeof(*th) || doff > p->l4_len)
+	__u32 payload_off, payload_len;
+	struct tcphdr *th = parse_tcp(c, p, &payload_off, &payload_len);
+	if (!th)
 		return VERDICT_DROP_MALFORMED;
 	if (bad_flags(th->flags))
 		return VERDICT_DROP_BAD_FLAGS;
 	if (port_flags & PORT_PROXY_HEADER)
 		return VERDICT_PASS_PROXY_PORT;
 
-	__u32 payload_off = c->off + doff;
-	__u32 payload_len = p->l4_len - doff;
 	__u32 seq = bpf_ntohl(th->seq);
+	__u64 id;
+	__u64 *slot = flow_slot(&p->key, &id);
+	if (!slot)
+		return VERDICT_PASS_UNTRACKED;
 
 	if ((th->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		// A SYN (re)starts the check of its stream. With TCP Fast Open the
 		// hello rides in the SYN; a SYN whose data is not one is dropped
-		// and, like every dropped segment, leaves the flow table as it was.
+		// and, like every dropped segment, leaves the slot alone.
 		struct flow_state st = {.next_seq = seq + 1}; // the SYN takes one
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
-			if (!check_payload(ctx, is_xdp, &st, payload_off, 0, payload_len))
+			if (!check_payload(ctx, is_xdp, c, &st, payload_off, 0, payload_len))
 				return VERDICT_DROP_NOT_TLS;
 			v = VERDICT_PASS_TLS;
 		}
-		if (st.checked >= TLS_PREFIX_LEN)
-			bpf_map_delete_elem(&flows, &p->key);
-		else
-			bpf_map_update_elem(&flows, &p->key, &st, BPF_ANY);
+		if (st.checked < TLS_PREFIX_LEN)
+			WRITE_SLOT(slot, slot_pack(id, &st));
+		else if ((READ_SLOT(slot) & SLOT_ID_MASK) == id)
+			WRITE_SLOT(slot, 0);
 		return v;
 	}
 
-	struct flow_state *cur = bpf_map_lookup_elem(&flows, &p->key);
-	if (!cur)
+	__u64 cur = READ_SLOT(slot);
+	if ((cur & SLOT_ID_MASK) != id)
 		return VERDICT_PASS_UNTRACKED;
 	if (payload_len == 0)
 		return VERDICT_PASS_NO_PAYLOAD;
 
+	struct flow_state st;
+	slot_unpack(cur, &st);
 	// skip: how far next_seq lies into this segment (serial arithmetic).
-	__s32 skip = (__s32)(cur->next_seq - seq);
+	__s32 skip = (__s32)(st.next_seq - seq);
 	if (skip < 0 || (__u32)skip >= payload_len)
 		return VERDICT_PASS_OTHER_SEQ;
 
-	struct flow_state st = *cur;
-	if (!check_payload(ctx, is_xdp, &st, payload_off, skip, payload_len))
+	// A segment that fails leaves the slot as it was, so a retransmission
+	// is judged again.
+	if (!check_payload(ctx, is_xdp, c, &st, payload_off, skip, payload_len))
 		return VERDICT_DROP_NOT_TLS;
-	if (st.checked >= TLS_PREFIX_LEN)
-		bpf_map_delete_elem(&flows, &p->key);
-	else
-		bpf_map_update_elem(&flows, &p->key, &st, BPF_EXIST);
+	// A plain store, like a SYN's: should another stream's SYN have taken
+	// the slot since it was read, that stream loses it, as it would to
+	// any collision, and passes untracked.
+	WRITE_SLOT(slot, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
 	return VERDICT_PASS_TLS;
 }
 
@@ -635,21 +550,13 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	struct cursor c = {.pos = data, .end = data_end};
 	struct packet p = {};
 
-	int proto = parse_eth(&c);
-	if (proto < 0)
-		return VERDICT_DROP_MALFORMED;
-
-	int err;
-	if (proto == ETH_P_IP)
-		err = parse_ipv4(&c, &p, frame_len);
-	else if (proto == ETH_P_IPV6)
-		err = parse_ipv6(&c, &p, frame_len);
-	else
+	switch (parse_packet(&c, &p, frame_len)) {
+	case PARSED_PORTS:
+		break;
+	case PARSED_NOT_IP:
+	case PARSED_NO_PORTS:
 		return VERDICT_PASS_NOT_GUARDED;
-	if (err)
-		return VERDICT_DROP_MALFORMED;
-
-	if (p.nonfirst_fragment) {
+	case PARSED_FRAGMENT: {
 		// No L4 header, so no port: the setting applies to all of them.
 		__u32 zero = 0;
 		struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
@@ -657,29 +564,14 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 			return VERDICT_DROP_FRAGMENT;
 		return VERDICT_PASS_FRAGMENT;
 	}
-
-	switch (p.l4proto) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-	case IPPROTO_UDPLITE:
-	case IPPROTO_SCTP:
-	case IPPROTO_DCCP:
-		break;
-	default:
-		// ICMP (path MTU discovery), ESP, GRE...: no port to guard.
-		return VERDICT_PASS_NOT_GUARDED;
+	case PARSED_MALFORMED:
+		return VERDICT_DROP_MALFORMED;
 	}
 
-	// All of these carry source and destination ports in their first 4
-	// bytes; the rest of the header is only read once the port is guarded.
-	struct l4_ports *ports_hdr = c.pos;
-	if ((void *)(ports_hdr + 1) > c.end || p.l4_len < sizeof(*ports_hdr))
-		return VERDICT_DROP_MALFORMED;
-	p.key.sport = ports_hdr->source;
-	p.key.dport = ports_hdr->dest;
-	__u16 dport = bpf_ntohs(ports_hdr->dest);
+	// The rest of the L4 header is only read once the port is guarded.
+	__u32 dport = bpf_ntohs(p.key.dport);
 	struct port_policy *pol = bpf_map_lookup_elem(&ports, &dport);
-	if (!pol)
+	if (!pol || !(pol->flags & PORT_GUARDED))
 		return VERDICT_PASS_NOT_GUARDED;
 
 	if (blocked(&p))

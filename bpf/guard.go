@@ -76,10 +76,10 @@ type Config struct {
 	// DropFragments drops non-first IP fragments (which carry no port, so
 	// this applies to all traffic on the interface); default is to pass them.
 	DropFragments bool
-	// FlowTableSize bounds the table of streams whose first bytes are
-	// still being checked; default DefaultFlowTableSize. A pinned table of
-	// another size is replaced (its half-checked flows then pass as
-	// untracked).
+	// FlowTableSize is the number of slots in the flow table, which holds
+	// the streams whose first bytes are being checked; default
+	// DefaultFlowTableSize. A pinned table of another size is replaced
+	// (its half-checked flows then pass as untracked).
 	FlowTableSize int
 	// PinPath is the bpffs directory for pinned maps; default
 	// DefaultPinPath. The version component changes when map layouts do.
@@ -96,6 +96,7 @@ type Guard struct {
 	links    []link.Link
 	modes    map[string]string
 	settings Settings // in the maps now
+	hints    []byte   // block_hints, mapped (blocklist.go)
 	closed   bool
 }
 
@@ -134,6 +135,7 @@ func Open(cfg Config, log *slog.Logger) (*Guard, error) {
 		return nil, err
 	}
 	if err := g.fill(); err != nil {
+		g.unmapBlockHints()
 		g.objs.Close()
 		return nil, err
 	}
@@ -166,6 +168,7 @@ func (g *Guard) fill() error {
 const (
 	portAllowOnly       = 0x1
 	portProxyHeader     = 0x2
+	portGuarded         = 0x4
 	configDropFragments = 0x1
 )
 
@@ -223,14 +226,14 @@ func (g *Guard) apply(s Settings) error {
 		}
 	}
 	for _, p := range s.Ports {
-		var pol guardPortPolicy
+		pol := guardPortPolicy{Flags: portGuarded}
 		if len(s.AllowOnly) > 0 {
 			pol.Flags |= portAllowOnly
 		}
 		if slices.Contains(s.ProxyProtocolPorts, p) {
 			pol.Flags |= portProxyHeader
 		}
-		if err := g.objs.Ports.Put(p, pol); err != nil {
+		if err := g.objs.Ports.Put(uint32(p), pol); err != nil {
 			return fmt.Errorf("bpf: guard port %d: %w", p, err)
 		}
 	}
@@ -238,7 +241,7 @@ func (g *Guard) apply(s Settings) error {
 		if slices.Contains(s.Ports, p) {
 			continue
 		}
-		if err := g.objs.Ports.Delete(p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := g.objs.Ports.Put(uint32(p), guardPortPolicy{}); err != nil {
 			return fmt.Errorf("bpf: unguard port %d: %w", p, err)
 		}
 	}
@@ -295,6 +298,7 @@ func (g *Guard) close(detach bool) error {
 	}
 	g.links = nil
 	g.modes = map[string]string{}
+	g.unmapBlockHints()
 	if err := g.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("bpf: close objects: %w", err))
 	}

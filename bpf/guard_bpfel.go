@@ -18,22 +18,9 @@ type guardAddrKey struct {
 	Addr [16]uint8
 }
 
-type guardFlowKey struct {
-	_      structs.HostLayout
-	Saddr  [16]uint8
-	Daddr  [16]uint8
-	Sport  uint16
-	Dport  uint16
-	Family uint8
-	Pad    [3]uint8
-}
-
-type guardFlowState struct {
-	_       structs.HostLayout
-	NextSeq uint32
-	Checked uint8
-	Byte3   uint8
-	Pad     [2]uint8
+type guardFlowHashKey struct {
+	_ structs.HostLayout
+	K [10]uint32
 }
 
 type guardGuardConfig struct {
@@ -77,14 +64,17 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	guardMapAllow     = "allow"
-	guardMapBlocklist = "blocklist"
-	guardMapConfig    = "config"
-	guardMapCounters  = "counters"
-	guardMapFlows     = "flows"
-	guardMapPorts     = "ports"
-	guardProgGuardTc  = "guard_tc"
-	guardProgGuardXdp = "guard_xdp"
+	guardMapAllow         = "allow"
+	guardMapBlockHints    = "block_hints"
+	guardMapBlocklist     = "blocklist"
+	guardMapConfig        = "config"
+	guardMapCounters      = "counters"
+	guardMapFlowHashKey   = "flow_hash_key"
+	guardMapFlowSlots     = "flow_slots"
+	guardMapPorts         = "ports"
+	guardProgGuardTc      = "guard_tc"
+	guardProgGuardXdp     = "guard_xdp"
+	guardVarFlowSlotCount = "flow_slot_count"
 )
 
 // loadGuard returns the embedded CollectionSpec for guard.
@@ -137,18 +127,21 @@ type guardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
-	Allow     *ebpf.MapSpec `ebpf:"allow"`
-	Blocklist *ebpf.MapSpec `ebpf:"blocklist"`
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Ports     *ebpf.MapSpec `ebpf:"ports"`
+	Allow       *ebpf.MapSpec `ebpf:"allow"`
+	BlockHints  *ebpf.MapSpec `ebpf:"block_hints"`
+	Blocklist   *ebpf.MapSpec `ebpf:"blocklist"`
+	Config      *ebpf.MapSpec `ebpf:"config"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	FlowHashKey *ebpf.MapSpec `ebpf:"flow_hash_key"`
+	FlowSlots   *ebpf.MapSpec `ebpf:"flow_slots"`
+	Ports       *ebpf.MapSpec `ebpf:"ports"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardVariableSpecs struct {
+	FlowSlotCount *ebpf.VariableSpec `ebpf:"flow_slot_count"`
 }
 
 // guardObjects contains all objects after they have been loaded into the kernel.
@@ -171,21 +164,25 @@ func (o *guardObjects) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
-	Allow     *ebpf.Map `ebpf:"allow"`
-	Blocklist *ebpf.Map `ebpf:"blocklist"`
-	Config    *ebpf.Map `ebpf:"config"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Ports     *ebpf.Map `ebpf:"ports"`
+	Allow       *ebpf.Map `ebpf:"allow"`
+	BlockHints  *ebpf.Map `ebpf:"block_hints"`
+	Blocklist   *ebpf.Map `ebpf:"blocklist"`
+	Config      *ebpf.Map `ebpf:"config"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	FlowHashKey *ebpf.Map `ebpf:"flow_hash_key"`
+	FlowSlots   *ebpf.Map `ebpf:"flow_slots"`
+	Ports       *ebpf.Map `ebpf:"ports"`
 }
 
 func (m *guardMaps) Close() error {
 	return _GuardClose(
 		m.Allow,
+		m.BlockHints,
 		m.Blocklist,
 		m.Config,
 		m.Counters,
-		m.Flows,
+		m.FlowHashKey,
+		m.FlowSlots,
 		m.Ports,
 	)
 }
@@ -194,6 +191,7 @@ func (m *guardMaps) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardVariables struct {
+	FlowSlotCount *ebpf.Variable `ebpf:"flow_slot_count"`
 }
 
 // guardPrograms contains all programs after they have been loaded into the kernel.

@@ -163,7 +163,16 @@ func tryJudge(t testing.TB, g *Guard, ep runProgram, frame []byte) (string, erro
 // resetState empties the maps a table row may have written.
 func resetState(t testing.TB, g *Guard) {
 	t.Helper()
-	for _, m := range []*ebpf.Map{g.objs.Flows, g.objs.Blocklist} {
+	n := int(g.objs.FlowSlots.MaxEntries())
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := g.objs.FlowSlots.BatchUpdate(keys, make([]uint64, n), nil); err != nil {
+		t.Fatal(err)
+	}
+	clear(g.hints)
+	for _, m := range []*ebpf.Map{g.objs.Blocklist} {
 		key := make([]byte, m.KeySize())
 		var keys [][]byte
 		it := m.Iterate()
@@ -500,7 +509,7 @@ func tlsTable(t testing.TB) []struct {
 			return p
 		}(), "pass_not_guarded")},
 		{name: "proxy protocol port: first bytes not checked, other rules apply", setup: func(t testing.TB, g *Guard) {
-			if err := g.objs.Ports.Put(uint16(proxyPort), guardPortPolicy{Flags: portProxyHeader}); err != nil {
+			if err := g.objs.Ports.Put(uint32(proxyPort), guardPortPolicy{Flags: portGuarded | portProxyHeader}); err != nil {
 				t.Fatal(err)
 			}
 		}, steps: seq(
@@ -531,12 +540,15 @@ func tlsTable(t testing.TB) []struct {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := g.objs.Blocklist.Put(addrKey(client6), uint64(now-1)); err != nil {
+			// A second ago: the kernel's coarse clock can lag a tick.
+			expired := uint64(now - int64(time.Second))
+			g.raiseBlockHint(addrKey(client6), expired)
+			if err := g.objs.Blocklist.Put(addrKey(client6), expired); err != nil {
 				t.Fatal(err)
 			}
 		}, steps: one(f6.syn(), "pass_syn")},
 		{name: "allow-only port", setup: func(t testing.TB, g *Guard) {
-			if err := g.objs.Ports.Put(uint16(allowOnly), guardPortPolicy{Flags: portAllowOnly}); err != nil {
+			if err := g.objs.Ports.Put(uint32(allowOnly), guardPortPolicy{Flags: portGuarded | portAllowOnly}); err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range allowed {
@@ -610,23 +622,24 @@ func TestVerdictNamesMatchProgram(t *testing.T) {
 }
 
 // TestTFODropInsertsNoFlow checks that a SYN whose data (TCP Fast Open)
-// is not a ClientHello is dropped without touching the flow table: no entry
-// is created for its 4-tuple, and an entry a plain SYN created before keeps
-// its progress.
+// is not a ClientHello is dropped without touching the flow table: its
+// flow's slot stays empty, and a slot a plain SYN wrote before keeps its
+// progress.
 func TestTFODropInsertsNoFlow(t *testing.T) {
 	g := openTestGuard(t, Config{Ports: []uint16{guarded}})
 	hello := clientHello(t)
-	lookup := func(t *testing.T, f flow) (guardFlowState, bool) {
+	var hk guardFlowHashKey
+	if err := g.objs.FlowHashKey.Lookup(uint32(0), &hk); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(t *testing.T, f flow) (uint64, bool) {
 		t.Helper()
-		var st guardFlowState
-		err := g.objs.Flows.Lookup(f.key(), &st)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return st, false
-		}
-		if err != nil {
+		idx, id := slotOf(hk, g.objs.FlowSlots.MaxEntries(), f.src, f.dst, f.sport, f.dport)
+		var v uint64
+		if err := g.objs.FlowSlots.Lookup(idx, &v); err != nil {
 			t.Fatal(err)
 		}
-		return st, true
+		return v, v&slotIDMask == id
 	}
 	for _, ep := range entryPoints {
 		for _, f := range []flow{newFlow(client4, server4, 40201), newFlow(client6, server6, 40202)} {
@@ -635,8 +648,8 @@ func TestTFODropInsertsNoFlow(t *testing.T) {
 				if v := judge(t, g, ep, f.synData(httpGet).bytes()); v != "drop_not_tls" {
 					t.Fatalf("tfo syn with http: verdict %s, want drop_not_tls", v)
 				}
-				if st, ok := lookup(t, f); ok {
-					t.Fatalf("dropped tfo syn left a flow entry %+v", st)
+				if st, ok := lookup(t, f); ok || st != 0 {
+					t.Fatalf("dropped tfo syn wrote its slot: %#x", st)
 				}
 			})
 			t.Run(ep.name+"/"+f.src.String()+"/entry kept", func(t *testing.T) {
@@ -649,13 +662,13 @@ func TestTFODropInsertsNoFlow(t *testing.T) {
 				}
 				before, ok := lookup(t, f)
 				if !ok {
-					t.Fatal("no flow entry after 3 checked bytes")
+					t.Fatal("no slot after 3 checked bytes")
 				}
 				if v := judge(t, g, ep, f.synData(httpGet).bytes()); v != "drop_not_tls" {
 					t.Fatalf("tfo syn with http: verdict %s, want drop_not_tls", v)
 				}
 				if after, ok := lookup(t, f); !ok || after != before {
-					t.Fatalf("dropped tfo syn changed the flow entry from %+v to %+v (present %v)", before, after, ok)
+					t.Fatalf("dropped tfo syn changed the slot from %#x to %#x (ours %v)", before, after, ok)
 				}
 				if v := judge(t, g, ep, f.data(3, hello[3:100]).bytes()); v != "pass_tls" {
 					t.Fatalf("next bytes: verdict %s, want pass_tls", v)

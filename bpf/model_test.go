@@ -5,36 +5,173 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
 // model is a reference implementation, in Go, of the rules guard.c
-// applies to TCP and UDP packets to and around one guarded port. The fuzz
-// test runs the same packets through the kernel and through the model and
-// requires the same verdict.
+// applies to TCP and UDP packets to and around one guarded port, flow table
+// included: the slots, where the keyed hash puts each flow, and what a
+// slot holds. The fuzz test runs the same packets through the kernel and
+// through the model and requires the same verdict and the same slots.
 type model struct {
 	blocked map[netip.Addr]bool
-	flows   map[modelKey]*modelFlow
+	slots   map[uint32]uint64 // slots in use, by index
+	hashKey guardFlowHashKey
+	nslots  uint32
 }
 
-type modelKey struct {
-	src          netip.Addr
-	sport, dport uint16
-}
+// Slot layout, as in guard.c.
+const (
+	slotCheckedShift = 32
+	slotLenHiMax     = 1 << 36
+	slotUsed         = 1 << 38
+	slotTagShift     = 39
+	slotTagBits      = 25
+	slotIDMask       = 0xffff_ffc0_0000_0000 // tag and in-use bit
+	flowHashMix      = 0xbf58476d1ce4e5b9
+)
 
+// modelFlow is a slot's state unpacked.
 type modelFlow struct {
-	next    uint32
-	checked int
-	byte3   byte
+	next     uint32
+	checked  int
+	lenHiMax bool
 }
 
-func newModel() *model {
-	return &model{blocked: map[netip.Addr]bool{}, flows: map[modelKey]*modelFlow{}}
+func (st modelFlow) pack(id uint64) uint64 {
+	v := id | uint64(st.next) | uint64(st.checked)<<slotCheckedShift
+	if st.lenHiMax {
+		v |= slotLenHiMax
+	}
+	return v
+}
+
+func unpackSlot(v uint64) modelFlow {
+	return modelFlow{next: uint32(v), checked: int(v>>slotCheckedShift) & 0xf, lenHiMax: v&slotLenHiMax != 0}
+}
+
+// newModel models g's flow table, which must be empty.
+func newModel(t testing.TB, g *Guard) *model {
+	t.Helper()
+	m := &model{blocked: map[netip.Addr]bool{}, slots: map[uint32]uint64{}, nslots: g.objs.FlowSlots.MaxEntries()}
+	if err := g.objs.FlowHashKey.Lookup(uint32(0), &m.hashKey); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// flowKeyBytes lays out guard.c's struct flow_key for a client's segment.
+func flowKeyBytes(src, dst netip.Addr, sport, dport uint16) [40]byte {
+	var k [40]byte
+	s, d := src.Unmap().As16(), dst.Unmap().As16()
+	copy(k[0:], s[:])
+	copy(k[16:], d[:])
+	binary.BigEndian.PutUint16(k[32:], sport)
+	binary.BigEndian.PutUint16(k[34:], dport)
+	k[36] = 6
+	if src.Is4() {
+		k[36] = 4
+	}
+	return k
+}
+
+// flowHash is guard.c's flow_hash: NH over pairs of little-endian words
+// (the BPF target's order), for IPv4 only the words that vary, then a
+// multiply-xorshift round.
+func flowHash(k [40]byte, hk guardFlowHashKey) uint64 {
+	word := func(i int) uint32 { return binary.LittleEndian.Uint32(k[4*i:]) }
+	var h uint64
+	if k[36] == 4 {
+		for j, pair := range [][2]int{{3, 7}, {8, 9}} {
+			h += uint64(word(pair[0])+hk.K[2*j]) * uint64(word(pair[1])+hk.K[2*j+1])
+		}
+	} else {
+		for i := 0; i+1 < len(hk.K); i += 2 {
+			h += uint64(word(i)+hk.K[i]) * uint64(word(i+1)+hk.K[i+1])
+		}
+	}
+	h ^= h >> 31
+	h *= flowHashMix
+	h ^= h >> 29
+	return h
+}
+
+// slotOf returns a flow's slot index and the bits that mark the slot as
+// the flow's, as guard.c's flow_slot.
+func slotOf(hk guardFlowHashKey, nslots uint32, src, dst netip.Addr, sport, dport uint16) (uint32, uint64) {
+	h := flowHash(flowKeyBytes(src, dst, sport, dport), hk)
+	idx := uint32(((h >> 32) * uint64(nslots)) >> 32)
+	return idx, slotUsed | (h&(1<<slotTagBits-1))<<slotTagShift
+}
+
+// TestFlowHashSpreads checks that the flow hash spreads streams over the
+// slots as well as chance does, for the shapes of traffic a gateway sees:
+// one client's ports in sequence, clients from one subnet on one port,
+// random ones, over IPv4 and IPv6. A hash whose high bits follow its
+// input (a product without the final mix) puts a client's sequential
+// ports into a handful of slots.
+func TestFlowHashSpreads(t *testing.T) {
+	const nslots, streams, keys = 262144, 20000, 20
+	// The share of streams that land in a slot already taken, by chance.
+	chance := 1 - float64(nslots)*(1-math.Pow(1-1.0/nslots, streams))/streams
+	rnd := rand.New(rand.NewPCG(7, 8))
+	shapes := map[string]func(i int) (netip.Addr, netip.Addr, uint16){
+		"one client, ports in sequence": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return client4, server4, uint16(32768 + i)
+		},
+		"a subnet, one port": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), server4, 40000
+		},
+		"random ipv4": func(int) (netip.Addr, netip.Addr, uint16) {
+			return netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}), server4, uint16(rnd.Uint32())
+		},
+		"one ipv6 client, ports in sequence": func(i int) (netip.Addr, netip.Addr, uint16) {
+			return client6, server6, uint16(32768 + i)
+		},
+		"an ipv6 /64, one port": func(i int) (netip.Addr, netip.Addr, uint16) {
+			a := client6.As16()
+			binary.BigEndian.PutUint32(a[12:], uint32(i))
+			return netip.AddrFrom16(a), server6, 40000
+		},
+	}
+	for name, shape := range shapes {
+		worst := 0.0
+		for range keys {
+			var hk guardFlowHashKey
+			for i := range hk.K {
+				hk.K[i] = rnd.Uint32()
+			}
+			taken := map[uint32]bool{}
+			collided := 0
+			for i := range streams {
+				src, dst, sport := shape(i)
+				idx, _ := slotOf(hk, nslots, src, dst, sport, guarded)
+				if taken[idx] {
+					collided++
+				}
+				taken[idx] = true
+			}
+			worst = max(worst, float64(collided)/streams)
+		}
+		if worst > 1.5*chance {
+			t.Errorf("%s: up to %.1f%% of streams share a slot, chance is %.1f%%", name, 100*worst, 100*chance)
+		}
+	}
+}
+
+func (m *model) set(idx uint32, v uint64) {
+	if v == 0 {
+		delete(m.slots, idx)
+	} else {
+		m.slots[idx] = v
+	}
 }
 
 func (m *model) judge(p pkt) string {
@@ -51,51 +188,52 @@ func (m *model) judge(p pkt) string {
 	if syn && (fin || rst) || !syn && !ack && !rst {
 		return "drop_bad_flags"
 	}
-	key := modelKey{p.src, p.sport, p.dport}
+	idx, id := slotOf(m.hashKey, m.nslots, p.src, p.dst, p.sport, p.dport)
+	cur := m.slots[idx]
 	if syn && !ack {
-		st := &modelFlow{next: p.seq + 1}
+		st := modelFlow{next: p.seq + 1}
 		v := "pass_syn"
 		if len(p.payload) > 0 {
 			next, ok := st.check(p.payload)
 			if !ok {
-				return "drop_not_tls" // flow table untouched
+				return "drop_not_tls" // slot untouched
 			}
 			st, v = next, "pass_tls"
 		}
-		if st.checked >= 9 {
-			delete(m.flows, key)
-		} else {
-			m.flows[key] = st
+		if st.checked < 9 {
+			m.set(idx, st.pack(id))
+		} else if cur&slotIDMask == id {
+			m.set(idx, 0)
 		}
 		return v
 	}
-	st, ok := m.flows[key]
-	if !ok {
+	if cur&slotIDMask != id {
 		return "pass_untracked"
 	}
 	if len(p.payload) == 0 {
 		return "pass_no_payload"
 	}
+	st := unpackSlot(cur)
 	skip := int32(st.next - p.seq)
 	if skip < 0 || int(skip) >= len(p.payload) {
 		return "pass_other_seq"
 	}
 	next, ok := st.check(p.payload[skip:])
 	if !ok {
-		return "drop_not_tls"
+		return "drop_not_tls" // slot untouched
 	}
 	if next.checked >= 9 {
-		delete(m.flows, key)
+		m.set(idx, 0)
 	} else {
-		m.flows[key] = next
+		m.set(idx, next.pack(id))
 	}
 	return "pass_tls"
 }
 
 // check judges the bytes b at the flow's first unchecked position and
 // returns the advanced state.
-func (st *modelFlow) check(b []byte) (*modelFlow, bool) {
-	next := *st
+func (st modelFlow) check(b []byte) (modelFlow, bool) {
+	next := st
 	n := min(len(b), 9-st.checked)
 	for i := range n {
 		pos := st.checked + i
@@ -109,20 +247,20 @@ func (st *modelFlow) check(b []byte) (*modelFlow, bool) {
 		case 2:
 			ok = v <= 4
 		case 3:
-			next.byte3 = v
+			next.lenHiMax = v == 0x40
 			ok = v <= 0x40
 		case 4:
-			ok = next.byte3 < 0x40 || v == 0
+			ok = !next.lenHiMax || v == 0
 		case 5:
 			ok = v == 0x01
 		}
 		if !ok {
-			return nil, false
+			return st, false
 		}
 	}
 	next.checked += n
 	next.next += uint32(n)
-	return &next, true
+	return next, true
 }
 
 // tlsish maps fuzz byte b to a byte for stream position pos: usually the
@@ -164,7 +302,7 @@ func (r *opReader) byte() byte {
 // by the input) and through the model, and fails on a different verdict.
 func runModelOps(t testing.TB, g *Guard, data []byte) {
 	resetState(t, g)
-	m := newModel()
+	m := newModel(t, g)
 	r := &opReader{data}
 	var isn [2]uint32
 	for i := range isn {
@@ -231,38 +369,39 @@ func runModelOps(t testing.TB, g *Guard, data []byte) {
 			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel %s, model %s",
 				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, got, want)
 		}
-		if got, want := kernelFlows(t, g), m.flows; !maps.EqualFunc(got, want, func(k, m *modelFlow) bool { return *k == *m }) {
-			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel flows %s, model flows %s",
-				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, fmtFlows(got), fmtFlows(want))
+		if got, want := kernelSlots(t, g), m.slots; !maps.Equal(got, want) {
+			t.Fatalf("op %d (%s, flow %d, seq isn%+d, flags %#02x, payload % x): kernel slots %s, model slots %s",
+				op, ep.name, fi, int32(p.seq-f.isn), p.flags, p.payload, fmtSlots(got), fmtSlots(want))
 		}
 	}
 }
 
-// kernelFlows reads the flows map in the model's terms.
-func kernelFlows(t testing.TB, g *Guard) map[modelKey]*modelFlow {
+// kernelSlots returns the flow table's slots in use, by index.
+func kernelSlots(t testing.TB, g *Guard) map[uint32]uint64 {
 	t.Helper()
-	out := map[modelKey]*modelFlow{}
-	var k guardFlowKey
-	var v guardFlowState
-	it := g.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		src := netip.AddrFrom16(k.Saddr)
-		if k.Family == 4 {
-			src = src.Unmap()
-		}
-		key := modelKey{src, htons(k.Sport), htons(k.Dport)}
-		out[key] = &modelFlow{next: v.NextSeq, checked: int(v.Checked), byte3: v.Byte3}
-	}
-	if err := it.Err(); err != nil {
+	n := int(g.objs.FlowSlots.MaxEntries())
+	keys := make([]uint32, n)
+	vals := make([]uint64, n)
+	var cursor ebpf.MapBatchCursor
+	got, err := g.objs.FlowSlots.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatal(err)
+	}
+	out := map[uint32]uint64{}
+	for i := range got {
+		if vals[i] != 0 {
+			out[keys[i]] = vals[i]
+		}
 	}
 	return out
 }
 
-func fmtFlows(fl map[modelKey]*modelFlow) string {
+func fmtSlots(slots map[uint32]uint64) string {
 	s := "{"
-	for k, v := range fl {
-		s += fmt.Sprintf(" %v:%d>%d: next %d checked %d byte3 %#x;", k.src, k.sport, k.dport, v.next, v.checked, v.byte3)
+	for idx, v := range slots {
+		st := unpackSlot(v)
+		s += fmt.Sprintf(" %d: tag %#x next %d checked %d len-hi-max %v;", idx, v>>slotTagShift,
+			st.next, st.checked, st.lenHiMax)
 	}
 	return s + " }"
 }

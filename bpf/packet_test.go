@@ -217,21 +217,6 @@ func (f flow) data(off int, data []byte) pkt {
 	return p
 }
 
-// key is the flows map key guard.c builds for the client's segments.
-func (f flow) key() guardFlowKey {
-	k := guardFlowKey{
-		Saddr:  f.src.Unmap().As16(),
-		Daddr:  f.dst.Unmap().As16(),
-		Sport:  htons(f.sport),
-		Dport:  htons(f.dport),
-		Family: 6,
-	}
-	if f.src.Is4() {
-		k.Family = 4
-	}
-	return k
-}
-
 // htons returns v as the map holds a __be16: network byte order, read back
 // as a host integer.
 func htons(v uint16) uint16 {

@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -23,8 +25,13 @@ func (g *Guard) load() error {
 	if err != nil {
 		return fmt.Errorf("bpf: %w", err)
 	}
-	spec.Maps[guardMapFlows].MaxEntries = uint32(g.cfg.FlowTableSize)
-	g.dropIncompatiblePin(guardMapFlows, uint32(g.cfg.FlowTableSize))
+	slots := uint32(g.cfg.FlowTableSize)
+	spec.Maps[guardMapFlowSlots].MaxEntries = slots
+	if err := spec.Variables[guardVarFlowSlotCount].Set(slots); err != nil {
+		return fmt.Errorf("bpf: size the flow table: %w", err)
+	}
+	g.dropIncompatiblePin(guardMapFlowSlots, slots)
+	g.dropOldFlowTable()
 
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: g.cfg.PinPath}}
 	if err := spec.LoadAndAssign(&g.objs, opts); err != nil {
@@ -34,7 +41,70 @@ func (g *Guard) load() error {
 		}
 		return fmt.Errorf("bpf: load guard: %w", err)
 	}
+	if err := g.ensureFlowHashKey(); err != nil {
+		g.objs.Close()
+		return err
+	}
+	if err := g.mapBlockHints(); err != nil {
+		g.objs.Close()
+		return err
+	}
+	if err := g.hintBlocklist(); err != nil {
+		g.unmapBlockHints()
+		g.objs.Close()
+		return err
+	}
 	return nil
+}
+
+// unmapBlockHints undoes mapBlockHints.
+func (g *Guard) unmapBlockHints() {
+	if g.hints != nil {
+		unix.Munmap(g.hints)
+		g.hints = nil
+	}
+}
+
+// ensureFlowHashKey gives the flow hash its secret key the first time the
+// key map is created; a pinned key is kept, since the pinned slots were
+// placed with it.
+func (g *Guard) ensureFlowHashKey() error {
+	var key guardFlowHashKey
+	if err := g.objs.FlowHashKey.Lookup(uint32(0), &key); err != nil {
+		return fmt.Errorf("bpf: read the flow hash key: %w", err)
+	}
+	if key != (guardFlowHashKey{}) {
+		return nil
+	}
+	var b [len(key.K) * 4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("bpf: make a flow hash key: %w", err)
+	}
+	for i := range key.K {
+		key.K[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	if err := g.objs.FlowHashKey.Put(uint32(0), key); err != nil {
+		return fmt.Errorf("bpf: write the flow hash key: %w", err)
+	}
+	return nil
+}
+
+// oldFlowTable is the pin name of the flow table before it became an array
+// of slots (flow_slots): an LRU hash that nothing reads any more.
+const oldFlowTable = "flows"
+
+// dropOldFlowTable removes the pin of the old flow table, which holds a
+// few dozen megabytes while pinned. A predecessor still running keeps its
+// own reference until it exits.
+func (g *Guard) dropOldFlowTable() {
+	path := filepath.Join(g.cfg.PinPath, oldFlowTable)
+	if _, err := os.Stat(path); err != nil {
+		return
+	}
+	g.log.Info("bpf: removing the pin of the flow table of an older edgegate", "path", path)
+	if err := os.Remove(path); err != nil {
+		g.log.Warn("bpf: remove pinned map", "path", path, "err", err)
+	}
 }
 
 // dropIncompatiblePin removes a pinned map whose size no longer matches the

@@ -34,8 +34,10 @@ typedef __u32 __wsum;
 #define BPF_ANY 0   // create or replace
 #define BPF_EXIST 2 // replace only
 
-// Map creation flag: allocate entries on insert (required by LPM tries).
+// Map creation flags: allocate entries on insert (required by LPM tries);
+// let userspace mmap an array.
 #define BPF_F_NO_PREALLOC 0x1
+#define BPF_F_MMAPABLE 0x400
 
 // XDP return codes (enum xdp_action).
 #define XDP_DROP 1
