@@ -50,9 +50,9 @@ func openReference(b *testing.B) map[string]*ebpf.Program {
 // same packet in the same benchmark.
 //
 // BPF_PROG_TEST_RUN repeats a program on one buffer, so a path that
-// rewrites its packet or moves its flow out of the state it needs (the
-// first data segment, whose check empties the slot) would time another
-// path from its second run on. Those paths are
+// rewrites its packet (the RST of drop_not_tls) or moves its flow out of
+// the state it needs (the first data segment, whose check empties the
+// slot) would time another path from its second run on. Those paths are
 // timed one run per call, with their setup replayed before each call, in
 // turns with the same flow's segment of the same length at another
 // sequence number (pass_other_seq) timed the same way: a single run
@@ -89,8 +89,9 @@ func BenchmarkVerdicts(b *testing.B) {
 		{name: "pass_tls_first_segment", setup: []pkt{f4.syn()}, p: f4.data(0, hello[:1000]), verdict: "pass_tls", once: true},
 		{name: "pass_untracked", p: f4.data(1000, hello[1000:]), verdict: "pass_untracked"},
 		{name: "pass_other_seq", setup: []pkt{f4.syn()}, p: f4.data(500, hello[500:1000]), verdict: "pass_other_seq"},
-		{name: "drop_not_tls", setup: []pkt{f4.syn()}, p: f4.data(0, httpGet), verdict: "drop_not_tls"},
-		{name: "drop_not_tls_ipv6_qinq_ext", setup: []pkt{f6.syn()}, p: f6.data(0, httpGet), verdict: "drop_not_tls"},
+		{name: "drop_not_tls", setup: []pkt{f4.syn()}, p: f4.data(0, httpGet), verdict: "drop_not_tls", once: true},
+		{name: "drop_not_tls_ipv6_qinq_ext", setup: []pkt{f6.syn()}, p: f6.data(0, httpGet), verdict: "drop_not_tls", once: true},
+		{name: "drop_refused", setup: []pkt{f4.syn(), f4.data(0, httpGet)}, p: f4.data(len(httpGet), httpGet), verdict: "drop_refused"},
 		{name: "drop_blocked", p: blockedFlow.syn(), verdict: "drop_blocked"},
 		{name: "drop_bad_flags", p: withFlags(f4.syn(), tcpSYN|tcpFIN), verdict: "drop_bad_flags"},
 		{name: "drop_non_tcp", p: udp, verdict: "drop_non_tcp"},
