@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -232,8 +234,10 @@ func tlsExchange(n *testNetns, s *nsServer, cert tls.Certificate, pool *x509.Cer
 }
 
 // junkNeverArrives sends bytes that are not a ClientHello and checks that
-// the guard drops the segment and its retransmission while the server's
-// socket reads nothing.
+// the guard refuses the segment and its retransmission: the server's
+// socket reads nothing and is reset (each refused segment went up the
+// local stack as a RST), and the client hears nothing back, neither data
+// nor a RST.
 func junkNeverArrives(t testing.TB, n *testNetns, s *nsServer, g *Guard, dst netip.Addr, junk []byte) {
 	t.Helper()
 	before := counter(t, g, "drop_not_tls")
@@ -261,15 +265,19 @@ func junkNeverArrives(t testing.TB, n *testNetns, s *nsServer, g *Guard, dst net
 	if _, err := c.Write(junk); err != nil {
 		t.Fatal(err)
 	}
-	// The first transmission and one retransmission were both dropped.
+	// The first transmission and one retransmission were both refused.
 	waitCounter(t, g, "drop_not_tls", before+2)
-	sc.SetReadDeadline(time.Now())
+	sc.SetReadDeadline(time.Now().Add(waitLimit))
 	err = <-readDone
 	if got.Load() != 0 {
 		t.Fatalf("server read %d bytes of %q", got.Load(), junk)
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("server read ended with %v, want the deadline", err)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("server read ended with %v, want the connection reset by the guard", err)
+	}
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if m, err := c.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client read %d bytes, %v after its junk; want nothing (the deadline)", m, err)
 	}
 }
 
@@ -380,6 +388,129 @@ func TestAttachedGuard(t *testing.T) {
 			blockedThenPasses(t, n, s, g, cert, nsServer4)
 		})
 	}
+}
+
+// TestRefusedNeverAccepted runs the guard in front of a listener with
+// TCP_DEFER_ACCEPT, as edgegate's are: the kernel accepts a connection only
+// once data arrives. A client that sends HTTP and a TLS client connect at
+// the same time; the TLS client is accepted, the HTTP client never is, the
+// server holds nothing for it (its refused segment went up the stack as a
+// RST, which ended the pending connection), and the HTTP client hears
+// nothing back, neither data nor a RST.
+func TestRefusedNeverAccepted(t *testing.T) {
+	needBPF(t)
+	n := newTestNetns(t)
+	pin := testPinPath(t)
+	for _, mode := range []Mode{ModeXDPNative, ModeXDPGeneric, ModeTCX} {
+		t.Run(string(mode), func(t *testing.T) {
+			cfg := Config{Interfaces: []string{serverVeth}, Mode: mode, Ports: []uint16{nsPort}, PinPath: pin, FlowTableSize: 1024}
+			g, err := inNetns(n.server, func() (*Guard, error) { return Open(cfg, testLogger(t)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			for _, dst := range []netip.Addr{nsServer4, nsServer6} {
+				refusedNeverAccepted(t, n, g, dst)
+			}
+		})
+	}
+}
+
+func refusedNeverAccepted(t *testing.T, n *testNetns, g *Guard, dst netip.Addr) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 5)
+		})
+		return errors.Join(err, serr)
+	}}
+	ln, err := inNetns(n.server, func() (net.Listener, error) {
+		return lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(dst, nsPort).String())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	before := counter(t, g, "drop_not_tls")
+
+	httpClient, err := dial(n, dst, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer httpClient.Close()
+	tlsClient, err := dial(n, dst, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsClient.Close()
+	if _, err := httpClient.Write(httpGet); err != nil {
+		t.Fatal(err)
+	}
+	go tls.Client(tlsClient, &tls.Config{ServerName: "edgegate.test", InsecureSkipVerify: true}).Handshake()
+
+	// Accept for 2 seconds: the TLS client, and nothing else.
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Second))
+	var accepted []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal(err)
+			}
+			break
+		}
+		defer c.Close()
+		accepted = append(accepted, c)
+	}
+	var ports []int
+	for _, c := range accepted {
+		ports = append(ports, c.RemoteAddr().(*net.TCPAddr).Port)
+	}
+	tlsPort := tlsClient.LocalAddr().(*net.TCPAddr).Port
+	httpPort := httpClient.LocalAddr().(*net.TCPAddr).Port
+	if len(ports) != 1 || ports[0] != tlsPort {
+		t.Fatalf("%s: accepted connections from ports %v; want only the TLS client's %d (the HTTP client is %d)",
+			dst, ports, tlsPort, httpPort)
+	}
+	first := make([]byte, 1)
+	accepted[0].SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(accepted[0], first); err != nil || first[0] != 0x16 {
+		t.Fatalf("%s: the accepted connection starts %x, %v; want a TLS handshake record", dst, first, err)
+	}
+	if got := counter(t, g, "drop_not_tls"); got <= before {
+		t.Fatalf("%s: drop_not_tls stayed at %d", dst, got)
+	}
+	if st, ok := serverSocket(t, n, dst, httpPort); ok {
+		t.Fatalf("%s: the server still holds a socket for the HTTP client, in state %s", dst, st)
+	}
+	httpClient.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if m, err := httpClient.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: the HTTP client read %d bytes, %v; want nothing (the deadline)", dst, m, err)
+	}
+}
+
+// serverSocket looks in the server namespace's /proc/net/tcp (or tcp6) for
+// a socket whose remote port is port, and returns its state (hex, as the
+// file has it: 03 is SYN_RECV).
+func serverSocket(t *testing.T, n *testNetns, dst netip.Addr, port int) (string, bool) {
+	t.Helper()
+	file := "/proc/thread-self/net/tcp"
+	if dst.Is6() {
+		file += "6"
+	}
+	b, err := inNetns(n.server, func() ([]byte, error) { return os.ReadFile(file) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[2], suffix) {
+			return f[3], true
+		}
+	}
+	return "", false
 }
 
 func TestAutoModeOnVeth(t *testing.T) {

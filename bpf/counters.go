@@ -19,7 +19,7 @@ var Verdicts = []string{
 	"pass_other_seq",   // tracked flow, data not at the first unchecked byte
 	"pass_untracked",   // slot holds no state for the flow: already checked, older than the guard, or overwritten
 	"pass_fragment",    // non-first IP fragment, fragments pass
-	"drop_not_tls",     // stream does not start like a TLS ClientHello
+	"drop_not_tls",     // stream does not start like a TLS ClientHello: segment turned into a RST for the local stack (dropped in a SYN)
 	"drop_non_tcp",     // UDP or another non-TCP protocol to a guarded port
 	"drop_bad_flags",   // impossible TCP flag combination
 	"drop_blocked",     // source on the blocklist
@@ -27,6 +27,7 @@ var Verdicts = []string{
 	"drop_fragment",    // non-first IP fragment, fragments dropped
 	"drop_malformed",   // truncated or inconsistent headers
 	"pass_proxy_port",  // port expects an inbound PROXY header: first bytes not checked
+	"drop_refused",     // later segment of a stream refused as not TLS
 }
 
 // Counters returns packets per verdict, summed over CPUs.
@@ -122,8 +123,8 @@ const flowBatch = 4096
 // hundreds of thousands of slots, too many for one lookup syscall each at
 // every scrape. A slot stays in use until its stream's first bytes are
 // checked or another flow's SYN takes it, so the count includes streams
-// that never sent data. It is approximate while the program changes the
-// table.
+// that never sent data, and refused streams. It is approximate while the
+// program changes the table.
 func (g *Guard) countFlows() (int, error) {
 	keys := make([]uint32, flowBatch)
 	vals := make([]uint64, flowBatch)

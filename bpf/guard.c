@@ -75,7 +75,7 @@ enum verdict {
 	VERDICT_PASS_OTHER_SEQ,       // tracked flow, data not at the first unchecked byte
 	VERDICT_PASS_UNTRACKED,       // slot holds another or no flow (checked, started before attach, overwritten)
 	VERDICT_PASS_FRAGMENT,        // non-first fragment, fragments: pass
-	VERDICT_DROP_NOT_TLS,         // stream does not start like a ClientHello
+	VERDICT_DROP_NOT_TLS,         // stream does not start like a ClientHello: reset (or dropped)
 	VERDICT_DROP_NON_TCP,         // UDP, SCTP, ... to a guarded port
 	VERDICT_DROP_BAD_FLAGS,       // impossible TCP flag combination
 	VERDICT_DROP_BLOCKED,         // source on the blocklist
@@ -83,6 +83,7 @@ enum verdict {
 	VERDICT_DROP_FRAGMENT,        // non-first fragment, fragments: drop
 	VERDICT_DROP_MALFORMED,       // truncated or inconsistent headers
 	VERDICT_PASS_PROXY_PORT,      // port expects a PROXY header first: bytes not checked
+	VERDICT_DROP_REFUSED,         // later segment of a stream refused as not TLS
 	VERDICT_MAX,
 };
 
@@ -129,13 +130,14 @@ struct lpm_key {
 //   bits 32-35  checked: how many of the first TLS_PREFIX_LEN bytes passed
 //   bit  36     the record length's high byte (stream byte 3) was its
 //               maximum, so byte 4 must be 0
-//   bit  37     unused
+//   bit  37     refused: the stream did not start like a ClientHello
 //   bit  38     in use
 //   bits 39-63  tag: 25 more bits of the flow's hash, so that a flow does
 //               not take another's slot for its own
 #define SLOT_CHECKED_SHIFT 32
 #define SLOT_CHECKED_MASK 0xfULL
 #define SLOT_LEN_HI_MAX (1ULL << 36)
+#define SLOT_REFUSED (1ULL << 37)
 #define SLOT_USED (1ULL << 38)
 #define SLOT_TAG_SHIFT 39
 #define SLOT_TAG_BITS 25
@@ -215,8 +217,8 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } allow SEC(".maps");
 
-// The flow table: streams whose first bytes are being checked (see the
-// slot layout above). The loader sets max_entries, and
+// The flow table: streams whose first bytes are being checked, and those
+// refused (see the slot layout above). The loader sets max_entries, and
 // flow_slot_count to the same number, from Config.FlowTableSize. Pinned,
 // with the hash key in flow_hash_key: a restart or an upgrade keeps them.
 struct {
@@ -480,10 +482,198 @@ static __always_inline void slot_unpack(__u64 v, struct flow_state *st)
 #define READ_SLOT(p) (*(volatile __u64 *)(p))
 #define WRITE_SLOT(p, v) (*(volatile __u64 *)(p) = (v))
 
+// Ones' complement sums for the RST's checksums (RFC 1071), over words
+// as they lie in memory: the sum is byte-order independent.
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u32 csum_add(__u32 sum, const void *buf, __u32 words)
+{
+	const __u16 *w = buf;
+#pragma unroll
+	for (__u32 i = 0; i < words; i++)
+		sum += w[i];
+	return sum;
+}
+
+// csum_replace2 is the checksum after a 16-bit field changed from old to
+// new (RFC 1624 equation 3).
+static __always_inline __u16 csum_replace2(__u16 check, __u16 old, __u16 new)
+{
+	return csum_fold((__u16)~check + (__u16)~old + new);
+}
+
+// Headers before the TCP header are shorter than this for a reset: the
+// bound, a power of two used as a mask, lets the verifier check the
+// rewrites' packet offsets.
+#define RESET_L4_OFF_LIMIT 1024
+
+// rst_header lays out the RST reset_segment writes: the segment's ports,
+// sequence number seq, no ACK, no options, its checksum over the
+// pseudo-header (RFC 9293 3.1, RFC 8200 8.1) and itself.
+static __always_inline void rst_header(const struct packet *p, __u32 seq, struct tcphdr *rst)
+{
+	*rst = (struct tcphdr){
+		.source = p->key.sport,
+		.dest = p->key.dport,
+		.seq = bpf_htonl(seq),
+		.doff_res = (sizeof(struct tcphdr) / TCP_DOFF_UNIT) << TCP_DOFF_SHIFT,
+		.flags = TCP_RST,
+	};
+	__u32 sum = bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(struct tcphdr));
+	if (p->key.family == FAMILY_IPV4) {
+		sum = csum_add(sum, p->key.saddr + V4MAPPED_ZEROS + V4MAPPED_ONES, 2);
+		sum = csum_add(sum, p->key.daddr + V4MAPPED_ZEROS + V4MAPPED_ONES, 2);
+	} else {
+		sum = csum_add(sum, p->key.saddr, ADDR_LEN / 2);
+		sum = csum_add(sum, p->key.daddr, ADDR_LEN / 2);
+	}
+	rst->check = csum_fold(csum_add(sum, rst, sizeof(*rst) / 2));
+}
+
+// reset_offsets checks the offsets of the IP and TCP headers for a reset
+// and returns them masked for the verifier, or 0 if there is none to do.
+static __always_inline int reset_offsets(const struct packet *p, __u32 *l3_off, __u32 *l4_off)
+{
+	// The datagram's other fragments would follow a finished RST.
+	if (p->more_fragments)
+		return 0;
+	__u32 l3 = p->l3_off, l4 = *l4_off;
+	if (l3 >= RESET_L4_OFF_LIMIT || l4 >= RESET_L4_OFF_LIMIT || l4 < l3)
+		return 0;
+	// clang knows the masks change nothing and would drop them; the
+	// verifier needs them.
+	barrier_var(l3);
+	barrier_var(l4);
+	*l3_off = l3 & (RESET_L4_OFF_LIMIT - 1);
+	*l4_off = l4 & (RESET_L4_OFF_LIMIT - 1);
+	return 1;
+}
+
+// reset_segment_xdp and reset_segment_tc turn the TCP segment at l4_off
+// into a RST in place: no data, no options, no ACK, sequence number seq
+// (the stream's first unchecked byte, where the local stack expects the
+// stream's next byte); the IP length and checksum and the TCP checksum are
+// rewritten. The bytes after the TCP header stay in the frame, outside the
+// IP length: the IP layer cuts them off as link padding (ip_rcv_core,
+// ip6_rcv_core), which spares a helper call. Passed up, the RST ends the
+// connection the local stack holds for the stream (an embryonic one, which
+// TCP_DEFER_ACCEPT keeps out of accept(), or an established one) without a
+// word to the client, and an embryonic connection never reaches accept().
+// They return 1 if the packet is that RST now, 0 if it could not be
+// rewritten and must be dropped.
+//
+// They are global functions, which the verifier checks once, on their
+// own, rather than once for every way through the parsers that reaches
+// them.
+__noinline int reset_segment_xdp(struct xdp_md *ctx, const struct packet *p, __u32 l4_off,
+				 __u32 seq)
+{
+	__u32 l3_off;
+	if (!ctx || !p || !reset_offsets(p, &l3_off, &l4_off))
+		return 0;
+	struct tcphdr rst;
+	rst_header(p, seq, &rst);
+	__be16 ip_len = bpf_htons(l4_off - l3_off + sizeof(struct tcphdr));
+
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (p->key.family == FAMILY_IPV4) {
+		struct iphdr *ip = data + l3_off;
+		if ((void *)(ip + 1) > end)
+			return 0;
+		ip->check = csum_replace2(ip->check, ip->tot_len, ip_len);
+		ip->tot_len = ip_len;
+	} else {
+		struct ipv6hdr *ip6 = data + l3_off;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		ip6->payload_len = bpf_htons(bpf_ntohs(ip_len) - sizeof(*ip6));
+	}
+	struct tcphdr *th = data + l4_off;
+	if ((void *)(th + 1) > end)
+		return 0;
+	*th = rst;
+	return 1;
+}
+
+// At TC, bpf_skb_store_bytes keeps skb->csum in step with the bytes, which
+// a NIC's CHECKSUM_COMPLETE needs. The IP header and the RST go in one
+// store when they are adjacent (no IPv4 options, no IPv6 extension
+// headers), as they nearly always are. An skb that GRO made of several
+// segments is cut with bpf_skb_change_tail, which also clears its
+// segmentation; any other is left for the IP layer to cut (see
+// reset_segment_xdp).
+__noinline int reset_segment_tc(struct __sk_buff *skb, const struct packet *p, __u32 l4_off,
+				__u32 seq)
+{
+	__u32 l3_off;
+	if (!skb || !p || !reset_offsets(p, &l3_off, &l4_off))
+		return 0;
+	__be16 ip_len = bpf_htons(l4_off - l3_off + sizeof(struct tcphdr));
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (p->key.family == FAMILY_IPV4) {
+		struct {
+			struct iphdr ip;
+			struct tcphdr tcp;
+		} h;
+		struct iphdr *ip = data + l3_off;
+		if ((void *)(ip + 1) > end)
+			return 0;
+		h.ip = *ip;
+		h.ip.check = csum_replace2(ip->check, ip->tot_len, ip_len);
+		h.ip.tot_len = ip_len;
+		rst_header(p, seq, &h.tcp);
+		if (l4_off == l3_off + sizeof(h.ip)) {
+			if (bpf_skb_store_bytes(skb, l3_off, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM))
+				return 0;
+		} else if (bpf_skb_store_bytes(skb, l3_off, &h.ip, sizeof(h.ip), BPF_F_RECOMPUTE_CSUM) ||
+			   bpf_skb_store_bytes(skb, l4_off, &h.tcp, sizeof(h.tcp), BPF_F_RECOMPUTE_CSUM)) {
+			return 0;
+		}
+	} else {
+		struct {
+			struct ipv6hdr ip6;
+			struct tcphdr tcp;
+		} h;
+		struct ipv6hdr *ip6 = data + l3_off;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		h.ip6 = *ip6;
+		h.ip6.payload_len = bpf_htons(bpf_ntohs(ip_len) - sizeof(h.ip6));
+		rst_header(p, seq, &h.tcp);
+		if (l4_off == l3_off + sizeof(h.ip6)) {
+			if (bpf_skb_store_bytes(skb, l3_off, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM))
+				return 0;
+		} else if (bpf_skb_store_bytes(skb, l3_off, &h.ip6, sizeof(h.ip6), BPF_F_RECOMPUTE_CSUM) ||
+			   bpf_skb_store_bytes(skb, l4_off, &h.tcp, sizeof(h.tcp), BPF_F_RECOMPUTE_CSUM)) {
+			return 0;
+		}
+	}
+	if (skb->gso_size)
+		return bpf_skb_change_tail(skb, l4_off + sizeof(struct tcphdr), 0) == 0;
+	return 1;
+}
+
+static __always_inline int reset_segment(void *ctx, int is_xdp, struct packet *p,
+					 __u32 l4_off, __u32 seq)
+{
+	if (is_xdp)
+		return reset_segment_xdp(ctx, p, l4_off, seq);
+	return reset_segment_tc(ctx, p, l4_off, seq);
+}
+
 // judge_tcp decides a TCP segment to a guarded port once source checks
-// passed.
+// passed. *reset is set when the segment was rewritten into a RST, which
+// then passes instead of being dropped.
 static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct cursor *c,
-					      struct packet *p, __u32 port_flags)
+					      struct packet *p, __u32 port_flags, int *reset)
 {
 	__u32 payload_off, payload_len;
 	struct tcphdr *th = parse_tcp(c, p, &payload_off, &payload_len);
@@ -495,6 +685,7 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 		return VERDICT_PASS_PROXY_PORT;
 
 	__u32 seq = bpf_ntohl(th->seq);
+	__u32 l4_off = c->off;
 	__u64 id;
 	__u64 *slot = flow_slot(&p->key, &id);
 	if (!slot)
@@ -503,7 +694,7 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	if ((th->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		// A SYN (re)starts the check of its stream. With TCP Fast Open the
 		// hello rides in the SYN; a SYN whose data is not one is dropped
-		// and, like every dropped segment, leaves the slot alone.
+		// (no connection exists yet to reset) and leaves the slot alone.
 		struct flow_state st = {.next_seq = seq + 1}; // the SYN takes one
 		enum verdict v = VERDICT_PASS_SYN;
 		if (payload_len > 0) {
@@ -521,31 +712,42 @@ static __always_inline enum verdict judge_tcp(void *ctx, int is_xdp, struct curs
 	__u64 cur = READ_SLOT(slot);
 	if ((cur & SLOT_ID_MASK) != id)
 		return VERDICT_PASS_UNTRACKED;
-	if (payload_len == 0)
-		return VERDICT_PASS_NO_PAYLOAD;
-
 	struct flow_state st;
 	slot_unpack(cur, &st);
 	// skip: how far next_seq lies into this segment (serial arithmetic).
 	__s32 skip = (__s32)(st.next_seq - seq);
-	if (skip < 0 || (__u32)skip >= payload_len)
-		return VERDICT_PASS_OTHER_SEQ;
+	int at_next = payload_len > 0 && skip >= 0 && (__u32)skip < payload_len;
 
-	// A segment that fails leaves the slot as it was, so a retransmission
-	// is judged again.
-	if (!check_payload(ctx, is_xdp, c, &st, payload_off, skip, payload_len))
-		return VERDICT_DROP_NOT_TLS;
-	// A plain store, like a SYN's: should another stream's SYN have taken
-	// the slot since it was read, that stream loses it, as it would to
-	// any collision, and passes untracked.
-	WRITE_SLOT(slot, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
-	return VERDICT_PASS_TLS;
+	if (cur & SLOT_REFUSED) {
+		// The local stack no longer knows the connection and would answer
+		// these with a RST of its own: drop them, except that the refused
+		// bytes, retransmitted, are reset again in case the first RST
+		// did not end the connection.
+		if (!at_next)
+			return VERDICT_DROP_REFUSED;
+	} else {
+		if (payload_len == 0)
+			return VERDICT_PASS_NO_PAYLOAD;
+		if (!at_next)
+			return VERDICT_PASS_OTHER_SEQ;
+		// Plain stores, like a SYN's: should another stream's SYN have
+		// taken the slot since it was read, that stream loses it, as it
+		// would to any collision, and passes untracked.
+		if (check_payload(ctx, is_xdp, c, &st, payload_off, skip, payload_len)) {
+			WRITE_SLOT(slot, st.checked >= TLS_PREFIX_LEN ? 0 : slot_pack(id, &st));
+			return VERDICT_PASS_TLS;
+		}
+		WRITE_SLOT(slot, cur | SLOT_REFUSED);
+	}
+	*reset = reset_segment(ctx, is_xdp, p, l4_off, st.next_seq);
+	return VERDICT_DROP_NOT_TLS;
 }
 
 // guard is the shared core. frame_len is the packet length from the start
 // of the Ethernet header (it can exceed end - data at TC with paged skbs).
+// *reset is set when the packet was rewritten into a RST to pass up.
 static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, void *data_end,
-					  __u32 frame_len)
+					  __u32 frame_len, int *reset)
 {
 	struct cursor c = {.pos = data, .end = data_end};
 	struct packet p = {};
@@ -581,13 +783,14 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 	if (p.l4proto != IPPROTO_TCP)
 		return VERDICT_DROP_NON_TCP;
 
-	return judge_tcp(ctx, is_xdp, &c, &p, pol->flags);
+	return judge_tcp(ctx, is_xdp, &c, &p, pol->flags, reset);
 }
 
-// drops says whether a verdict drops its packet. Each verdict is listed
-// by name and there is no default, so a new verdict fails the build
-// (-Wswitch under -Werror) until it is given an action here, and cannot
-// change another's by where it lands in the enum.
+// drops says whether a verdict drops its packet, unless the packet was
+// rewritten into a RST. Each verdict is listed by name and there is no
+// default, so a new verdict fails the build (-Wswitch under -Werror) until
+// it is given an action here, and cannot change another's by where it
+// lands in the enum.
 static __always_inline int drops(enum verdict v)
 {
 	switch (v) {
@@ -607,6 +810,7 @@ static __always_inline int drops(enum verdict v)
 	case VERDICT_DROP_NOT_ALLOWED:
 	case VERDICT_DROP_FRAGMENT:
 	case VERDICT_DROP_MALFORMED:
+	case VERDICT_DROP_REFUSED:
 		return 1;
 	case VERDICT_MAX: // a count, not a verdict: guard() never returns it
 		break;
@@ -619,8 +823,9 @@ int guard_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	enum verdict v = count(guard(ctx, 1, data, data_end, data_end - data));
-	return drops(v) ? XDP_DROP : XDP_PASS;
+	int reset = 0;
+	enum verdict v = count(guard(ctx, 1, data, data_end, data_end - data, &reset));
+	return drops(v) && !reset ? XDP_DROP : XDP_PASS;
 }
 
 // Headers are read with direct packet access; at TC they may sit partly in
@@ -636,7 +841,8 @@ int guard_tc(struct __sk_buff *skb)
 
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	enum verdict v = count(guard(skb, 0, data, data_end, skb->len));
+	int reset = 0;
+	enum verdict v = count(guard(skb, 0, data, data_end, skb->len, &reset));
 	// TCX_NEXT rather than TCX_PASS, so programs after ours still run.
-	return drops(v) ? TCX_DROP : TCX_NEXT;
+	return drops(v) && !reset ? TCX_DROP : TCX_NEXT;
 }

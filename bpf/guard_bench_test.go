@@ -1,25 +1,28 @@
 package bpf
 
-// reference.c, the program BenchmarkVerdicts compares the guard with, is
-// built for the tests only (reference_bpfel_test.go).
+// reference.c, the program BenchmarkVerdicts compares the guard with, and
+// steady.c, which lets it time paths that change their packet or state,
+// are built for the tests only (*_bpfel_test.go).
 //go:generate go tool bpf2go -cc clang-19 -target bpfel reference reference.c -- -mcpu=v3 -Wall -Werror
+//go:generate go tool bpf2go -cc clang-19 -target bpfel steady steady.c -- -mcpu=v3 -Wall -Werror
 
 import (
-	"runtime"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"golang.org/x/sys/unix"
 )
 
 // trivialProgram returns a program of the given type that only returns
-// ret: the floor a guard path is compared against.
-func trivialProgram(b *testing.B, typ ebpf.ProgramType, ret int32) *ebpf.Program {
+// ret: the floor a guard path is compared against. It has the guard's
+// attach type, so that steady.c can tail-call it as it does the guard.
+func trivialProgram(b *testing.B, typ ebpf.ProgramType, attach ebpf.AttachType, ret int32) *ebpf.Program {
 	b.Helper()
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         typ,
+		AttachType:   attach,
 		License:      "MIT",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
 	})
@@ -43,6 +46,59 @@ func openReference(b *testing.B) map[string]*ebpf.Program {
 	return map[string]*ebpf.Program{"xdp": objs.ReferenceXdp, "tc": objs.ReferenceTc}
 }
 
+// steadyRunner holds steady.c, loaded by openSteady for the guard g: per entry point, a
+// program that puts a packet and a flow slot back as they were, then
+// tail-calls its target (see steady.c).
+type steadyRunner struct {
+	objs steadyObjects
+}
+
+func openSteady(b *testing.B, g *Guard) *steadyRunner {
+	b.Helper()
+	spec, err := loadSteady()
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec.Maps["flow_slots"].MaxEntries = g.objs.FlowSlots.MaxEntries()
+	s := &steadyRunner{}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"flow_slots": g.objs.FlowSlots}}
+	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			b.Fatalf("%+v", ve)
+		}
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.objs.Close() })
+	return s
+}
+
+// time returns the nanoseconds per run of n runs that put frame and slot
+// idx (as value) back and then run target.
+func (s *steadyRunner) time(b *testing.B, ep runProgram, target *ebpf.Program, frame []byte, idx uint32, value uint64, n int) float64 {
+	b.Helper()
+	fr, err := parseFrame(frame)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := steadySteadyState{Len: uint32(len(frame)), ShortLen: uint32(fr.l4 + 20), Slot: idx, SlotValue: value}
+	if len(frame) > len(st.Frame) {
+		b.Fatalf("frame of %d bytes, steady.c holds %d", len(frame), len(st.Frame))
+	}
+	copy(st.Frame[:], frame)
+	if err := s.objs.Steady.Put(uint32(0), st); err != nil {
+		b.Fatal(err)
+	}
+	prog, targets := s.objs.SteadyXdp, s.objs.TargetXdp
+	if ep.name == "tc" {
+		prog, targets = s.objs.SteadyTc, s.objs.TargetTc
+	}
+	if err := targets.Put(uint32(0), target); err != nil {
+		b.Fatal(err)
+	}
+	return timeRepeated(b, prog, frame, n)
+}
+
 // BenchmarkVerdicts measures nanoseconds per packet for each verdict path
 // of both entry points with BPF_PROG_TEST_RUN, and the ratios to a trivial
 // program of the same type (baseline) and to the reference program
@@ -50,15 +106,12 @@ func openReference(b *testing.B) map[string]*ebpf.Program {
 // same packet in the same benchmark.
 //
 // BPF_PROG_TEST_RUN repeats a program on one buffer, so a path that
-// rewrites its packet or moves its flow out of the state it needs (the
-// first data segment, whose check empties the slot) would time another
-// path from its second run on. Those paths are
-// timed one run per call, with their setup replayed before each call, in
-// turns with the same flow's segment of the same length at another
-// sequence number (pass_other_seq) timed the same way: a single run
-// after a system call costs far more than a repeated one, so the row
-// reports pass_other_seq's repeated cost plus the difference between the
-// two single runs.
+// rewrites its packet (the RST of drop_not_tls) or moves its stream out of
+// the state it needs (the first data segment, whose check empties the
+// slot) would time another path from its second run on. Those paths run
+// behind steady.c, which puts the packet and the slot back before each
+// run and then tail-calls the guard; the same with the trivial program
+// instead of the guard times the putting back, which is taken off.
 func BenchmarkVerdicts(b *testing.B) {
 	g := openTestGuard(b, Config{Ports: []uint16{guarded}})
 	hello := clientHello(b)
@@ -78,28 +131,35 @@ func BenchmarkVerdicts(b *testing.B) {
 
 	paths := []struct {
 		name    string
-		setup   []pkt // put the flow in the state the path needs
+		flow    flow  // for steady paths: the stream whose slot is put back
+		setup   []pkt // put the stream in the state the path needs
 		p       pkt
 		verdict string
-		once    bool // the path changes its packet or its flow's state: see above
+		steady  bool // the path changes its packet or its stream's slot: see above
 	}{
 		{name: "pass_not_guarded", p: unguarded, verdict: "pass_not_guarded"},
 		{name: "pass_syn", p: f4.syn(), verdict: "pass_syn"},
 		{name: "pass_tls_tfo_9_bytes_checked", p: f4.synData(hello[:1000]), verdict: "pass_tls"},
-		{name: "pass_tls_first_segment", setup: []pkt{f4.syn()}, p: f4.data(0, hello[:1000]), verdict: "pass_tls", once: true},
+		{name: "pass_tls_first_segment", flow: f4, setup: []pkt{f4.syn()}, p: f4.data(0, hello[:200]), verdict: "pass_tls", steady: true},
 		{name: "pass_untracked", p: f4.data(1000, hello[1000:]), verdict: "pass_untracked"},
 		{name: "pass_other_seq", setup: []pkt{f4.syn()}, p: f4.data(500, hello[500:1000]), verdict: "pass_other_seq"},
-		{name: "drop_not_tls", setup: []pkt{f4.syn()}, p: f4.data(0, httpGet), verdict: "drop_not_tls"},
-		{name: "drop_not_tls_ipv6_qinq_ext", setup: []pkt{f6.syn()}, p: f6.data(0, httpGet), verdict: "drop_not_tls"},
+		{name: "drop_not_tls", flow: f4, setup: []pkt{f4.syn()}, p: f4.data(0, httpGet), verdict: "drop_not_tls", steady: true},
+		{name: "drop_not_tls_ipv6_qinq_ext", flow: f6, setup: []pkt{f6.syn()}, p: f6.data(0, httpGet), verdict: "drop_not_tls", steady: true},
+		{name: "drop_refused", setup: []pkt{f4.syn(), f4.data(0, httpGet)}, p: f4.data(len(httpGet), httpGet), verdict: "drop_refused"},
 		{name: "drop_blocked", p: blockedFlow.syn(), verdict: "drop_blocked"},
 		{name: "drop_bad_flags", p: withFlags(f4.syn(), tcpSYN|tcpFIN), verdict: "drop_bad_flags"},
 		{name: "drop_non_tcp", p: udp, verdict: "drop_non_tcp"},
 	}
 	baselines := map[string]*ebpf.Program{
-		"xdp": trivialProgram(b, ebpf.XDP, xdpPass),
-		"tc":  trivialProgram(b, ebpf.SchedCLS, -1),
+		"xdp": trivialProgram(b, ebpf.XDP, ebpf.AttachXDP, xdpPass),
+		"tc":  trivialProgram(b, ebpf.SchedCLS, ebpf.AttachNone, -1),
 	}
 	references := openReference(b)
+	steady := openSteady(b, g)
+	var hashKey guardFlowHashKey
+	if err := g.objs.FlowHashKey.Lookup(uint32(0), &hashKey); err != nil {
+		b.Fatal(err)
+	}
 	for _, ep := range entryPoints {
 		for _, path := range paths {
 			b.Run(ep.name+"/"+path.name, func(b *testing.B) {
@@ -107,34 +167,44 @@ func BenchmarkVerdicts(b *testing.B) {
 				if err := g.Block(outside4, time.Now().Add(time.Hour)); err != nil {
 					b.Fatal(err)
 				}
-				var setup [][]byte
 				for _, p := range path.setup {
-					setup = append(setup, p.bytes())
-					judge(b, g, ep, setup[len(setup)-1])
-				}
-				var otherFrame []byte
-				var warm float64
-				if path.once {
-					other := path.p
-					other.seq += otherSeqGap
-					otherFrame = other.bytes()
-					if v := judge(b, g, ep, otherFrame); v != "pass_other_seq" {
-						b.Fatalf("comparison packet gets %s, want pass_other_seq", v)
-					}
-					warm = timeRepeated(b, ep.prog(g), otherFrame, b.N)
+					judge(b, g, ep, p.bytes())
 				}
 				frame := path.p.bytes()
+				var idx uint32
+				var slot uint64
+				if path.steady {
+					f := path.flow
+					idx, _ = slotOf(hashKey, g.objs.FlowSlots.MaxEntries(), f.src, f.dst, f.sport, f.dport)
+					if err := g.objs.FlowSlots.Lookup(idx, &slot); err != nil {
+						b.Fatal(err)
+					}
+				}
 				if v := judge(b, g, ep, frame); v != path.verdict {
 					b.Fatalf("benchmark packet gets %s, want %s", v, path.verdict)
 				}
 				base := timeRepeated(b, baselines[ep.name], frame, b.N)
 				ref := timeRepeated(b, references[ep.name], frame, b.N)
-				b.ResetTimer()
 				var ns float64
-				if path.once {
-					once, otherOnce := timeOnce(b, ep.prog(g), setup, frame, otherFrame, min(b.N, onceCalls))
-					ns = warm + once - otherOnce
+				if path.steady {
+					// One run behind steady.c must take the path.
+					before, err := g.Counters()
+					if err != nil {
+						b.Fatal(err)
+					}
+					steady.time(b, ep, ep.prog(g), frame, idx, slot, 1)
+					after, err := g.Counters()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if after[path.verdict] != before[path.verdict]+1 {
+						b.Fatalf("behind steady.c the packet does not get %s: %v -> %v", path.verdict, before, after)
+					}
+					restore := steady.time(b, ep, baselines[ep.name], frame, idx, slot, b.N)
+					b.ResetTimer()
+					ns = steady.time(b, ep, ep.prog(g), frame, idx, slot, b.N) - restore + base
 				} else {
+					b.ResetTimer()
 					ns = timeRepeated(b, ep.prog(g), frame, b.N)
 				}
 				b.ReportMetric(ns, "ns/pkt")
@@ -158,55 +228,4 @@ func timeRepeated(b *testing.B, prog *ebpf.Program, frame []byte, n int) float64
 		b.Fatal(err)
 	}
 	return float64(d.Nanoseconds())
-}
-
-// otherSeqGap moves a segment far enough past its stream's first
-// unchecked byte to make it pass_other_seq.
-const otherSeqGap = 1 << 20
-
-// onceCalls bounds the calls that time a one-run-per-call path: each
-// takes a few system calls.
-const onceCalls = 200000
-
-// timeOnce returns the mean nanoseconds of one run of prog on frame and on
-// other, each after the setup frames, over n turns. The goroutine stays on
-// one CPU meanwhile: a flow's packets, setup included, reach one CPU
-// behind RSS, and the flow's slot need not move between CPU caches.
-func timeOnce(b *testing.B, prog *ebpf.Program, setup [][]byte, frame, other []byte, n int) (float64, float64) {
-	b.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var all, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		b.Fatal(err)
-	}
-	for cpu := 0; cpu < len(all)*64; cpu++ {
-		if all.IsSet(cpu) {
-			one.Set(cpu)
-			break
-		}
-	}
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		b.Fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &all)
-
-	run := func(f []byte) time.Duration {
-		for _, p := range setup {
-			if _, err := prog.Run(&ebpf.RunOptions{Data: p}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		_, d, err := prog.Benchmark(f, 1, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return d
-	}
-	var sum, otherSum time.Duration
-	for range n {
-		sum += run(frame)
-		otherSum += run(other)
-	}
-	return float64(sum.Nanoseconds()) / float64(n), float64(otherSum.Nanoseconds()) / float64(n)
 }

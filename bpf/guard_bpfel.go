@@ -57,7 +57,8 @@ const (
 	guardVerdictVERDICT_DROP_FRAGMENT    guardVerdict = 12
 	guardVerdictVERDICT_DROP_MALFORMED   guardVerdict = 13
 	guardVerdictVERDICT_PASS_PROXY_PORT  guardVerdict = 14
-	guardVerdictVERDICT_MAX              guardVerdict = 15
+	guardVerdictVERDICT_DROP_REFUSED     guardVerdict = 15
+	guardVerdictVERDICT_MAX              guardVerdict = 16
 )
 
 // Names of all BPF objects in the ELF.

@@ -110,7 +110,9 @@ var entryPoints = []runProgram{
 
 // judge runs one packet and returns the verdict whose counter moved,
 // failing unless exactly one counter moved by exactly one and the return
-// code matches that verdict.
+// code matches that verdict. drop_not_tls passes the packet rewritten into
+// a RST, which judge checks (checkReset), unless the segment is a SYN or a
+// fragment other than the last: those are dropped.
 func judge(t testing.TB, g *Guard, ep runProgram, frame []byte) string {
 	t.Helper()
 	v, err := tryJudge(t, g, ep, frame)
@@ -129,7 +131,8 @@ func tryJudge(t testing.TB, g *Guard, ep runProgram, frame []byte) (string, erro
 	if err != nil {
 		t.Fatal(err)
 	}
-	ret, err := ep.prog(g).Run(&ebpf.RunOptions{Data: frame})
+	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)}
+	ret, err := ep.prog(g).Run(opts)
 	if err != nil {
 		return "", err
 	}
@@ -151,13 +154,27 @@ func tryJudge(t testing.TB, g *Guard, ep runProgram, frame []byte) (string, erro
 		t.Fatalf("%d counters moved for one packet: %v", len(moved), moved)
 	}
 	want := ep.pass
-	if strings.HasPrefix(moved[0], "drop_") {
+	if strings.HasPrefix(moved[0], "drop_") && !(moved[0] == "drop_not_tls" && resettable(frame)) {
 		want = ep.drop
 	}
 	if ret != want {
 		t.Fatalf("%s returned %#x for verdict %s, want %#x", ep.name, ret, moved[0], want)
 	}
+	if moved[0] == "drop_not_tls" && ret == ep.pass {
+		if err := checkReset(frame, opts.DataOut); err != nil {
+			t.Fatalf("%s: drop_not_tls: the packet passed is not the segment's RST: %v\nin:  % x\nout: % x",
+				ep.name, err, frame, opts.DataOut)
+		}
+	}
 	return moved[0], nil
+}
+
+// resettable says whether guard.c turns a TCP segment it refuses into a
+// RST: not a SYN, which has no connection to end, nor a fragment that
+// others follow.
+func resettable(b []byte) bool {
+	f, err := parseFrame(b)
+	return err == nil && f.flags&tcpSYN == 0 && !f.moreFragments
 }
 
 // resetState empties the maps a table row may have written.
@@ -290,6 +307,8 @@ func tlsTable(t testing.TB) []struct {
 	triple.vlans = []uint16{0x88a8, 0x8100, 0x8100}
 
 	withFlags := func(p pkt, flags uint8) pkt { p.flags = flags; return p }
+	// other is another connection framed like f.
+	other := func(f flow) flow { f.sport += 1000; f.isn += 7777; return f }
 	withPort := func(p pkt, port uint16) pkt { p.dport = port; return p }
 	withSrc := func(p pkt, src netip.Addr) pkt { p.src = src; return p }
 	withProto := func(p pkt, proto uint8) pkt { p.proto = proto; return p }
@@ -346,10 +365,16 @@ func tlsTable(t testing.TB) []struct {
 			one(wrap.data(2, hello[2:7]), "pass_tls"),
 			one(wrap.data(7, hello[7:500]), "pass_tls"),
 		)},
-		{name: "http GET dropped, retransmission dropped, then hello passes", steps: seq(
+		{name: "http GET reset, retransmission reset, the stream stays refused until a new SYN", steps: seq(
 			one(f4.syn(), "pass_syn"),
 			one(f4.data(0, httpGet), "drop_not_tls"),
 			one(f4.data(0, httpGet), "drop_not_tls"),
+			one(f4.data(0, hello[:1200]), "drop_not_tls"),
+			one(f4.data(len(httpGet), httpGet), "drop_refused"),
+			one(f4.ack(), "drop_refused"),
+			one(withFlags(f4.data(len(httpGet), nil), tcpFIN|tcpACK), "drop_refused"),
+			one(withFlags(f4.data(len(httpGet), nil), tcpRST), "drop_refused"),
+			one(f4.syn(), "pass_syn"),
 			one(f4.data(0, hello[:1200]), "pass_tls"),
 		)},
 		{name: "ssh banner", steps: seq(one(f6.syn(), "pass_syn"), one(f6.data(0, sshBanner), "drop_not_tls"))},
@@ -361,7 +386,8 @@ func tlsTable(t testing.TB) []struct {
 			one(f4.data(0, hdr(0x16, 0x03, 0x01, 0x02, 0x00)), "pass_tls"),
 			one(f4.data(5, hdr(0x02, 0, 0, 0x50)), "drop_not_tls"),
 			one(f4.data(5, hdr(0x02, 0, 0, 0x50)), "drop_not_tls"),
-			one(f4.data(5, hdr(0x01, 0, 0, 0x50)), "pass_tls"),
+			one(f4.data(5, hdr(0x01, 0, 0, 0x50)), "drop_not_tls"),
+			one(f4.data(0, hdr(0x16, 0x03, 0x01, 0x02, 0x00)), "drop_refused"),
 		)},
 		{name: "version 3.5", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x05, 0, 0x10, 1, 0, 0, 0x0c)), "drop_not_tls"))},
 		{name: "version 3.0 (RFC 5246 E.1)", steps: seq(one(f4.syn(), "pass_syn"), one(f4.data(0, hdr(0x16, 0x03, 0x00, 0, 0x10, 1, 0, 0, 0x0c)), "pass_tls"))},
@@ -424,25 +450,29 @@ func tlsTable(t testing.TB) []struct {
 		{name: "no syn seen", steps: one(f4.data(0, httpGet), "pass_untracked")},
 		{name: "vlan", steps: seq(
 			one(vlan.syn(), "pass_syn"),
-			one(vlan.data(0, httpGet), "drop_not_tls"),
 			one(vlan.data(0, hello[:1000]), "pass_tls"),
+			one(other(vlan).syn(), "pass_syn"),
+			one(other(vlan).data(0, httpGet), "drop_not_tls"),
 		)},
 		{name: "qinq", steps: seq(
 			one(qinq.syn(), "pass_syn"),
-			one(qinq.data(0, sshBanner), "drop_not_tls"),
 			one(qinq.data(0, hello[:1000]), "pass_tls"),
+			one(other(qinq).syn(), "pass_syn"),
+			one(other(qinq).data(0, sshBanner), "drop_not_tls"),
 		)},
 		{name: "three vlan tags are not parsed", steps: one(triple.data(0, httpGet), "pass_not_guarded")},
 		{name: "ipv4 options and tcp options", steps: seq(
 			one(func() pkt { p := opts.syn(); p.tcpOpts = tcpOptsSyn; return p }(), "pass_syn"),
-			one(opts.data(0, httpGet), "drop_not_tls"),
 			one(opts.data(0, hello[:5]), "pass_tls"),
 			one(opts.data(5, hello[5:1000]), "pass_tls"),
+			one(func() pkt { p := other(opts).syn(); p.tcpOpts = tcpOptsSyn; return p }(), "pass_syn"),
+			one(other(opts).data(0, httpGet), "drop_not_tls"),
 		)},
 		{name: "ipv6 extension headers", steps: seq(
 			one(ext.syn(), "pass_syn"),
-			one(ext.data(0, proxyV1), "drop_not_tls"),
 			one(ext.data(0, hello[:1000]), "pass_tls"),
+			one(other(ext).syn(), "pass_syn"),
+			one(other(ext).data(0, proxyV1), "drop_not_tls"),
 		)},
 		{name: "ipv6 extension chain beyond the bound", steps: one(long.syn(), "drop_malformed")},
 		{name: "bad flags", steps: seq(

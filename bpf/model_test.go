@@ -31,6 +31,7 @@ type model struct {
 const (
 	slotCheckedShift = 32
 	slotLenHiMax     = 1 << 36
+	slotRefused      = 1 << 37
 	slotUsed         = 1 << 38
 	slotTagShift     = 39
 	slotTagBits      = 25
@@ -210,17 +211,25 @@ func (m *model) judge(p pkt) string {
 	if cur&slotIDMask != id {
 		return "pass_untracked"
 	}
+	st := unpackSlot(cur)
+	skip := int32(st.next - p.seq)
+	atNext := len(p.payload) > 0 && skip >= 0 && int(skip) < len(p.payload)
+	if cur&slotRefused != 0 {
+		if !atNext {
+			return "drop_refused"
+		}
+		return "drop_not_tls"
+	}
 	if len(p.payload) == 0 {
 		return "pass_no_payload"
 	}
-	st := unpackSlot(cur)
-	skip := int32(st.next - p.seq)
-	if skip < 0 || int(skip) >= len(p.payload) {
+	if !atNext {
 		return "pass_other_seq"
 	}
 	next, ok := st.check(p.payload[skip:])
 	if !ok {
-		return "drop_not_tls" // slot untouched
+		m.set(idx, cur|slotRefused)
+		return "drop_not_tls"
 	}
 	if next.checked >= 9 {
 		m.set(idx, 0)
@@ -400,8 +409,8 @@ func fmtSlots(slots map[uint32]uint64) string {
 	s := "{"
 	for idx, v := range slots {
 		st := unpackSlot(v)
-		s += fmt.Sprintf(" %d: tag %#x next %d checked %d len-hi-max %v;", idx, v>>slotTagShift,
-			st.next, st.checked, st.lenHiMax)
+		s += fmt.Sprintf(" %d: tag %#x next %d checked %d len-hi-max %v refused %v;", idx, v>>slotTagShift,
+			st.next, st.checked, st.lenHiMax, v&slotRefused != 0)
 	}
 	return s + " }"
 }
@@ -450,7 +459,7 @@ func TestModelRandom(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"pass_not_guarded", "pass_syn", "pass_tls", "pass_no_payload", "pass_other_seq",
-		"pass_untracked", "drop_not_tls", "drop_non_tcp", "drop_bad_flags", "drop_blocked"} {
+		"pass_untracked", "drop_not_tls", "drop_non_tcp", "drop_bad_flags", "drop_blocked", "drop_refused"} {
 		if c[v] == 0 {
 			t.Errorf("random ops never produced %s (counters %v)", v, c)
 		}

@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 )
 
@@ -36,8 +38,10 @@ type extHdr struct {
 	body []byte
 }
 
-// pkt describes a test frame; bytes() lays it out. Checksums are left zero:
-// BPF_PROG_TEST_RUN does not verify them and the guard does not read them.
+// pkt describes a test frame; bytes() lays it out. BPF_PROG_TEST_RUN does
+// not verify checksums and the guard judges packets without them, but the
+// IPv4 header checksum is set: a segment rewritten into a RST gets it
+// updated, not recomputed. The TCP checksum is left zero.
 type pkt struct {
 	src, dst     netip.Addr
 	vlans        []uint16 // TPIDs outermost first, e.g. 0x88a8, 0x8100
@@ -126,6 +130,7 @@ func (p pkt) bytes() []byte {
 		copy(ip[12:], s[:])
 		copy(ip[16:], d[:])
 		copy(ip[20:], p.ipOpts)
+		binary.BigEndian.PutUint16(ip[10:], ^onesSum(0, ip))
 		b = append(b, ip...)
 		b = append(b, l4...)
 	default:
@@ -221,4 +226,189 @@ func (f flow) data(off int, data []byte) pkt {
 // as a host integer.
 func htons(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))
+}
+
+// onesSum adds b, as big-endian 16-bit words, to the ones' complement sum
+// sum (RFC 1071).
+func onesSum(sum uint16, b []byte) uint16 {
+	s := uint32(sum)
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// frame is what parseFrame found in a TCP frame.
+type frame struct {
+	l3, l4     int // offsets of the IP and TCP headers
+	src, dst   netip.Addr
+	tcp        []byte // the TCP header, options included
+	payload    []byte
+	ipv4Header []byte
+	seq, ack   uint32
+	flags      uint8
+	// moreFragments: IPv4 MF, or an IPv6 fragment header's M flag.
+	moreFragments bool
+}
+
+// parseFrame parses an Ethernet frame carrying TCP over IPv4 or IPv6,
+// with VLAN tags and IPv6 extension headers, as pkt lays them out.
+func parseFrame(b []byte) (frame, error) {
+	var f frame
+	off := 12
+	for {
+		if len(b) < off+2 {
+			return f, fmt.Errorf("truncated Ethernet header")
+		}
+		et := binary.BigEndian.Uint16(b[off:])
+		off += 2
+		if et == 0x8100 || et == 0x88a8 {
+			off += 2
+			continue
+		}
+		f.l3 = off
+		switch et {
+		case 0x0800:
+			if len(b) < off+20 {
+				return f, fmt.Errorf("truncated IPv4 header")
+			}
+			hl := int(b[off]&0xf) * 4
+			tot := int(binary.BigEndian.Uint16(b[off+2:]))
+			if b[off+9] != protoTCP || len(b) < off+tot || tot < hl {
+				return f, fmt.Errorf("not a whole TCP/IPv4 packet")
+			}
+			f.src = netip.AddrFrom4([4]byte(b[off+12 : off+16]))
+			f.dst = netip.AddrFrom4([4]byte(b[off+16 : off+20]))
+			f.ipv4Header = b[off : off+hl]
+			f.moreFragments = b[off+6]&0x20 != 0
+			f.l4 = off + hl
+			b = b[:off+tot]
+		case 0x86dd:
+			if len(b) < off+40 {
+				return f, fmt.Errorf("truncated IPv6 header")
+			}
+			plen := int(binary.BigEndian.Uint16(b[off+4:]))
+			if len(b) < off+40+plen {
+				return f, fmt.Errorf("truncated IPv6 payload")
+			}
+			f.src = netip.AddrFrom16([16]byte(b[off+8 : off+24]))
+			f.dst = netip.AddrFrom16([16]byte(b[off+24 : off+40]))
+			next, p := b[off+6], off+40
+			for next != protoTCP {
+				switch next {
+				case protoHopOpts, protoRouting, protoDstOpts:
+					next, p = b[p], p+(int(b[p+1])+1)*8
+				case protoFragment:
+					f.moreFragments = f.moreFragments || b[p+3]&1 != 0
+					next, p = b[p], p+8
+				default:
+					return f, fmt.Errorf("IPv6 next header %d", next)
+				}
+			}
+			f.l4 = p
+			b = b[:off+40+plen]
+		default:
+			return f, fmt.Errorf("EtherType %#x", et)
+		}
+		break
+	}
+	if len(b) < f.l4+20 {
+		return f, fmt.Errorf("truncated TCP header")
+	}
+	doff := int(b[f.l4+12]>>4) * 4
+	if doff < 20 || len(b) < f.l4+doff {
+		return f, fmt.Errorf("bad TCP data offset %d", doff)
+	}
+	f.tcp = b[f.l4 : f.l4+doff]
+	f.payload = b[f.l4+doff:]
+	f.seq = binary.BigEndian.Uint32(f.tcp[4:])
+	f.ack = binary.BigEndian.Uint32(f.tcp[8:])
+	f.flags = f.tcp[13]
+	return f, nil
+}
+
+// tcpChecksumOK verifies the TCP checksum of a parsed frame.
+func (f frame) tcpChecksumOK() bool {
+	seg := append(append([]byte(nil), f.tcp...), f.payload...)
+	var pseudo []byte
+	if f.src.Is4() {
+		s, d := f.src.As4(), f.dst.As4()
+		pseudo = append(append(pseudo, s[:]...), d[:]...)
+		pseudo = append(pseudo, 0, protoTCP)
+		pseudo = binary.BigEndian.AppendUint16(pseudo, uint16(len(seg)))
+	} else {
+		s, d := f.src.As16(), f.dst.As16()
+		pseudo = append(append(pseudo, s[:]...), d[:]...)
+		pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(seg)))
+		pseudo = append(pseudo, 0, 0, 0, protoTCP)
+	}
+	return onesSum(onesSum(0, pseudo), seg) == 0xffff
+}
+
+// checkReset checks that out is in rewritten as guard.c's reset_segment
+// does: the same Ethernet and IP headers but for the IP length (and
+// IPv4 checksum), then a bare RST for the same ports whose sequence number
+// lies in the segment, without options or data, with valid checksums. The
+// frame may go on past the IP length, which the IP layer cuts off.
+func checkReset(in, out []byte) error {
+	fin, err := parseFrame(in)
+	if err != nil {
+		return fmt.Errorf("input: %w", err)
+	}
+	fo, err := parseFrame(out)
+	if err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	if fo.l4 != fin.l4 || !bytes.Equal(out[:fin.l3], in[:fin.l3]) {
+		return fmt.Errorf("link or IP header layout changed")
+	}
+	if fin.src.Is4() {
+		ih, oh := bytes.Clone(fin.ipv4Header), bytes.Clone(fo.ipv4Header)
+		if got, want := binary.BigEndian.Uint16(oh[2:]), uint16(len(oh)+20); got != want {
+			return fmt.Errorf("IPv4 total length %d, want %d", got, want)
+		}
+		if onesSum(0, oh) != 0xffff {
+			return fmt.Errorf("IPv4 header checksum %#04x is wrong", binary.BigEndian.Uint16(oh[10:]))
+		}
+		for _, h := range [][]byte{ih, oh} {
+			copy(h[2:4], []byte{0, 0})
+			copy(h[10:12], []byte{0, 0})
+		}
+		if !bytes.Equal(ih, oh) {
+			return fmt.Errorf("IPv4 header changed beyond length and checksum: % x -> % x", ih, oh)
+		}
+	} else {
+		if got, want := int(binary.BigEndian.Uint16(out[fo.l3+4:])), fo.l4-fo.l3-40+20; got != want {
+			return fmt.Errorf("IPv6 payload length %d, want %d", got, want)
+		}
+		ih, oh := bytes.Clone(in[fin.l3:fin.l4]), bytes.Clone(out[fo.l3:fo.l4])
+		copy(ih[4:6], []byte{0, 0})
+		copy(oh[4:6], []byte{0, 0})
+		if !bytes.Equal(ih, oh) {
+			return fmt.Errorf("IPv6 headers changed beyond the payload length")
+		}
+	}
+	if !bytes.Equal(fo.tcp[:4], fin.tcp[:4]) {
+		return fmt.Errorf("ports changed")
+	}
+	if len(fo.payload) != 0 {
+		return fmt.Errorf("the RST carries %d bytes within the IP length", len(fo.payload))
+	}
+	if fo.flags != tcpRST || len(fo.tcp) != 20 || fo.tcp[12] != 5<<4 || fo.ack != 0 ||
+		binary.BigEndian.Uint16(fo.tcp[14:]) != 0 || binary.BigEndian.Uint16(fo.tcp[18:]) != 0 {
+		return fmt.Errorf("not a bare RST: % x", fo.tcp)
+	}
+	if d := fo.seq - fin.seq; d >= uint32(len(fin.payload)) {
+		return fmt.Errorf("RST sequence number %d outside the segment's %d+%d", fo.seq, fin.seq, len(fin.payload))
+	}
+	if !fo.tcpChecksumOK() {
+		return fmt.Errorf("TCP checksum %#04x is wrong", binary.BigEndian.Uint16(fo.tcp[16:]))
+	}
+	return nil
 }

@@ -54,7 +54,9 @@ struct packet {
 	struct flow_key key;
 	__u8 l4proto;
 	__u8 nonfirst_fragment;
-	__u32 l4_len; // bytes from the L4 header to the end of the IP payload
+	__u8 more_fragments; // a fragment other than the last (IPv4 MF, IPv6 M)
+	__u32 l3_off;        // offset of the IP header
+	__u32 l4_len;        // bytes from the L4 header to the end of the IP payload
 };
 
 // Packet headers as on the wire. Bytes, not the kernel's bitfields, hold
@@ -87,6 +89,7 @@ struct ethhdr {
 #define IPV4_IHL_MASK 0x0f      // header length, low nibble of version_ihl
 #define IPV4_IHL_UNIT 4         // ... counted in 32-bit words
 #define IPV4_FRAG_OFFSET 0x1fff // fragment offset bits of frag_off
+#define IPV4_MORE_FRAGMENTS 0x2000 // MF flag in frag_off
 
 struct iphdr {
 	__u8 version_ihl;
@@ -206,6 +209,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct packet *p, __u32 
 	p->l4proto = ip->protocol;
 	p->l4_len = tot - hlen;
 	p->nonfirst_fragment = (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET)) != 0;
+	p->more_fragments = (ip->frag_off & bpf_htons(IPV4_MORE_FRAGMENTS)) != 0;
+	p->l3_off = c->off;
 	p->key.family = FAMILY_IPV4;
 	map_v4(p->key.saddr, ip->saddr);
 	map_v4(p->key.daddr, ip->daddr);
@@ -223,6 +228,7 @@ struct ipv6_frag_hdr {
 };
 
 #define IPV6_FRAG_OFFSET 0xfff8 // fragment offset bits of frag_off (the low 3 are flags)
+#define IPV6_MORE_FRAGMENTS 0x0001 // M flag in frag_off
 
 // parse_ipv6 skips the header and up to IPV6_EXT_MAX extension headers.
 // Returns 0, or -1 if truncated, inconsistent or the chain is longer than
@@ -240,6 +246,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 
 	if (c->off + sizeof(*ip6) + plen > frame_len)
 		return -1;
 
+	p->l3_off = c->off;
 	p->key.family = FAMILY_IPV6;
 	__builtin_memcpy(p->key.saddr, ip6->saddr, ADDR_LEN);
 	__builtin_memcpy(p->key.daddr, ip6->daddr, ADDR_LEN);
@@ -271,6 +278,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *p, __u32 
 				return -1;
 			if (h->frag_off & bpf_htons(IPV6_FRAG_OFFSET))
 				p->nonfirst_fragment = 1;
+			if (h->frag_off & bpf_htons(IPV6_MORE_FRAGMENTS))
+				p->more_fragments = 1;
 			next = h->nexthdr;
 			c->pos = h + 1;
 			c->off += sizeof(*h);

@@ -26,6 +26,7 @@ typedef __u32 __wsum;
 // Map types (enum bpf_map_type).
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PROG_ARRAY 3
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
@@ -33,6 +34,9 @@ typedef __u32 __wsum;
 // bpf_map_update_elem flags.
 #define BPF_ANY 0   // create or replace
 #define BPF_EXIST 2 // replace only
+
+// bpf_skb_store_bytes flag: keep skb->csum (CHECKSUM_COMPLETE) in step.
+#define BPF_F_RECOMPUTE_CSUM 0x1
 
 // Map creation flags: allocate entries on insert (required by LPM tries);
 // let userspace mmap an array.
@@ -58,9 +62,10 @@ struct xdp_md {
 	__u32 egress_ifindex;
 };
 
-// The skb context up to the last field guard.c reads (data_end): the
+// The skb context up to the last field guard.c reads (gso_size): the
 // verifier checks each access by its offset, which must match the kernel's
-// layout, and the fields after it are never touched.
+// layout, and the fields after it are never touched. Fields guard.c does
+// not read keep their size and place but lose their kernel types.
 struct __sk_buff {
 	__u32 len;
 	__u32 pkt_type;
@@ -79,6 +84,21 @@ struct __sk_buff {
 	__u32 tc_classid;
 	__u32 data;
 	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	__u64 flow_keys; // __bpf_md_ptr(struct bpf_flow_keys *, flow_keys)
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	__u64 sk;        // __bpf_md_ptr(struct bpf_sock *, sk)
+	__u32 gso_size;
 };
 
 #endif
