@@ -6,9 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/gateway/cloudflare"
 )
@@ -27,23 +27,16 @@ func testCloudflareList(n int, ipv6 bool) string {
 	return b.String()
 }
 
-// writeCloudflareSet writes the three files of a set into dir; an empty
-// name in skip leaves that file out.
-func writeCloudflareSet(t *testing.T, dir, v4, v6 string, ca []byte, skip ...string) {
+// installCloudflareSet installs a Cloudflare set in dir as `edgegate
+// cloudflare update` does (validated, then written).
+func installCloudflareSet(t *testing.T, dir, v4, v6 string, ca []byte) {
 	t.Helper()
-	for name, data := range map[string][]byte{
-		cloudflare.IPv4File: []byte(v4),
-		cloudflare.IPv6File: []byte(v6),
-		cloudflare.CAFile:   ca,
-	} {
-		path := filepath.Join(dir, name)
-		os.Remove(path)
-		if slices.Contains(skip, name) {
-			continue
-		}
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	set, err := cloudflare.Parse([]byte(v4), []byte(v6), ca, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloudflare.Install(dir, set); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -59,7 +52,7 @@ func TestCloudflareDataServes(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeCloudflareSet(t, dir, "127.0.0.0/8\n"+testCloudflareList(10, false), testCloudflareList(5, true), p.ca.PEM)
+	installCloudflareSet(t, dir, "127.0.0.0/8\n"+testCloudflareList(10, false), testCloudflareList(5, true), p.ca.PEM)
 	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
 	cfgDir := t.TempDir()
 	s := startServerIn(t, cfgDir, yamlf(`

@@ -108,14 +108,7 @@ func TestReloadUpdatesGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := cloudflare.Parse([]byte("198.18.0.0/24\n"+testCloudflareList(9, false)),
-		[]byte("2001:2::/48\n"+testCloudflareList(4, true)), ca.PEM, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cloudflare.Install(cfDir, set); err != nil {
-		t.Fatal(err)
-	}
+	installCloudflareSet(t, cfDir, "198.18.0.0/24\n"+testCloudflareList(9, false), "2001:2::/48\n"+testCloudflareList(4, true), ca.PEM)
 	reload()
 	if err := dialPQ(n, nsServer4, p, false); err != nil {
 		t.Fatalf("a source in the installed Cloudflare set: %v", err)
