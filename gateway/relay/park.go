@@ -66,8 +66,10 @@ type Pair struct {
 	cut  atomic.Bool
 	loop atomic.Pointer[loop]
 
-	// Owned by the loop.
-	fds        [2]int // client, upstream
+	// Set by Park before the pair is registered, then read by the loop.
+	fds [2]int // client, upstream
+	// Slot and finished change under the loop's mu; the rest is the
+	// loop's alone.
 	halves     [2]half
 	first      int32 // the side that ended first (fromClient, fromUpstream)
 	idled      bool
