@@ -201,7 +201,13 @@ func waitReadable(rc syscall.RawConn) (queued int, eof bool, err error) {
 		case n == 0:
 			eof = true
 		default:
-			queued = 1 // arrived between the ioctl and the peek
+			// Bytes arrived between the ioctl and the peek: count them
+			// all, or the first of them would go on alone (a one-byte
+			// TLS record, for a terminated connection).
+			queued = 1
+			if q, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ); e == nil && q > 1 {
+				queued = q
+			}
 		}
 		return true
 	})
