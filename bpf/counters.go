@@ -28,6 +28,7 @@ var Verdicts = []string{
 	"drop_malformed",   // truncated or inconsistent headers
 	"pass_proxy_port",  // port expects an inbound PROXY header: first bytes not checked
 	"drop_refused",     // later segment of a stream refused as not TLS
+	"drop_source_rate", // SYN from a source over limits.rate (an IPv4 address or IPv6 /64)
 }
 
 // Counters returns packets per verdict, summed over CPUs.
@@ -75,8 +76,9 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for name, m := range map[string]*ebpf.Map{
-		"blocklist": g.objs.Blocklist,
-		"allow":     g.objs.Allow,
+		"blocklist":   g.objs.Blocklist,
+		"allow":       g.objs.Allow,
+		"never_limit": g.objs.NeverLimit,
 	} {
 		if n, err := countEntries(m); err == nil {
 			ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), name)
@@ -91,11 +93,16 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) {
 	if n, err := g.countFlows(); err == nil {
 		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), "flows")
 	}
+	if n, err := g.SourceRateEntries(); err == nil {
+		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(n), "source_rate")
+	}
 	for name, m := range map[string]*ebpf.Map{
-		"blocklist": g.objs.Blocklist,
-		"allow":     g.objs.Allow,
-		"ports":     g.objs.Ports,
-		"flows":     g.objs.FlowSlots,
+		"blocklist":   g.objs.Blocklist,
+		"allow":       g.objs.Allow,
+		"ports":       g.objs.Ports,
+		"flows":       g.objs.FlowSlots,
+		"source_rate": g.objs.SourceRate,
+		"never_limit": g.objs.NeverLimit,
 	} {
 		ch <- prometheus.MustNewConstMetric(capacityDesc, prometheus.GaugeValue, float64(m.MaxEntries()), name)
 	}
@@ -142,6 +149,26 @@ func (g *Guard) countFlows() (int, error) {
 		}
 		if err != nil {
 			return 0, fmt.Errorf("bpf: count flows: %w", err)
+		}
+	}
+}
+
+// SourceRateEntries counts the sources in the kernel's rate table, in
+// batches: it holds up to SourceRateTableSize of them, too many for a
+// lookup syscall each at every scrape.
+func (g *Guard) SourceRateEntries() (int, error) {
+	keys := make([]guardAddrKey, flowBatch)
+	vals := make([]uint64, flowBatch)
+	var cursor ebpf.MapBatchCursor
+	total := 0
+	for {
+		n, err := g.objs.SourceRate.BatchLookup(&cursor, keys, vals, nil)
+		total += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("bpf: count rate table: %w", err)
 		}
 	}
 }

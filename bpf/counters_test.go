@@ -55,6 +55,9 @@ func TestCollector(t *testing.T) {
 		"edgegate_bpf_map_entries,map=blocklist":              0,
 		"edgegate_bpf_map_capacity,map=flows":                 16384,
 		"edgegate_bpf_map_entries,map=flows":                  float64(len(used)),
+		"edgegate_bpf_map_capacity,map=source_rate":           SourceRateTableSize,
+		"edgegate_bpf_map_entries,map=source_rate":            0,
+		"edgegate_bpf_map_entries,map=never_limit":            0,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)

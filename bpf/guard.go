@@ -1,7 +1,9 @@
 // Package bpf loads edgegate's kernel guard: an eBPF program, attached at
 // XDP or TCX ingress, that drops packets to edgegate's ports which cannot
-// start a TLS connection (see guard.c), plus the maps edgegate writes to
-// steer it (guarded ports, blocklist, allow list) and the counters it reads.
+// start a TLS connection (see guard.c) or that open connections from a
+// source faster than its rate, plus the maps edgegate writes to steer it
+// (guarded ports, blocklist, allow list, rate exemptions) and the counters
+// it reads.
 //
 // Typical use:
 //
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -76,6 +79,9 @@ type Config struct {
 	// DropFragments drops non-first IP fragments (which carry no port, so
 	// this applies to all traffic on the interface); default is to pass them.
 	DropFragments bool
+	// SourceRate limits the SYNs each source may send to the guarded
+	// ports; the zero value is no limit.
+	SourceRate SourceRate
 	// FlowTableSize is the number of slots in the flow table, which holds
 	// the streams whose first bytes are being checked; default
 	// DefaultFlowTableSize. A pinned table of another size is replaced
@@ -161,6 +167,7 @@ func (g *Guard) fill() error {
 		ProxyProtocolPorts: g.cfg.ProxyProtocolPorts,
 		AllowOnly:          g.cfg.AllowOnly,
 		DropFragments:      g.cfg.DropFragments,
+		SourceRate:         g.cfg.SourceRate,
 	})
 }
 
@@ -170,7 +177,36 @@ const (
 	portProxyHeader     = 0x2
 	portGuarded         = 0x4
 	configDropFragments = 0x1
+	configSourceRate    = 0x2
 )
+
+// SourceRateTableSize is how many sources the kernel tracks the SYN rate
+// of (SOURCE_RATE_MAX in guard.c); past it, the least recently seen
+// source's bucket is dropped.
+const SourceRateTableSize = 65536
+
+// SourceRate limits how fast one source may open connections: SYNs to a
+// guarded port beyond PerSecond a second, after a burst of Burst, are
+// dropped (verdict drop_source_rate). A source is an IPv4 address or an
+// IPv6 /64. The zero value is no limit.
+type SourceRate struct {
+	PerSecond  float64        // SYNs a second; 0 turns the limit off
+	Burst      int            // SYNs a source may send at once after a quiet spell; at least 1
+	NeverLimit []netip.Prefix // sources exempt from the limit
+}
+
+// rateParams are the kernel's form of r: the nanoseconds one SYN costs
+// and how far ahead of the clock a source may run.
+func (r SourceRate) rateParams() (interval, burst uint64) {
+	if r.PerSecond <= 0 {
+		return 0, 0
+	}
+	interval = uint64(math.Round(1e9 / r.PerSecond))
+	if interval == 0 {
+		interval = 1
+	}
+	return interval, interval * uint64(max(r.Burst, 1))
+}
 
 // Settings are the parts of a Config that a running guard can change: what
 // it guards and how. The rest (interfaces, mode, table size, pin path)
@@ -180,6 +216,7 @@ type Settings struct {
 	ProxyProtocolPorts []uint16
 	AllowOnly          []netip.Prefix
 	DropFragments      bool
+	SourceRate         SourceRate
 }
 
 // Update makes s the guard's settings, as a configuration reload does. On
@@ -194,6 +231,7 @@ func (g *Guard) Update(s Settings) error {
 		// restoring old removes it.
 		g.settings.Ports = append(slices.Clone(old.Ports), s.Ports...)
 		g.settings.AllowOnly = append(slices.Clone(old.AllowOnly), s.AllowOnly...)
+		g.settings.SourceRate.NeverLimit = append(slices.Clone(old.SourceRate.NeverLimit), s.SourceRate.NeverLimit...)
 		if rerr := g.apply(old); rerr != nil {
 			return fmt.Errorf("%w (and restoring the previous settings failed: %v)", err, rerr)
 		}
@@ -202,28 +240,35 @@ func (g *Guard) Update(s Settings) error {
 	return nil
 }
 
-// apply writes s into the port, allow-list and config maps, removing what
-// the settings in force had and s has not. g.mu must be held.
+// apply writes s into the port, allow-list, rate-exemption and config
+// maps, removing what the settings in force had and s has not. The
+// exemptions go in before the limit is turned on, so no exempt source is
+// ever limited; a new rate empties the rate table, so every source starts
+// afresh under it rather than paying for what it sent under the old one.
+// g.mu must be held.
 func (g *Guard) apply(s Settings) error {
-	var flags uint32
-	if s.DropFragments {
-		flags |= configDropFragments
+	if err := putPrefixes(g.objs.NeverLimit, "exempt from the rate limit", s.SourceRate.NeverLimit, g.settings.SourceRate.NeverLimit); err != nil {
+		return err
 	}
-	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{Flags: flags}); err != nil {
+	cfg := guardGuardConfig{}
+	if s.DropFragments {
+		cfg.Flags |= configDropFragments
+	}
+	if s.SourceRate.PerSecond > 0 {
+		cfg.Flags |= configSourceRate
+		cfg.RateIntervalNs, cfg.RateBurstNs = s.SourceRate.rateParams()
+	}
+	if err := g.objs.Config.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("bpf: write config map: %w", err)
 	}
-	for _, p := range s.AllowOnly {
-		if err := g.objs.Allow.Put(lpmKey(p), uint8(1)); err != nil {
-			return fmt.Errorf("bpf: allow %s: %w", p, err)
+	oldInterval, oldBurst := g.settings.SourceRate.rateParams()
+	if cfg.RateIntervalNs != oldInterval || cfg.RateBurstNs != oldBurst {
+		if err := g.clearSourceRate(); err != nil {
+			return err
 		}
 	}
-	for _, p := range g.settings.AllowOnly {
-		if slices.Contains(s.AllowOnly, p) {
-			continue
-		}
-		if err := g.objs.Allow.Delete(lpmKey(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("bpf: disallow %s: %w", p, err)
-		}
+	if err := putPrefixes(g.objs.Allow, "allow", s.AllowOnly, g.settings.AllowOnly); err != nil {
+		return err
 	}
 	for _, p := range s.Ports {
 		pol := guardPortPolicy{Flags: portGuarded}
@@ -250,6 +295,50 @@ func (g *Guard) apply(s Settings) error {
 		ProxyProtocolPorts: slices.Clone(s.ProxyProtocolPorts),
 		AllowOnly:          slices.Clone(s.AllowOnly),
 		DropFragments:      s.DropFragments,
+		SourceRate: SourceRate{
+			PerSecond:  s.SourceRate.PerSecond,
+			Burst:      s.SourceRate.Burst,
+			NeverLimit: slices.Clone(s.SourceRate.NeverLimit),
+		},
+	}
+	return nil
+}
+
+// clearSourceRate empties the kernel's rate table.
+func (g *Guard) clearSourceRate() error {
+	keys := make([]guardAddrKey, flowBatch)
+	vals := make([]uint64, flowBatch)
+	for {
+		var cursor ebpf.MapBatchCursor
+		n, err := g.objs.SourceRate.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("bpf: empty the rate table: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// putPrefixes makes an LPM trie hold want: it adds every prefix of want
+// and removes those of had that want has not. what names the trie in
+// errors.
+func putPrefixes(m *ebpf.Map, what string, want, had []netip.Prefix) error {
+	for _, p := range want {
+		if err := m.Put(lpmKey(p), uint8(1)); err != nil {
+			return fmt.Errorf("bpf: %s %s: %w", what, p, err)
+		}
+	}
+	for _, p := range had {
+		if slices.Contains(want, p) {
+			continue
+		}
+		if err := m.Delete(lpmKey(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("bpf: %s: remove %s: %w", what, p, err)
+		}
 	}
 	return nil
 }

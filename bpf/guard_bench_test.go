@@ -8,6 +8,7 @@ package bpf
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -136,6 +137,7 @@ func BenchmarkVerdicts(b *testing.B) {
 		p       pkt
 		verdict string
 		steady  bool // the path changes its packet or its stream's slot: see above
+		rate    SourceRate
 	}{
 		{name: "pass_not_guarded", p: unguarded, verdict: "pass_not_guarded"},
 		{name: "pass_syn", p: f4.syn(), verdict: "pass_syn"},
@@ -149,6 +151,13 @@ func BenchmarkVerdicts(b *testing.B) {
 		{name: "drop_blocked", p: blockedFlow.syn(), verdict: "drop_blocked"},
 		{name: "drop_bad_flags", p: withFlags(f4.syn(), tcpSYN|tcpFIN), verdict: "drop_bad_flags"},
 		{name: "drop_non_tcp", p: udp, verdict: "drop_non_tcp"},
+		// limits.rate on: a source under its rate (a bucket in the table,
+		// one nanosecond a SYN, a second of burst: never over it while the
+		// benchmark runs), one in never_limit, one over its rate.
+		{name: "pass_syn_rate_on", setup: []pkt{f4.syn()}, p: f4.syn(), verdict: "pass_syn", rate: SourceRate{PerSecond: 1e9, Burst: 1e9}},
+		{name: "pass_syn_rate_on_never_limit", p: f4.syn(), verdict: "pass_syn",
+			rate: SourceRate{PerSecond: 1e9, Burst: 1e9, NeverLimit: []netip.Prefix{netip.PrefixFrom(client4, 32)}}},
+		{name: "drop_source_rate", setup: []pkt{f4.syn()}, p: f4.syn(), verdict: "drop_source_rate", rate: SourceRate{PerSecond: 1.0 / 3600, Burst: 1}},
 	}
 	baselines := map[string]*ebpf.Program{
 		"xdp": trivialProgram(b, ebpf.XDP, ebpf.AttachXDP, xdpPass),
@@ -164,6 +173,9 @@ func BenchmarkVerdicts(b *testing.B) {
 		for _, path := range paths {
 			b.Run(ep.name+"/"+path.name, func(b *testing.B) {
 				resetState(b, g)
+				if err := g.Update(Settings{Ports: []uint16{guarded}, SourceRate: path.rate}); err != nil {
+					b.Fatal(err)
+				}
 				if err := g.Block(outside4, time.Now().Add(time.Hour)); err != nil {
 					b.Fatal(err)
 				}

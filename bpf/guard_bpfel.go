@@ -24,8 +24,11 @@ type guardFlowHashKey struct {
 }
 
 type guardGuardConfig struct {
-	_     structs.HostLayout
-	Flags uint32
+	_              structs.HostLayout
+	Flags          uint32
+	Reserved       uint32
+	RateIntervalNs uint64
+	RateBurstNs    uint64
 }
 
 type guardLpmKey struct {
@@ -58,7 +61,8 @@ const (
 	guardVerdictVERDICT_DROP_MALFORMED   guardVerdict = 13
 	guardVerdictVERDICT_PASS_PROXY_PORT  guardVerdict = 14
 	guardVerdictVERDICT_DROP_REFUSED     guardVerdict = 15
-	guardVerdictVERDICT_MAX              guardVerdict = 16
+	guardVerdictVERDICT_DROP_SOURCE_RATE guardVerdict = 16
+	guardVerdictVERDICT_MAX              guardVerdict = 17
 )
 
 // Names of all BPF objects in the ELF.
@@ -72,7 +76,9 @@ const (
 	guardMapCounters      = "counters"
 	guardMapFlowHashKey   = "flow_hash_key"
 	guardMapFlowSlots     = "flow_slots"
+	guardMapNeverLimit    = "never_limit"
 	guardMapPorts         = "ports"
+	guardMapSourceRate    = "source_rate"
 	guardProgGuardTc      = "guard_tc"
 	guardProgGuardXdp     = "guard_xdp"
 	guardVarFlowSlotCount = "flow_slot_count"
@@ -135,7 +141,9 @@ type guardMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	FlowHashKey *ebpf.MapSpec `ebpf:"flow_hash_key"`
 	FlowSlots   *ebpf.MapSpec `ebpf:"flow_slots"`
+	NeverLimit  *ebpf.MapSpec `ebpf:"never_limit"`
 	Ports       *ebpf.MapSpec `ebpf:"ports"`
+	SourceRate  *ebpf.MapSpec `ebpf:"source_rate"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -172,7 +180,9 @@ type guardMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	FlowHashKey *ebpf.Map `ebpf:"flow_hash_key"`
 	FlowSlots   *ebpf.Map `ebpf:"flow_slots"`
+	NeverLimit  *ebpf.Map `ebpf:"never_limit"`
 	Ports       *ebpf.Map `ebpf:"ports"`
+	SourceRate  *ebpf.Map `ebpf:"source_rate"`
 }
 
 func (m *guardMaps) Close() error {
@@ -184,7 +194,9 @@ func (m *guardMaps) Close() error {
 		m.Counters,
 		m.FlowHashKey,
 		m.FlowSlots,
+		m.NeverLimit,
 		m.Ports,
+		m.SourceRate,
 	)
 }
 

@@ -206,6 +206,9 @@ func resetState(t testing.TB, g *Guard) {
 			}
 		}
 	}
+	if err := g.clearSourceRate(); err != nil {
+		t.Fatal(err)
+	}
 	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{}); err != nil {
 		t.Fatal(err)
 	}

@@ -32,8 +32,9 @@ typedef __u32 __wsum;
 #define BPF_MAP_TYPE_LPM_TRIE 11
 
 // bpf_map_update_elem flags.
-#define BPF_ANY 0   // create or replace
-#define BPF_EXIST 2 // replace only
+#define BPF_ANY 0      // create or replace
+#define BPF_NOEXIST 1  // create only
+#define BPF_EXIST 2    // replace only
 
 // bpf_skb_store_bytes flag: keep skb->csum (CHECKSUM_COMPLETE) in step.
 #define BPF_F_RECOMPUTE_CSUM 0x1
