@@ -8,7 +8,10 @@ package config
 import (
 	"crypto/tls"
 	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -99,10 +102,53 @@ type Limits struct {
 	MaxConnections int      `yaml:"max_connections"` // concurrent connections in all; 0 = no limit
 	PerSource      int      `yaml:"per_source"`      // concurrent connections per client address; 0 = no limit
 	NeverLimit     []string `yaml:"never_limit"`     // "cloudflare" and/or CIDRs exempt from per_source
+	// Rate limits how fast one source may open connections; off unless
+	// rate.per_source is set.
+	Rate RateLimit `yaml:"rate"`
 
 	// NeverLimitPrefixes is NeverLimit parsed, "cloudflare" expanded.
 	NeverLimitPrefixes []netip.Prefix `yaml:"-"`
 }
+
+// RateLimit limits the rate of new connections per source: at accept, and
+// in the kernel (SYNs dropped) when the eBPF guard runs. A source is an
+// IPv4 address or an IPv6 /64.
+type RateLimit struct {
+	PerSource  Rate     `yaml:"per_source"`  // "10/s", "600/m", "100/h"; empty: no limit
+	Burst      int      `yaml:"burst"`       // connections a quiet source may open at once; default one second's worth, at least 1
+	NeverLimit []string `yaml:"never_limit"` // "cloudflare" and/or CIDRs exempt from the rate
+
+	// NeverLimitPrefixes is NeverLimit parsed, "cloudflare" expanded.
+	NeverLimitPrefixes []netip.Prefix `yaml:"-"`
+}
+
+// Rate is a number of events per second, written as "N/s", "N/m" or
+// "N/h" (N may have decimals: "0.5/s"). Zero is no rate.
+type Rate float64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseRate(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a rate (like 10/s, 600/m or 100/h)", n.Line, n.Value)}}
+	}
+	*r = v
+	return nil
+}
+
+// ParseRate parses "N/s", "N/m" or "N/h" with N a positive number.
+func ParseRate(s string) (Rate, error) {
+	num, unit, ok := strings.Cut(s, "/")
+	per := map[string]float64{"s": 1, "m": 60, "h": 3600}[unit]
+	n, err := strconv.ParseFloat(num, 64)
+	if !ok || per == 0 || err != nil || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return 0, fmt.Errorf("%q is not a rate (like 10/s, 600/m or 100/h)", s)
+	}
+	return Rate(n / per), nil
+}
+
+// PerSecond returns r in events per second.
+func (r Rate) PerSecond() float64 { return float64(r) }
 
 // EBPF configures the kernel guard that drops non-TLS traffic on the
 // listeners' ports before it reaches a socket (see package bpf).

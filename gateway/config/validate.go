@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -83,6 +84,9 @@ func (c *Config) validate() error {
 	if c.Limits.NeverLimitPrefixes, err = c.prefixList("limits.never_limit", c.Limits.NeverLimit, "limits", "never_limit"); err != nil {
 		return err
 	}
+	if err := c.validateRate(); err != nil {
+		return err
+	}
 	if err := c.validateEBPF(); err != nil {
 		return err
 	}
@@ -153,6 +157,29 @@ func (c *Config) validateEBPF() error {
 		return err
 	}
 	e.Blocklist.NeverBlockPrefixes, err = c.prefixList("ebpf.blocklist.never_block", e.Blocklist.NeverBlock, "ebpf", "blocklist", "never_block")
+	return err
+}
+
+// maxRate bounds limits.rate.per_source: beyond a million connections a
+// second from one source, a limit means nothing.
+const maxRate = 1e6
+
+func (c *Config) validateRate() error {
+	r := &c.Limits.Rate
+	if r.PerSource.PerSecond() > maxRate {
+		return c.ErrAt("limits.rate.per_source must be at most 1000000/s", "limits", "rate", "per_source")
+	}
+	if r.Burst < 0 || r.Burst > maxRate {
+		return c.ErrAt("limits.rate.burst must be between 1 and 1000000", "limits", "rate", "burst")
+	}
+	if r.Burst > 0 && r.PerSource == 0 {
+		return c.ErrAt("limits.rate.burst is set but limits.rate.per_source is not", "limits", "rate", "burst")
+	}
+	if r.Burst == 0 && r.PerSource > 0 {
+		r.Burst = max(1, int(math.Ceil(r.PerSource.PerSecond())))
+	}
+	var err error
+	r.NeverLimitPrefixes, err = c.prefixList("limits.rate.never_limit", r.NeverLimit, "limits", "rate", "never_limit")
 	return err
 }
 
