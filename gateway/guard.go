@@ -81,7 +81,7 @@ func (s *Server) commitGuard(cfg *config.Config, g *guard, failed error) {
 
 // updateGuard applies what a reloaded configuration changes in the running
 // guard: guarded ports, which of them take a PROXY header, allow_only,
-// fragments, and the blocklist's rules. If the kernel refuses, the guard
+// fragments, limits.rate, and the blocklist's rules. If the kernel refuses, the guard
 // is left as it was and the reload must be refused.
 func (s *Server) updateGuard(cfg *config.Config) error {
 	if s.guard == nil {
@@ -103,6 +103,11 @@ func guardSettings(cfg *config.Config) bpf.Settings {
 		ProxyProtocolPorts: proxied,
 		AllowOnly:          cfg.EBPF.AllowOnlyPrefixes,
 		DropFragments:      cfg.EBPF.Fragments == "drop",
+		SourceRate: bpf.SourceRate{
+			PerSecond:  cfg.Limits.Rate.PerSource.PerSecond(),
+			Burst:      cfg.Limits.Rate.Burst,
+			NeverLimit: cfg.Limits.Rate.NeverLimitPrefixes,
+		},
 	}
 }
 

@@ -27,6 +27,7 @@ const (
 	OutcomeShutdown            Outcome = "closed_shutdown"      // cut at the end of the drain on stop
 	OutcomeLimit               Outcome = "closed_limit"         // limits.max_connections reached; closed at accept
 	OutcomeSourceLimit         Outcome = "closed_source_limit"  // limits.per_source reached for this address; closed at accept
+	OutcomeSourceRate          Outcome = "closed_source_rate"   // limits.rate exceeded by this address (IPv6: its /64); closed at accept
 )
 
 // junk reports whether an outcome is the expected noise of an open port
@@ -35,7 +36,7 @@ func (o Outcome) junk() bool {
 	switch o {
 	case OutcomeUnknownSNI, OutcomeNoSNI, OutcomeNotTLS, OutcomeBadHello, OutcomeHelloTooLarge,
 		OutcomeHelloTimeout, OutcomeClosedEarly, OutcomeUntrustedProxy, OutcomeBadProxyHeader,
-		OutcomeLimit, OutcomeSourceLimit:
+		OutcomeLimit, OutcomeSourceLimit, OutcomeSourceRate:
 		return true
 	}
 	return false
