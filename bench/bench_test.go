@@ -343,9 +343,15 @@ func TestTargets(t *testing.T) {
 		return r
 	}
 	r := &Report{Rows: []Row{
-		row("mtls-full", "x25519", sysEdgegate, map[string]float64{mPerCoreSec: 2000}),
-		row("mtls-full", "x25519", sysNginx, map[string]float64{mPerCoreSec: 1000}),
-		row("mtls-full", "x25519", sysGoTLS, map[string]float64{mPerCoreSec: 2200}),
+		row("mtls-full", "ECDSA test chain", sysEdgegate, map[string]float64{mPerCoreSec: 2000}),
+		row("mtls-full", "ECDSA test chain", sysNginx, map[string]float64{mPerCoreSec: 1000}),
+		row("mtls-full", "ECDSA test chain", sysGoTLS, map[string]float64{mPerCoreSec: 2200}),
+		row("mtls-full", "cloudflare chain", sysEdgegate, map[string]float64{mPerCoreSec: 3000}),
+		row("mtls-full", "cloudflare chain", sysNginx, map[string]float64{mPerCoreSec: 900}),
+		row("mtls-full", "cloudflare chain", sysGoTLS, map[string]float64{mPerCoreSec: 2500}),
+		row("mtls-bulk", "cloudflare chain", sysEdgegate, map[string]float64{mMiBs: 900, mCPUPerGiB: 1.2}),
+		row("mtls-bulk", "cloudflare chain", sysNginx, map[string]float64{mMiBs: 1000, mCPUPerGiB: 1.5}),
+		row("mtls-bulk", "cloudflare chain", sysHAProxy, map[string]float64{mMiBs: 800, mCPUPerGiB: 1.0}),
 		row("idle-connections", "passthrough", sysEdgegate, map[string]float64{mKiBPerConn: 18, mFDPerConn: 6}),
 		row("idle-connections", "passthrough", sysHAProxy, map[string]float64{mKiBPerConn: 3.6, mFDPerConn: 2}),
 	}}
@@ -358,6 +364,20 @@ func TestTargets(t *testing.T) {
 	}
 	if tr := got["mtls full handshakes ≥ 85% of the bare crypto/tls server"]; !tr.Met {
 		t.Errorf("85%% of gotls: %+v; want met", tr)
+	}
+	if tr := got["mtls full handshakes ≥ 3× the best of nginx and HAProxy"]; tr.Ratio < 3.33 || tr.Ratio > 3.34 || !tr.Met {
+		t.Errorf("3× target on the Cloudflare chain: %+v; want 3000/900, met", tr)
+	}
+	if tr := got["mtls full handshakes ≥ 1.3× the bare crypto/tls server"]; tr.Ratio != 1.2 || tr.Met {
+		t.Errorf("1.3× gotls target: %+v; want ratio 1.2, not met", tr)
+	}
+	// Throughput against the fastest peer, CPU per GiB against the
+	// cheapest, each on its own.
+	if tr := got["mtls bulk throughput ≥ the best peer"]; tr.Ratio != 0.9 || tr.Met || tr.Against != sysNginx {
+		t.Errorf("bulk throughput target: %+v; want 0.9 against nginx, not met", tr)
+	}
+	if tr := got["mtls bulk CPU per GiB ≤ the best peer's"]; tr.Ratio != 1.2 || tr.Met || tr.Against != sysHAProxy {
+		t.Errorf("bulk CPU target: %+v; want 1.2 against haproxy, not met", tr)
 	}
 	if tr := got["descriptors per idle connection ≤ HAProxy's"]; tr.Ratio != 3 || tr.Met {
 		t.Errorf("fd target: %+v; want ratio 3, not met", tr)
