@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"slices"
+	"strings"
 )
 
 // column is one column of a scenario's table.
@@ -168,7 +169,9 @@ func (h *harness) eachSystem(ctx context.Context, sc *scenario, variant string, 
 		}
 		tag := sc.name
 		if variant != "" {
-			tag += "-" + variant
+			// Variants name chains and key shares in words; file
+			// names get them without spaces or commas.
+			tag += "-" + strings.NewReplacer(" ", "-", ",", "").Replace(variant)
 		}
 		r, err := h.start(ctx, s, f, tag)
 		if err != nil {
