@@ -4,7 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +59,7 @@ func testParams(t *testing.T, f flavor) configParams {
 // The generated configs are accepted by the real nginx and HAProxy, so a
 // comparison never runs a peer with a config it would have refused.
 func TestGeneratedConfigsPassTheirChecks(t *testing.T) {
-	for _, f := range []flavor{flavorPassthrough, flavorMTLS} {
+	for _, f := range []flavor{flavorPassthrough, flavorMTLS, flavorMTLSTestCA} {
 		t.Run("nginx-"+f.String(), func(t *testing.T) {
 			bin := need(t, "nginx")
 			p := testParams(t, f)
@@ -233,7 +238,7 @@ func TestQuickHarness(t *testing.T) {
 	rep, err := Run(context.Background(), Options{
 		Out:       out,
 		Quick:     true,
-		Scenarios: []string{"passthrough-connect", "passthrough-bulk", "mtls-full", "mtls-reject", "idle-connections"},
+		Scenarios: []string{"passthrough-connect", "passthrough-bulk", "mtls-full", "mtls-reject", "mtls-hostile", "mtls-bulk", "idle-connections"},
 		// Far enough apart that even HAProxy's ~3.5 KB a connection
 		// grows its memory by more than Pss wanders between samples
 		// (about 1 MiB): 100 and 200 failed now and then.
@@ -258,8 +263,20 @@ func TestQuickHarness(t *testing.T) {
 			t.Errorf("%s/%s %s: %s %s (%s)", row.Scenario, row.Variant, row.System, row.Status, row.Note, row.FirstError)
 			continue
 		}
+		if row.System == sysEdgegate && (row.Scenario == "mtls-full" || row.Scenario == "mtls-hostile") {
+			// The legitimate chain repeats, so edgegate's cache answers
+			// nearly every lookup, also during the hostile flood,
+			// whose own chains it never answers.
+			hit, legit := row.Metrics[mCacheHit], row.Metrics[mLegitCacheHit]
+			switch {
+			case row.Scenario == "mtls-full" && hit.Median < 90:
+				t.Errorf("%s/%s: chain cache hit rate %v%%; want at least 90%%", row.Scenario, row.Variant, hit.Median)
+			case row.Scenario == "mtls-hostile" && (legit.Median < 80 || hit.Median > 50):
+				t.Errorf("%s/%s: chain cache hits %v%% overall, %v%% for the legitimate client; want the flood to miss and the legitimate client to hit", row.Scenario, row.Variant, hit.Median, legit.Median)
+			}
+		}
 		switch row.Scenario {
-		case "passthrough-bulk":
+		case "passthrough-bulk", "mtls-bulk":
 			if v := row.Metrics[mMiBs]; v.Median <= 0 || v.N != 2 {
 				t.Errorf("%s %s: throughput %+v; want two repetitions with data", row.Scenario, row.System, v)
 			}
@@ -289,6 +306,8 @@ func TestQuickHarness(t *testing.T) {
 		"passthrough-connect/edgegate", "passthrough-connect/nginx", "passthrough-connect/haproxy", "passthrough-connect/direct",
 		"mtls-full/edgegate", "mtls-full/nginx", "mtls-full/haproxy", "mtls-full/gotls", "mtls-full/direct",
 		"mtls-reject/edgegate", "mtls-reject/nginx", "mtls-reject/haproxy", "mtls-reject/gotls",
+		"mtls-hostile/edgegate", "mtls-hostile/nginx", "mtls-hostile/haproxy", "mtls-hostile/gotls",
+		"mtls-bulk/edgegate", "mtls-bulk/nginx", "mtls-bulk/haproxy", "mtls-bulk/gotls", "mtls-bulk/direct",
 		"passthrough-bulk/edgegate", "passthrough-bulk/nginx", "passthrough-bulk/haproxy", "passthrough-bulk/direct",
 		"idle-connections/edgegate", "idle-connections/nginx", "idle-connections/haproxy", "idle-connections/gotls",
 	} {
@@ -297,7 +316,8 @@ func TestQuickHarness(t *testing.T) {
 		}
 	}
 	for _, f := range []string{"report.md", "results.json", "chart.svg", "idle-passthrough.svg", "idle-mtls.svg",
-		"configs/edgegate-passthrough.yaml", "configs/nginx-mtls.conf", "configs/haproxy-mtls.cfg", "configs/gotls-mtls.json"} {
+		"configs/edgegate-passthrough.yaml", "configs/nginx-mtls.conf", "configs/haproxy-mtls.cfg", "configs/gotls-mtls.json",
+		"configs/edgegate-mtls-test-ca.yaml", "pki/ca.pem", "pki/test-ca.pem"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("output %s missing or empty: %v", f, err)
 		}
@@ -309,6 +329,56 @@ func TestQuickHarness(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+	}
+}
+
+// The Cloudflare-shaped chain has the shape of Cloudflare's origin-pull
+// CA: RSA-4096 signing with SHA-512, the same extensions, and client leaves
+// that verify to it; the forged CA's leaf names the real CA but does not.
+func TestCloudflareShapedPKI(t *testing.T) {
+	p, err := makePKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := os.ReadFile(p.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	ca, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok := ca.PublicKey.(*rsa.PublicKey); !ok || k.N.BitLen() != 4096 || ca.SignatureAlgorithm != x509.SHA512WithRSA {
+		t.Errorf("CA key %T, signature %v; want RSA-4096 with SHA-512", ca.PublicKey, ca.SignatureAlgorithm)
+	}
+	if !ca.IsCA || ca.MaxPathLen != 2 || ca.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign ||
+		len(ca.SubjectKeyId) == 0 || !bytes.Equal(ca.SubjectKeyId, ca.AuthorityKeyId) || ca.Subject.OrganizationalUnit[0] != "Origin Pull" {
+		t.Errorf("CA extensions or subject differ from Cloudflare's: %+v", ca)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	opts := x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for name, c := range map[string]tls.Certificate{"client": p.client, "ECDSA client": p.clientECDSA, "hostile": p.hostile} {
+		if _, err := c.Leaf.Verify(opts); err != nil {
+			t.Errorf("%s leaf does not verify to the CA: %v", name, err)
+		}
+		if c.Leaf.SignatureAlgorithm != x509.SHA512WithRSA {
+			t.Errorf("%s leaf signed with %v", name, c.Leaf.SignatureAlgorithm)
+		}
+	}
+	if k, ok := p.client.Leaf.PublicKey.(*rsa.PublicKey); !ok || k.N.BitLen() != 2048 {
+		t.Errorf("client leaf key %T; want RSA-2048", p.client.Leaf.PublicKey)
+	}
+	if _, ok := p.clientECDSA.Leaf.PublicKey.(*ecdsa.PublicKey); !ok {
+		t.Errorf("ECDSA client leaf has a %T key", p.clientECDSA.Leaf.PublicKey)
+	}
+	if _, err := p.rogue.Leaf.Verify(opts); err == nil || !bytes.Equal(p.rogue.Leaf.AuthorityKeyId, ca.SubjectKeyId) {
+		t.Errorf("forged leaf: verify error %v, authority key id %x; want a refusal of a leaf naming the CA", err, p.rogue.Leaf.AuthorityKeyId)
+	}
+	junk, err := junkCerts(3)
+	if err != nil || len(junk) != 3 || bytes.Equal(junk[0], junk[1]) {
+		t.Errorf("junkCerts: %v; want 3 distinct certificates", err)
 	}
 }
 
@@ -343,9 +413,15 @@ func TestTargets(t *testing.T) {
 		return r
 	}
 	r := &Report{Rows: []Row{
-		row("mtls-full", "x25519", sysEdgegate, map[string]float64{mPerCoreSec: 2000}),
-		row("mtls-full", "x25519", sysNginx, map[string]float64{mPerCoreSec: 1000}),
-		row("mtls-full", "x25519", sysGoTLS, map[string]float64{mPerCoreSec: 2200}),
+		row("mtls-full", "ECDSA test chain", sysEdgegate, map[string]float64{mPerCoreSec: 2000}),
+		row("mtls-full", "ECDSA test chain", sysNginx, map[string]float64{mPerCoreSec: 1000}),
+		row("mtls-full", "ECDSA test chain", sysGoTLS, map[string]float64{mPerCoreSec: 2200}),
+		row("mtls-full", "cloudflare chain", sysEdgegate, map[string]float64{mPerCoreSec: 3000}),
+		row("mtls-full", "cloudflare chain", sysNginx, map[string]float64{mPerCoreSec: 900}),
+		row("mtls-full", "cloudflare chain", sysGoTLS, map[string]float64{mPerCoreSec: 2500}),
+		row("mtls-bulk", "cloudflare chain", sysEdgegate, map[string]float64{mMiBs: 900, mCPUPerGiB: 1.2}),
+		row("mtls-bulk", "cloudflare chain", sysNginx, map[string]float64{mMiBs: 1000, mCPUPerGiB: 1.5}),
+		row("mtls-bulk", "cloudflare chain", sysHAProxy, map[string]float64{mMiBs: 800, mCPUPerGiB: 1.0}),
 		row("idle-connections", "passthrough", sysEdgegate, map[string]float64{mKiBPerConn: 18, mFDPerConn: 6}),
 		row("idle-connections", "passthrough", sysHAProxy, map[string]float64{mKiBPerConn: 3.6, mFDPerConn: 2}),
 	}}
@@ -358,6 +434,20 @@ func TestTargets(t *testing.T) {
 	}
 	if tr := got["mtls full handshakes ≥ 85% of the bare crypto/tls server"]; !tr.Met {
 		t.Errorf("85%% of gotls: %+v; want met", tr)
+	}
+	if tr := got["mtls full handshakes ≥ 3× the best of nginx and HAProxy"]; tr.Ratio < 3.33 || tr.Ratio > 3.34 || !tr.Met {
+		t.Errorf("3× target on the Cloudflare chain: %+v; want 3000/900, met", tr)
+	}
+	if tr := got["mtls full handshakes ≥ 1.3× the bare crypto/tls server"]; tr.Ratio != 1.2 || tr.Met {
+		t.Errorf("1.3× gotls target: %+v; want ratio 1.2, not met", tr)
+	}
+	// Throughput against the fastest peer, CPU per GiB against the
+	// cheapest, each on its own.
+	if tr := got["mtls bulk throughput ≥ the best peer"]; tr.Ratio != 0.9 || tr.Met || tr.Against != sysNginx {
+		t.Errorf("bulk throughput target: %+v; want 0.9 against nginx, not met", tr)
+	}
+	if tr := got["mtls bulk CPU per GiB ≤ the best peer's"]; tr.Ratio != 1.2 || tr.Met || tr.Against != sysHAProxy {
+		t.Errorf("bulk CPU target: %+v; want 1.2 against haproxy, not met", tr)
 	}
 	if tr := got["descriptors per idle connection ≤ HAProxy's"]; tr.Ratio != 3 || tr.Met {
 		t.Errorf("fd target: %+v; want ratio 3, not met", tr)

@@ -16,16 +16,26 @@ const (
 	// header to the upstream, replay the hello, copy both ways.
 	flavorPassthrough flavor = iota
 	// mtls: terminate TLS 1.2/1.3, require a client certificate from the
-	// test CA, write a PROXY header to the HTTP upstream, copy cleartext.
+	// Cloudflare-shaped CA, write a PROXY header to the HTTP upstream,
+	// copy cleartext.
 	flavorMTLS
+	// mtls-test-ca: the same job verifying clients against the ECDSA
+	// P-256 test CA instead.
+	flavorMTLSTestCA
 )
 
 func (f flavor) String() string {
-	if f == flavorMTLS {
+	switch f {
+	case flavorMTLS:
 		return "mtls"
+	case flavorMTLSTestCA:
+		return "mtls-test-ca"
 	}
 	return "passthrough"
 }
+
+// terminates reports whether f is one of the mtls jobs.
+func (f flavor) terminates() bool { return f == flavorMTLS || f == flavorMTLSTestCA }
 
 // maxConns sizes every system for the idle-connections scenario: each
 // proxied connection costs a system two descriptors (client and upstream)
@@ -53,6 +63,10 @@ type configParams struct {
 	CAFile, ServerCert, ServerKey, ServerPEM string
 
 	RunDir string // pid files and error logs
+
+	// Metrics, when set, is where edgegate serves /metrics (the
+	// verified-chain cache's counters).
+	Metrics string
 
 	// EBPF, when set, gives edgegate an ebpf section: its own guard on
 	// these interfaces, with its userspace blocklist.
@@ -116,7 +130,7 @@ func nginxConfig(p configParams) string {
 		w("        proxy_connect_timeout 5s;")
 		w("        proxy_timeout 5m;")
 		w("    }")
-	case flavorMTLS:
+	case flavorMTLS, flavorMTLSTestCA:
 		w("    server {")
 		w("        listen %s ssl;", p.Listen)
 		w("        ssl_certificate %s;", p.ServerCert)
@@ -174,7 +188,7 @@ func haproxyConfig(p configParams) string {
 			w("backend route%d", i)
 			w("    server upstream %s send-proxy-v2", r[1])
 		}
-	case flavorMTLS:
+	case flavorMTLS, flavorMTLSTestCA:
 		w("frontend mtls")
 		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.2 alpn http/1.1", p.Listen, p.ServerPEM, p.CAFile)
 		w("    default_backend http")
@@ -194,7 +208,7 @@ func edgegateConfig(p configParams) string {
 	w("listen:")
 	w("  - address: %s", q(p.Listen))
 	w("unmatched: close")
-	if p.Flavor == flavorMTLS {
+	if p.Flavor.terminates() {
 		w("timeouts: {client_hello: 5s, upstream_dial: 5s, idle: 5m, drain: 1s, handshake: 10s}")
 	} else {
 		w("timeouts: {client_hello: 5s, upstream_dial: 5s, idle: 5m, drain: 1s}")
@@ -202,6 +216,9 @@ func edgegateConfig(p configParams) string {
 	// nginx and HAProxy log nothing per connection in these configs;
 	// edgegate logs each connection at info, so it runs at warn here.
 	w("log: {level: warn, format: text}")
+	if p.Metrics != "" {
+		w("metrics: {listen: %s}", q(p.Metrics))
+	}
 	if e := p.EBPF; e != nil {
 		w("ebpf:")
 		w("  enabled: true")
@@ -219,7 +236,7 @@ func edgegateConfig(p configParams) string {
 			w("    mode: passthrough")
 			w("    upstream: {address: %s, proxy_protocol: v2}", q(r[1]))
 		}
-	case flavorMTLS:
+	case flavorMTLS, flavorMTLSTestCA:
 		w("  - name: mtls")
 		w("    hosts: [%s]", q(mtlsName))
 		w("    mode: mtls")

@@ -294,32 +294,42 @@ func (h *harness) params(f flavor, listen string) configParams {
 	if !slices.Contains(names, connectName) {
 		names = append(names, connectName)
 	}
+	ca := h.pki.caFile
+	if f == flavorMTLSTestCA {
+		ca = h.pki.testCAFile
+	}
 	return configParams{
 		Flavor: f, Listen: listen, ConnectNames: names,
 		Connect: h.ups.connect.addr(), Bulk: h.ups.bulk.addr(), Idle: h.ups.idle.addr(),
 		ClosedAddr: h.closed, HTTP: h.ups.http.addr(),
-		CAFile: h.pki.caFile, ServerCert: h.pki.serverCert, ServerKey: h.pki.serverKey, ServerPEM: h.pki.serverPEM,
+		CAFile: ca, ServerCert: h.pki.serverCert, ServerKey: h.pki.serverKey, ServerPEM: h.pki.serverPEM,
 		RunDir: filepath.Join(h.out, "run"),
 	}
 }
 
-// writeConfigs writes every system's config for both jobs once, with a
+// writeConfigs writes every system's config for every job once, with a
 // fixed port each, so the files next to the results are exactly what ran.
+// edgegate's mtls jobs also serve metrics, for the chain cache's counters.
 func (h *harness) writeConfigs() error {
-	addrs, err := freePorts(9)
+	addrs, err := freePorts(14)
 	if err != nil {
 		return err
 	}
 	h.closed = addrs[0]
 	i := 1
 	for _, s := range []string{sysEdgegate, sysNginx, sysHAProxy, sysGoTLS} {
-		for _, f := range []flavor{flavorPassthrough, flavorMTLS} {
+		for _, f := range []flavor{flavorPassthrough, flavorMTLS, flavorMTLSTestCA} {
 			if s == sysGoTLS && f == flavorPassthrough {
 				continue
 			}
 			h.ports[s+"/"+f.String()] = addrs[i]
 			i++
 			p := h.params(f, h.ports[s+"/"+f.String()])
+			if s == sysEdgegate && f.terminates() {
+				h.ports[s+"/"+f.String()+"/metrics"] = addrs[i]
+				p.Metrics = addrs[i]
+				i++
+			}
 			var text string
 			switch s {
 			case sysEdgegate:
@@ -347,7 +357,7 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 	}
 	if s == sysDirect {
 		addr := h.ups.connect.addr()
-		if f == flavorMTLS {
+		if f.terminates() {
 			addr = h.ups.http.addr()
 		}
 		return &running{system: s, flavor: f, addr: addr, direct: true}, nil
@@ -379,7 +389,7 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 	case sysHAProxy:
 		return startProcess(ctx, s, f, addr, logPath, pin, nil, h.bin[s], "-db", "-f", cfg)
 	case sysGoTLS:
-		if f != flavorMTLS {
+		if !f.terminates() {
 			return nil, errors.New("gotls only does the mtls job")
 		}
 		env := []string{"GOMAXPROCS=1", childEnv + "=gotls", childConfigEnv + "=" + cfg}

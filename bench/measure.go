@@ -65,6 +65,12 @@ const (
 	mOthersSys  = "others_on_system_cpu"
 	mOthersLoad = "others_on_load_cpu"
 	mNsPerPkt   = "ns_per_pkt"
+	// mCacheHit is the share (percent) of edgegate's chain lookups that
+	// its verified-chain cache answered over the row; mLegitCacheHit the
+	// share of the legitimate client's handshakes it answered during a
+	// hostile flood.
+	mCacheHit      = "chain_cache_hit_pct"
+	mLegitCacheHit = "legit_chain_cache_hit_pct"
 )
 
 // Row statuses.
@@ -118,6 +124,9 @@ type measureCfg struct {
 	// reported as legit_rate. The CPU figures come from the first run.
 	legit     func(i int) op
 	legitConc int
+	// legitWindow, when set, is called with true right before each run
+	// with legitimate clients and with false once it has ended.
+	legitWindow func(open bool)
 	// floodRate, when set, replaces the closed loop by an open loop at
 	// that many operations per second, with conc workers: every system
 	// gets the same offered load, however fast it turns it away.
@@ -192,6 +201,9 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			// Then the same load again with legitimate clients beside
 			// it, for their goodput.
 			var wg sync.WaitGroup
+			if m.legitWindow != nil {
+				m.legitWindow(true)
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -199,6 +211,9 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			}()
 			load(nil)
 			wg.Wait()
+			if m.legitWindow != nil {
+				m.legitWindow(false)
+			}
 		}
 		failed += res.failed + legit.failed
 		oks += res.ok

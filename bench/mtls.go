@@ -29,13 +29,38 @@ var (
 	curvesPQ     = []tls.CurveID{tls.X25519MLKEM768, tls.X25519}
 )
 
+// clientChain is a client certificate chain the mtls scenarios present,
+// with the job whose CA trusts it.
+type clientChain struct {
+	name   string
+	flavor flavor
+	cert   func(p *pkiFiles) tls.Certificate
+}
+
+// The chains of the mtls scenarios. The Cloudflare-shaped one is the
+// default: an RSA-2048 leaf from an RSA-4096 CA that signs with SHA-512.
+var (
+	chainCloudflare = clientChain{"cloudflare chain", flavorMTLS, func(p *pkiFiles) tls.Certificate { return p.client }}
+	chainECDSALeaf  = clientChain{"cloudflare CA, ECDSA leaf", flavorMTLS, func(p *pkiFiles) tls.Certificate { return p.clientECDSA }}
+	chainTestCA     = clientChain{"ECDSA test chain", flavorMTLSTestCA, func(p *pkiFiles) tls.Certificate { return p.clientTest }}
+)
+
 // mtlsClientConfig is the client side of the mtls job: TLS 1.3 only, the
-// client certificate when withCert, and the server's certificate checked by
-// its exact bytes. The load generator has one core, and a chain
-// verification per handshake would spend it on work that measures nothing
-// about the server; comparing the leaf with the one the harness issued is
-// as strict for this closed setup.
+// Cloudflare-shaped client certificate when withCert, and the server's
+// certificate checked by its exact bytes. The load generator has one core,
+// and a chain verification per handshake would spend it on work that
+// measures nothing about the server; comparing the leaf with the one the
+// harness issued is as strict for this closed setup.
 func (h *harness) mtlsClientConfig(withCert bool, curves []tls.CurveID) *tls.Config {
+	if withCert {
+		return h.mtlsClientConfigWith(&h.pki.client, curves)
+	}
+	return h.mtlsClientConfigWith(nil, curves)
+}
+
+// mtlsClientConfigWith is mtlsClientConfig presenting cert, or no
+// certificate when cert is nil.
+func (h *harness) mtlsClientConfigWith(cert *tls.Certificate, curves []tls.CurveID) *tls.Config {
 	want := h.pki.serverLeaf
 	cfg := &tls.Config{
 		ServerName:         mtlsName,
@@ -51,8 +76,8 @@ func (h *harness) mtlsClientConfig(withCert bool, curves []tls.CurveID) *tls.Con
 		CurvePreferences: curves,
 		NextProtos:       []string{"http/1.1"},
 	}
-	if withCert {
-		cfg.Certificates = []tls.Certificate{h.pki.client}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
 	}
 	return cfg
 }
@@ -60,10 +85,16 @@ func (h *harness) mtlsClientConfig(withCert bool, curves []tls.CurveID) *tls.Con
 // mtlsOp makes one TLS connection with the client certificate, sends one
 // request, expects the fixed response and end of stream, and closes. With
 // resume each worker keeps its own session cache and counts resumptions.
-func (h *harness) mtlsOp(r *running, curves []tls.CurveID, resume bool, resumed, handshakes *atomic.Int64) func(i int) op {
+func (h *harness) mtlsOp(r *running, cert tls.Certificate, curves []tls.CurveID, resume bool, resumed, handshakes *atomic.Int64) func(i int) op {
+	return h.mtlsOpWith(r, func() *tls.Config { return h.mtlsClientConfigWith(&cert, curves) }, resume, resumed, handshakes)
+}
+
+// mtlsOpWith is mtlsOp with each worker's client configuration from
+// newConfig.
+func (h *harness) mtlsOpWith(r *running, newConfig func() *tls.Config, resume bool, resumed, handshakes *atomic.Int64) func(i int) op {
 	return func(int) op {
 		buf := make([]byte, 2*len(httpResponse))
-		cfg := h.mtlsClientConfig(true, curves)
+		cfg := newConfig()
 		if resume {
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		}
@@ -88,7 +119,7 @@ func (h *harness) mtlsOp(r *running, curves []tls.CurveID, resume bool, resumed,
 			}
 			if handshakes != nil {
 				handshakes.Add(1)
-				if tc.ConnectionState().DidResume {
+				if resumed != nil && tc.ConnectionState().DidResume {
 					resumed.Add(1)
 				}
 			}
@@ -121,8 +152,14 @@ var errRefusalAnswered = errors.New("a client without a certificate got a respon
 // comes back, whatever way the system ends the connection (silence and FIN
 // for edgegate, an alert for the others).
 func (h *harness) rejectOp(r *running) func(i int) op {
+	return h.rejectOpWith(r, func() *tls.Config { return h.mtlsClientConfig(false, curvesX25519) })
+}
+
+// rejectOpWith is rejectOp with each worker's client configuration from
+// newConfig (one that presents a certificate the system must refuse).
+func (h *harness) rejectOpWith(r *running, newConfig func() *tls.Config) func(i int) op {
 	return func(int) op {
-		cfg := h.mtlsClientConfig(false, curvesX25519)
+		cfg := newConfig()
 		buf := make([]byte, 512)
 		return func(ctx context.Context) error {
 			c, err := dialer.DialContext(ctx, "tcp", r.addr)
@@ -160,21 +197,27 @@ var (
 func runMTLSFull(ctx context.Context, h *harness, sc *scenario) []Row {
 	var all []Row
 	for _, v := range []struct {
+		chain   clientChain
 		name    string
 		curves  []tls.CurveID
 		systems []string
 	}{
-		{"x25519", curvesX25519, mtlsSystems},
-		{"x25519mlkem768", curvesPQ, goSystems},
+		{chainCloudflare, chainCloudflare.name, curvesX25519, mtlsSystems},
+		{chainECDSALeaf, chainECDSALeaf.name, curvesX25519, mtlsSystems},
+		{chainTestCA, chainTestCA.name, curvesX25519, mtlsSystems},
+		{chainCloudflare, chainCloudflare.name + ", x25519mlkem768", curvesPQ, goSystems},
 	} {
-		h.progress("- key share %s", v.name)
-		rows := h.eachSystem(ctx, sc, v.name, v.systems, flavorMTLS, func(r *running, row *Row) {
+		h.progress("- %s", v.name)
+		cert := v.chain.cert(h.pki)
+		rows := h.eachSystem(ctx, sc, v.name, v.systems, v.chain.flavor, func(r *running, row *Row) {
+			cache := h.chainCacheWatch(r)
 			h.measure(ctx, r, row, measureCfg{
 				label:       r.system,
 				conc:        h.opts.Concurrency,
-				ops:         h.mtlsOp(r, v.curves, false, nil, nil),
+				ops:         h.mtlsOp(r, cert, v.curves, false, nil, nil),
 				latencyRate: 200,
 			})
+			cache.report(row)
 		})
 		addLatencyOverDirect(rows)
 		all = append(all, rows...)
@@ -183,14 +226,16 @@ func runMTLSFull(ctx context.Context, h *harness, sc *scenario) []Row {
 }
 
 func runMTLSResumed(ctx context.Context, h *harness, sc *scenario) []Row {
-	rows := h.eachSystem(ctx, sc, "x25519", mtlsSystems, flavorMTLS, func(r *running, row *Row) {
+	rows := h.eachSystem(ctx, sc, chainCloudflare.name, mtlsSystems, flavorMTLS, func(r *running, row *Row) {
 		var resumed, handshakes atomic.Int64
+		cache := h.chainCacheWatch(r)
 		h.measure(ctx, r, row, measureCfg{
 			label:       r.system,
 			conc:        h.opts.Concurrency,
-			ops:         h.mtlsOp(r, curvesX25519, true, &resumed, &handshakes),
+			ops:         h.mtlsOp(r, h.pki.client, curvesX25519, true, &resumed, &handshakes),
 			latencyRate: 300,
 		})
+		cache.report(row)
 		if n := handshakes.Load(); n > 0 && row.Metrics != nil {
 			f := float64(resumed.Load()) / float64(n)
 			row.Metrics[mResumed] = Stat{Median: f * 100, Min: f * 100, Max: f * 100, N: 1}
@@ -204,12 +249,12 @@ func runMTLSResumed(ctx context.Context, h *harness, sc *scenario) []Row {
 }
 
 func runMTLSReject(ctx context.Context, h *harness, sc *scenario) []Row {
-	return h.eachSystem(ctx, sc, "x25519", rejectSystems, flavorMTLS, func(r *running, row *Row) {
+	return h.eachSystem(ctx, sc, "no certificate", rejectSystems, flavorMTLS, func(r *running, row *Row) {
 		h.measure(ctx, r, row, measureCfg{
 			label:     r.system,
 			conc:      h.opts.Concurrency,
 			ops:       h.rejectOp(r),
-			legit:     h.mtlsOp(r, curvesX25519, false, nil, nil),
+			legit:     h.mtlsOp(r, h.pki.client, curvesX25519, false, nil, nil),
 			legitConc: max(1, h.opts.Concurrency/8),
 		})
 	})

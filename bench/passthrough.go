@@ -133,85 +133,94 @@ func runPassthroughBulk(ctx context.Context, h *harness, sc *scenario) []Row {
 			row.Status, row.Note = statusFailed, "write hello: "+err.Error()
 			return
 		}
-		var up, down atomic.Int64
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			for {
-				n, err := c.Write(bulkChunk)
-				up.Add(int64(n))
-				if err != nil {
-					return
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 256<<10)
-			for {
-				n, err := c.Read(buf)
-				down.Add(int64(n))
-				if err != nil {
-					return
-				}
-			}
-		}()
-		defer func() {
-			c.Close()
-			wg.Wait()
-		}()
-		// Bytes must flow both ways before the warm-up counts: a busy
-		// machine can take longer than a short warm-up to get them going.
-		for start := time.Now(); down.Load() == 0 || up.Load() == 0; {
-			if time.Since(start) > bulkStartLimit {
-				row.Status, row.Note = statusFailed, fmt.Sprintf("no data flowing after %v (%d bytes up, %d down)", bulkStartLimit, up.Load(), down.Load())
+		h.measureStream(ctx, r, row, c)
+	})
+}
+
+// measureStream pushes one stream each way through c (bulkChunk written
+// over and over, everything read and counted) for the warm-up and the
+// repetitions, and fills row with the throughput and the system's CPU time
+// per GiB. It closes c.
+func (h *harness) measureStream(ctx context.Context, r *running, row *Row, c net.Conn) {
+	defer c.Close()
+	var up, down atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			n, err := c.Write(bulkChunk)
+			up.Add(int64(n))
+			if err != nil {
 				return
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(h.opts.Warmup)
-		var mibs, cpuPerGiB, shares, othersSys, othersLoad []float64
-		var totalTicks uint64
-		for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
-			noise := startInterference(r.pid, !h.opts.NoPin)
-			u0, d0, w0 := up.Load(), down.Load(), time.Now()
-			var t0 uint64
-			if r.pid != 0 {
-				t0 = cpuTicks(r.pid)
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := c.Read(buf)
+			down.Add(int64(n))
+			if err != nil {
+				return
 			}
-			select {
-			case <-time.After(h.opts.Duration):
-			case <-ctx.Done():
-			}
-			u1, d1, w1 := up.Load(), down.Load(), time.Now()
-			oSys, oLoad := noise.others(r.pid)
-			othersSys, othersLoad = append(othersSys, oSys), append(othersLoad, oLoad)
-			bytesMoved := float64(u1 - u0 + d1 - d0)
-			el := w1.Sub(w0).Seconds()
-			mibs = append(mibs, bytesMoved/el/(1<<20))
-			line := fmt.Sprintf("  %s rep %d/%d: %.0f MiB/s up, %.0f MiB/s down", r.system, rep, h.opts.Reps,
-				float64(u1-u0)/el/(1<<20), float64(d1-d0)/el/(1<<20))
-			if r.pid != 0 {
-				ticks := max(cpuTicks(r.pid), t0) - t0
-				totalTicks += ticks
-				sec := float64(ticks) / clockTicks
-				shares = append(shares, sec/el)
-				if bytesMoved > 0 {
-					cpuPerGiB = append(cpuPerGiB, sec/(bytesMoved/(1<<30)))
-				}
-				line += fmt.Sprintf(", system CPU %.0f%% of a core", sec/el*100)
-			}
-			h.progress("%s", line)
 		}
-		row.Metrics = map[string]Stat{mMiBs: statOf(mibs), mOthersSys: statOf(othersSys), mOthersLoad: statOf(othersLoad)}
-		if len(shares) > 0 {
-			row.Metrics[mCoreShare] = statOf(shares)
-			row.Metrics[mCPUPerGiB] = statOf(cpuPerGiB)
+	}()
+	defer func() {
+		c.Close()
+		wg.Wait()
+	}()
+	// Bytes must flow both ways before the warm-up counts: a busy
+	// machine can take longer than a short warm-up to get them going.
+	for start := time.Now(); down.Load() == 0 || up.Load() == 0; {
+		if time.Since(start) > bulkStartLimit {
+			row.Status, row.Note = statusFailed, fmt.Sprintf("no data flowing after %v (%d bytes up, %d down)", bulkStartLimit, up.Load(), down.Load())
+			return
 		}
-		row.Status = judge(r, row.Metrics, totalTicks)
-		row.Note = busyNote(row.Metrics)
-	})
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(h.opts.Warmup)
+	var mibs, cpuPerGiB, shares, othersSys, othersLoad []float64
+	var totalTicks uint64
+	for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
+		noise := startInterference(r.pid, !h.opts.NoPin)
+		u0, d0, w0 := up.Load(), down.Load(), time.Now()
+		var t0 uint64
+		if r.pid != 0 {
+			t0 = cpuTicks(r.pid)
+		}
+		select {
+		case <-time.After(h.opts.Duration):
+		case <-ctx.Done():
+		}
+		u1, d1, w1 := up.Load(), down.Load(), time.Now()
+		oSys, oLoad := noise.others(r.pid)
+		othersSys, othersLoad = append(othersSys, oSys), append(othersLoad, oLoad)
+		bytesMoved := float64(u1 - u0 + d1 - d0)
+		el := w1.Sub(w0).Seconds()
+		mibs = append(mibs, bytesMoved/el/(1<<20))
+		line := fmt.Sprintf("  %s rep %d/%d: %.0f MiB/s up, %.0f MiB/s down", r.system, rep, h.opts.Reps,
+			float64(u1-u0)/el/(1<<20), float64(d1-d0)/el/(1<<20))
+		if r.pid != 0 {
+			ticks := max(cpuTicks(r.pid), t0) - t0
+			totalTicks += ticks
+			sec := float64(ticks) / clockTicks
+			shares = append(shares, sec/el)
+			if bytesMoved > 0 {
+				cpuPerGiB = append(cpuPerGiB, sec/(bytesMoved/(1<<30)))
+			}
+			line += fmt.Sprintf(", system CPU %.0f%% of a core", sec/el*100)
+		}
+		h.progress("%s", line)
+	}
+	row.Metrics = map[string]Stat{mMiBs: statOf(mibs), mOthersSys: statOf(othersSys), mOthersLoad: statOf(othersLoad)}
+	if len(shares) > 0 {
+		row.Metrics[mCoreShare] = statOf(shares)
+		row.Metrics[mCPUPerGiB] = statOf(cpuPerGiB)
+	}
+	row.Status = judge(r, row.Metrics, totalTicks)
+	row.Note = busyNote(row.Metrics)
 }
 
 // bulkStartLimit bounds the wait for a bulk stream to flow both ways.

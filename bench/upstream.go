@@ -38,7 +38,8 @@ const (
 	// connection open until the client closes it.
 	upIdle
 	// upHTTP answers each HTTP/1.1 request with httpResponse, and closes
-	// after a request that asks for Connection: close.
+	// after a request that asks for Connection: close. A request for
+	// /bulk (mtls-bulk) turns the connection into upBulk's two streams.
 	upHTTP
 )
 
@@ -175,7 +176,13 @@ func (u *upstream) servePassthrough(c net.Conn, r *bufio.Reader) error {
 		_, err := io.Copy(io.Discard, r)
 		return err
 	}
-	// upBulk: discard one way, send the other, until either side ends.
+	u.serveBulk(c, r)
+	return nil
+}
+
+// serveBulk discards what arrives on c and sends bulkChunk over and over,
+// until either side ends.
+func (u *upstream) serveBulk(c net.Conn, r *bufio.Reader) {
 	u.served.Add(1)
 	c.SetReadDeadline(time.Time{})
 	done := make(chan struct{})
@@ -191,18 +198,21 @@ func (u *upstream) servePassthrough(c net.Conn, r *bufio.Reader) error {
 	u.bytesIn.Add(n64)
 	c.Close()
 	<-done
-	return nil
 }
 
 func (u *upstream) serveHTTP(c net.Conn, r *bufio.Reader) error {
 	first := true
 	for {
-		closeAfter, err := readRequest(r)
+		closeAfter, bulk, err := readRequest(r)
 		if err != nil {
 			if !first && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)) {
 				return nil
 			}
 			return err
+		}
+		if bulk {
+			u.serveBulk(c, r)
+			return nil
 		}
 		if _, err := c.Write(httpResponse); err != nil {
 			return err
@@ -220,22 +230,30 @@ func (u *upstream) serveHTTP(c net.Conn, r *bufio.Reader) error {
 	}
 }
 
+// bulkRequest starts mtls-bulk's streams: the HTTP upstream answers it by
+// sending bulkChunk over and over while discarding what the client sends.
+var bulkRequest = []byte("GET /bulk HTTP/1.1\r\nHost: " + mtlsName + "\r\nUser-Agent: edgegate-bench\r\n\r\n")
+
 // readRequest reads one HTTP/1.1 request head (the harness never sends a
-// body) and reports whether it asked for Connection: close.
-func readRequest(r *bufio.Reader) (closeAfter bool, err error) {
+// body) and reports whether it asked for Connection: close, and whether
+// it asked for /bulk.
+func readRequest(r *bufio.Reader) (closeAfter, bulk bool, err error) {
 	for n := 0; ; n++ {
 		line, err := r.ReadSlice('\n')
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		if n > 64 {
-			return false, errors.New("request head too long")
+			return false, false, errors.New("request head too long")
+		}
+		if n == 0 && bytes.HasPrefix(line, []byte("GET /bulk ")) {
+			bulk = true
 		}
 		if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
 			if n == 0 {
-				return false, errors.New("empty request line")
+				return false, false, errors.New("empty request line")
 			}
-			return closeAfter, nil
+			return closeAfter, bulk, nil
 		}
 		if bytes.EqualFold(bytes.TrimSpace(line), []byte("Connection: close")) {
 			closeAfter = true

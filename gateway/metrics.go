@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -82,5 +84,44 @@ func (m *metricsSet) observeHello(h *sni.Hello) {
 	m.helloBytes.Observe(float64(h.Length))
 	if h.PostQuantum() {
 		m.helloPQ.Inc()
+	}
+}
+
+// chainCacheCollector reports the verified-chain cache of every mtls vhost
+// in the configuration in force. A vhost's counts live in its cache, which a
+// reload keeps while the vhost's trust is unchanged; a new CA or pin starts
+// a new cache, and the counters restart from zero as after a restart.
+type chainCacheCollector struct {
+	state        *atomic.Pointer[state]
+	hits, misses *prometheus.Desc
+}
+
+func newChainCacheCollector(st *atomic.Pointer[state]) *chainCacheCollector {
+	return &chainCacheCollector{
+		state: st,
+		hits: prometheus.NewDesc("edgegate_client_chain_cache_hits_total",
+			"mtls client chains accepted from the verified-chain cache, by vhost.", []string{"vhost"}, nil),
+		misses: prometheus.NewDesc("edgegate_client_chain_cache_misses_total",
+			"mtls client chains not in the verified-chain cache (verified in full), by vhost.", []string{"vhost"}, nil),
+	}
+}
+
+func (c *chainCacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.hits
+	ch <- c.misses
+}
+
+func (c *chainCacheCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.state.Load()
+	if st == nil {
+		return
+	}
+	for name, v := range st.vhosts {
+		if v.mtls == nil || v.mtls.auth.Cache == nil {
+			continue
+		}
+		h, m := v.mtls.auth.Cache.Stats()
+		ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(h), name)
+		ch <- prometheus.MustNewConstMetric(c.misses, prometheus.CounterValue, float64(m), name)
 	}
 }

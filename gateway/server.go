@@ -73,6 +73,7 @@ func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.state.Store(st)
 	s.metrics.generation.Set(1)
+	s.metrics.reg.MustRegister(newChainCacheCollector(&s.state))
 	return s, nil
 }
 
