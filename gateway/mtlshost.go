@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -20,9 +19,8 @@ import (
 // from the SNI edgegate already read, who may connect, and how client
 // certificates are judged.
 type mtlsHost struct {
-	tls   *tls.Config
-	auth  *clientauth.Verifier
-	allow []netip.Prefix // empty: any source
+	tls  *tls.Config
+	auth *clientauth.Verifier
 	// trust digests what the vhost trusts (CA, pins); a reload that keeps
 	// it keeps auth, and with it the cache of verified chains.
 	trust [32]byte
@@ -125,7 +123,7 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 		CurvePreferences: vc.TLS.CurveIDs,
 	}
 	tc.SetSessionTicketKeys(keys)
-	return &mtlsHost{tls: tc, auth: auth, allow: vc.AllowFromPrefixes, trust: trustSum}, nil
+	return &mtlsHost{tls: tc, auth: auth, trust: trustSum}, nil
 }
 
 // loadKeyPair loads a certificate chain and its private key.
