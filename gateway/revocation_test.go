@@ -120,6 +120,13 @@ func TestClientCRL(t *testing.T) {
 		t.Fatalf("the chain cache holds %d chains, want the one served", cache.Len())
 	}
 
+	// Tickets issued to the client the next CRL revokes.
+	tickets := map[string]*stealCache{}
+	for name, v := range versions {
+		tickets[name] = ticketFrom(t, addr, "app.example.test", p, v, kept)
+		up.next(t)
+	}
+
 	reload := func(t *testing.T) error {
 		t.Helper()
 		return s.ReloadFile(filepath.Join(dir, "edgegate.yaml"))
@@ -138,6 +145,19 @@ func TestClientCRL(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				refused(t, kept, v)
 				served(t, revoked, v)
+			})
+			// A session resumed from a ticket issued before the reload (the
+			// ticket keys are kept) is judged by the new CRL too.
+			t.Run("resumed "+name, func(t *testing.T) {
+				before := testutil.ToFloat64(s.metrics.rejections.WithLabelValues("app", "revoked"))
+				c, rc, err := dialTLS(t, addr, &tls.Config{ServerName: "app.example.test", RootCAs: p.roots,
+					MinVersion: v, MaxVersion: v, ClientSessionCache: tickets[name]})
+				if err == nil {
+					c.Write([]byte("PING\n"))
+				}
+				expectRefused(t, c, rc, err)
+				waitRejections(t, s, "app", "revoked", before+1)
+				up.expectNone(t)
 			})
 		}
 	})
