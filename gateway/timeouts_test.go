@@ -96,3 +96,39 @@ vhosts:
 	patient.Close()
 	s.waitCount(t, listener, "patient", OutcomeProxied, 1)
 }
+
+// TestVHostHandshakeTimeout: an mtls vhost's own timeouts.handshake cuts a
+// client that stalls mid-handshake long before the top-level value would.
+func TestVHostHandshakeTimeout(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, nil)
+	s := startServer(t, yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+timeouts: {handshake: 10m}
+vhosts:
+  - name: app
+    hosts: [go.example.test]
+    mode: mtls
+    tls: {certificates: [{cert: %q, key: %q}]}
+    client_auth: {ca: %q}
+    upstream: {address: %q}
+    timeouts: {handshake: 300ms}
+`, p.certFile, p.keyFile, p.caFile, up.address()))
+	c, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The hello, then nothing: the server's flight comes back, and the
+	// handshake waits for a certificate that never comes.
+	if err := send(c, readHello(t, "go-pq.bin"), false); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the stalled handshake was not ended: %v", err)
+	}
+	waitRejections(t, s, "app", "handshake_timeout", 1)
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeHandshake, 1)
+	up.expectNone(t)
+}
