@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgegate/edgegate/gateway/clientauth"
 	"github.com/edgegate/edgegate/gateway/config"
 )
 
@@ -71,8 +72,8 @@ func Warnings(cfg *config.Config) []string {
 
 // fileWarnings looks at the files of mtls vhost i: certificates near their
 // end, host names no certificate covers, keys every user can read, a CA
-// certificate where a server certificate belongs and one that is not a CA
-// where CAs belong.
+// certificate where a server certificate belongs, one that is not a CA
+// where CAs belong, and CRLs past their next update.
 func fileWarnings(cfg *config.Config, i int) []string {
 	v := &cfg.VHosts[i]
 	var ws []string
@@ -127,6 +128,20 @@ func fileWarnings(cfg *config.Config, i int) []string {
 				if !c.IsCA {
 					warn(fmt.Sprintf("client_auth.ca: %s holds %s, which is not a CA certificate: a leaf given where the CA that issues client certificates belongs?", ca, c.Subject), "client_auth", "ca")
 				}
+			}
+		}
+	}
+	for j, f := range v.ClientAuth.CRL {
+		b, err := os.ReadFile(cfg.Path(f))
+		if err != nil {
+			continue
+		}
+		lists, _ := clientauth.ParseCRLs(b)
+		for _, l := range lists {
+			if !l.NextUpdate.IsZero() && l.NextUpdate.Before(time.Now()) {
+				warn(fmt.Sprintf("client_auth.crl: %s (issued by %s) expired %s: its CA has published a newer list, "+
+					"whose revocations edgegate does not know; the expired list is still applied", f, l.Issuer, l.NextUpdate.Format(time.DateTime)),
+					"client_auth", "crl", j)
 			}
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // holds no goroutine and no buffer. A terminated one is relayed by Pipe.
 func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
-	up, err := relay.Dial(v.upstream.Address, st.cfg.Timeouts.UpstreamDial.D())
+	up, err := relay.Dial(v.upstream.Address, v.timeouts.UpstreamDial.D())
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
 		relay.CloseSilently(raw, false)
@@ -35,7 +35,7 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPCo
 		relay.CloseSilently(raw, false)
 		return false
 	}
-	idle := st.cfg.Timeouts.Idle.D()
+	idle := v.timeouts.Idle.D()
 	if client == net.Conn(raw) && s.parker != nil {
 		sent := len(first)
 		pr := relay.NewPair(client, up, idle, func(r relay.Result) {

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -20,11 +19,10 @@ import (
 // from the SNI edgegate already read, who may connect, and how client
 // certificates are judged.
 type mtlsHost struct {
-	tls   *tls.Config
-	auth  *clientauth.Verifier
-	allow []netip.Prefix // empty: any source
+	tls  *tls.Config
+	auth *clientauth.Verifier
 	// trust digests what the vhost trusts (CA, pins); a reload that keeps
-	// it keeps auth, and with it the cache of verified chains.
+	// it keeps auth's cache of verified chains and its generation.
 	trust [32]byte
 }
 
@@ -39,8 +37,9 @@ var ticketSecret = func() []byte {
 
 // newMTLSHost loads vhost i's certificates, client CA, pins and ticket keys.
 // prev is the same vhost in the configuration being replaced, or nil: when
-// it trusts exactly what this one does, its verifier (and so its cache of
-// verified chains) carries over; any change of CA or pins starts a new one.
+// it trusts exactly what this one does, its cache of verified chains
+// carries over (with the CRLs read now); any change of CA or pins starts a
+// new one.
 func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	vc := &cfg.VHosts[i]
 	at := func(err error, path ...any) error {
@@ -59,9 +58,11 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	// the ticket keys, so a change of CA or pins invalidates both.
 	trust := sha256.New()
 	auth := &clientauth.Verifier{Cache: clientauth.NewCache(1024)}
+	var cas []*x509.Certificate // what may sign a CRL
 	if vc.ClientAuth.CA == "cloudflare" {
 		auth.Roots = cfg.Cloudflare.Pool()
 		trust.Write(cfg.Cloudflare.CA.Raw)
+		cas = append(cas, cfg.Cloudflare.CA)
 	} else {
 		pem, err := os.ReadFile(cfg.Path(vc.ClientAuth.CA))
 		if err != nil {
@@ -73,6 +74,28 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 		}
 		auth.Roots = pool
 		trust.Write(pem)
+		cas = pemCertificates(pem)
+	}
+	// CRLs are not part of trust: the verifier consults them on every
+	// verification, cached chains included, so a new CRL keeps the cache
+	// and the session tickets (a resumed session is judged again too).
+	if len(vc.ClientAuth.CRL) > 0 {
+		auth.Revoked = &clientauth.Revocations{}
+	}
+	for j, f := range vc.ClientAuth.CRL {
+		data, err := os.ReadFile(cfg.Path(f))
+		var lists []*x509.RevocationList
+		if err == nil {
+			lists, err = clientauth.ParseCRLs(data)
+		}
+		for _, l := range lists {
+			if err = auth.Revoked.Add(l, cas); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, at(fmt.Errorf("client_auth.crl %s: %w", f, err), "client_auth", "crl", j)
+		}
 	}
 	for j, s := range vc.ClientAuth.SPKISHA256 {
 		p, err := clientauth.ParsePin(s)
@@ -85,7 +108,7 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	var trustSum [32]byte
 	trust.Sum(trustSum[:0])
 	if prev != nil && prev.trust == trustSum {
-		auth = prev.auth
+		auth.Generation, auth.Cache = prev.auth.Generation, prev.auth.Cache
 	} else {
 		auth.Generation = clientauth.NewTrustGeneration()
 	}
@@ -125,7 +148,7 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 		CurvePreferences: vc.TLS.CurveIDs,
 	}
 	tc.SetSessionTicketKeys(keys)
-	return &mtlsHost{tls: tc, auth: auth, allow: vc.AllowFromPrefixes, trust: trustSum}, nil
+	return &mtlsHost{tls: tc, auth: auth, trust: trustSum}, nil
 }
 
 // loadKeyPair loads a certificate chain and its private key.

@@ -20,7 +20,7 @@ const (
 	OutcomeUpstreamUnreachable Outcome = "upstream_unreachable" // dial refused or timed out; the client was closed silently
 	OutcomeUpstreamError       Outcome = "upstream_error"       // writing the PROXY header or the hello to the upstream failed
 	OutcomeUpstreamClosed      Outcome = "upstream_closed"      // the upstream closed or reset before sending a byte back (often: it does not expect the PROXY header)
-	OutcomeNotAllowed          Outcome = "closed_not_allowed"   // mtls: source address outside allow_from
+	OutcomeNotAllowed          Outcome = "closed_not_allowed"   // source address outside allow_from (either mode)
 	OutcomeClientCert          Outcome = "closed_client_cert"   // mtls: no valid client certificate (reason says which check failed)
 	OutcomeHandshake           Outcome = "closed_handshake"     // mtls: the TLS handshake failed or timed out
 	OutcomeIdleTimeout         Outcome = "closed_idle"          // proxied, then silent for timeouts.idle

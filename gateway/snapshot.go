@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/edgegate/edgegate/gateway/config"
 )
@@ -20,7 +21,14 @@ type vhost struct {
 	mode          mode
 	upstream      config.Upstream
 	resetOnReject bool
-	mtls          *mtlsHost // mode mtls only
+	allow         []netip.Prefix  // empty: any source
+	timeouts      config.Timeouts // the global ones with the vhost's own over them
+	mtls          *mtlsHost       // mode mtls only
+}
+
+// admits reports whether allow_from lets a client address in.
+func (v *vhost) admits(a netip.Addr) bool {
+	return len(v.allow) == 0 || containsAddr(v.allow, a)
 }
 
 // state is one configuration generation, compiled. Connections hold the
@@ -50,6 +58,11 @@ func compile(cfg *config.Config, generation uint64, prev *state) (*state, error)
 			mode:          mode(vc.Mode),
 			upstream:      vc.Upstream,
 			resetOnReject: vc.OnReject == "reset",
+			allow:         vc.AllowFromPrefixes,
+			timeouts:      cfg.Timeouts,
+		}
+		if vc.Timeouts != nil {
+			v.timeouts = *vc.Timeouts
 		}
 		if v.mode == modeMTLS {
 			var before *mtlsHost

@@ -23,7 +23,7 @@ import (
 func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte) {
 	v := ss.vhost
 	m := v.mtls
-	if len(m.allow) > 0 && !containsAddr(m.allow, ss.client.Addr()) {
+	if !v.admits(ss.client.Addr()) {
 		s.refuse(ss, c, OutcomeNotAllowed, "source_not_allowed", nil)
 		return
 	}
@@ -55,7 +55,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 		return nil, errors.New("no certificate")
 	}
 	tc := tls.Server(hc, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeouts.Handshake.D())
+	ctx, cancel := context.WithTimeout(context.Background(), v.timeouts.Handshake.D())
 	start := time.Now()
 	err := tc.HandshakeContext(ctx)
 	cancel()

@@ -1,5 +1,6 @@
 // Package clientauth verifies the certificate chains that clients present
-// to mtls vhosts: trust anchors, SPKI pins, validity, key usage, and a cache
+// to mtls vhosts: trust anchors, SPKI pins, validity, key usage,
+// revocation by the CAs' certificate revocation lists, and a cache
 // of chains that verified so that a client presenting the same chain again
 // costs a hash instead of signature checks.
 package clientauth
@@ -27,6 +28,7 @@ const (
 	RejectBadKeyUsage    Reason = "bad_key_usage"
 	RejectPinMismatch    Reason = "pin_mismatch"
 	RejectBadCertificate Reason = "bad_certificate"
+	RejectRevoked        Reason = "revoked"
 )
 
 // maxClientChain bounds the certificates a client may present. Cloudflare
@@ -44,8 +46,9 @@ const maxClientChain = 8
 // here as no_certificate.
 //
 // A Verifier must not be modified after first use. A reload that keeps a
-// vhost's trust (Roots and Pins) may keep its Verifier, cache included; one
-// that changes it builds a new one with a new Generation.
+// vhost's trust (Roots and Pins) may give its new Verifier the old one's
+// Generation and Cache, whatever its Revoked; one that changes it needs a
+// new Generation.
 type Verifier struct {
 	// Roots are the trust anchors. A nil pool trusts nothing.
 	Roots *x509.CertPool
@@ -62,6 +65,11 @@ type Verifier struct {
 	// chain again (Cloudflare presents one chain millions of times) costs a
 	// hash instead of signature checks. Nil disables caching.
 	Cache *Cache
+	// Revoked, if not nil, refuses a chain holding a certificate its CRLs
+	// revoke. It is consulted on every verification, cached chains
+	// included, so it is not part of the trust a Generation names: a CRL
+	// replaced by a reload applies at once to chains cached before.
+	Revoked *Revocations
 }
 
 var trustGeneration atomic.Uint64
@@ -75,9 +83,10 @@ func NewTrustGeneration() uint64 {
 // verifyDER checks rawCerts, the DER certificates a client presented, leaf
 // first: the chain must verify to a.Roots for client authentication, every
 // certificate in it must be valid at now, the leaf's KeyUsage, when present,
-// must allow digitalSignature, and the leaf must match a pin if a.Pins is
-// set. It returns "" and nil when the client is accepted, or the
-// reason and an error describing the refusal.
+// must allow digitalSignature, the leaf must match a pin if a.Pins is set,
+// and no certificate in it may be revoked by a.Revoked. It returns "" and
+// nil when the client is accepted, or the reason and an error describing
+// the refusal.
 func (a *Verifier) verifyDER(rawCerts [][]byte, now time.Time) (Reason, error) {
 	return a.verify(rawCerts, nil, now)
 }
@@ -86,9 +95,10 @@ func (a *Verifier) verifyDER(rawCerts [][]byte, now time.Time) (Reason, error) {
 // crypto/tls parsed them (tls.ConnectionState.PeerCertificates inside
 // VerifyConnection): the chain must verify to a.Roots for client
 // authentication, every certificate in it must be valid at now, the leaf's
-// KeyUsage, when present, must allow digitalSignature, and the leaf must
-// match a pin if a.Pins is set. It returns "" and nil when the client is
-// accepted, or the reason and an error describing the refusal.
+// KeyUsage, when present, must allow digitalSignature, the leaf must match
+// a pin if a.Pins is set, and no certificate in it may be revoked by
+// a.Revoked. It returns "" and nil when the client is accepted, or the
+// reason and an error describing the refusal.
 func (a *Verifier) Verify(certs []*x509.Certificate, now time.Time) (Reason, error) {
 	raw := make([][]byte, len(certs))
 	for i, c := range certs {
@@ -111,18 +121,19 @@ func (a *Verifier) verify(raw [][]byte, parsed []*x509.Certificate, now time.Tim
 	if a.Cache != nil {
 		key = chainKey(raw, a.Generation)
 		if a.Cache.valid(key, now) {
-			return "", nil
+			if a.Revoked == nil {
+				return "", nil
+			}
+			chain, err := parseChain(raw, parsed)
+			if err != nil {
+				return RejectBadCertificate, err
+			}
+			return a.revocation(chain)
 		}
 	}
-	if parsed == nil {
-		parsed = make([]*x509.Certificate, len(raw))
-		for i, der := range raw {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				return RejectBadCertificate, fmt.Errorf("client certificate %d: %w", i, err)
-			}
-			parsed[i] = c
-		}
+	parsed, err := parseChain(raw, parsed)
+	if err != nil {
+		return RejectBadCertificate, err
 	}
 	leaf := parsed[0]
 	// Pins first: comparing a hash is far cheaper than checking signatures,
@@ -153,8 +164,46 @@ func (a *Verifier) verify(raw [][]byte, parsed []*x509.Certificate, now time.Tim
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 		return RejectBadKeyUsage, fmt.Errorf("client certificate %q: key usage does not allow digitalSignature", leaf.Subject.CommonName)
 	}
+	if r, err := a.revocation(parsed); err != nil {
+		return r, err
+	}
 	if a.Cache != nil {
 		a.Cache.add(key, chainWindow(chains[0]))
+	}
+	return "", nil
+}
+
+// parseChain returns parsed when crypto/tls has parsed the chain already,
+// or parses raw.
+func parseChain(raw [][]byte, parsed []*x509.Certificate) ([]*x509.Certificate, error) {
+	if parsed != nil {
+		return parsed, nil
+	}
+	parsed = make([]*x509.Certificate, len(raw))
+	for i, der := range raw {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %d: %w", i, err)
+		}
+		parsed[i] = c
+	}
+	return parsed, nil
+}
+
+// revocation refuses a chain that holds a certificate a.Revoked revokes:
+// the leaf, or an intermediate the client sent. It is called only for a
+// chain that verified (now or when it was cached), so the issuer names it
+// looks up are those of certificates the roots vouch for.
+func (a *Verifier) revocation(chain []*x509.Certificate) (Reason, error) {
+	for i, c := range chain {
+		if a.Revoked.Revoked(c) {
+			what := "client certificate"
+			if i > 0 {
+				what = fmt.Sprintf("intermediate %q of client certificate", c.Subject.CommonName)
+			}
+			return RejectRevoked, fmt.Errorf("%s %q: serial %s revoked by the CRL of %q",
+				what, chain[0].Subject.CommonName, c.SerialNumber.Text(16), c.Issuer.CommonName)
+		}
 	}
 	return "", nil
 }

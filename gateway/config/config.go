@@ -30,6 +30,13 @@ type Config struct {
 	Limits    Limits     `yaml:"limits"`
 	EBPF      EBPF       `yaml:"ebpf"`
 	VHosts    []VHost    `yaml:"vhosts"`
+	// Include names files holding more vhosts, each a glob resolved
+	// against this file's folder ("conf.d/*.yaml"). Every file a glob
+	// matches, in sorted order, holds a `vhosts:` list and nothing else;
+	// its vhosts follow this file's own, and its errors are reported at its
+	// own lines. A glob that matches nothing is no error; a name without
+	// wildcards that names no file is. Included files include nothing.
+	Include FileList `yaml:"include"`
 
 	// PIDFile, when set, is written with the process ID once the gateway
 	// is serving (and rewritten by the new process after an upgrade).
@@ -56,8 +63,14 @@ type Config struct {
 	Cloudflare *cloudflare.Data `yaml:"-"`
 	// Notes are problems that do not stop the load, for check and the log.
 	Notes []string `yaml:"-"`
+	// Included are the files Include matched, in the order their vhosts
+	// were appended to VHosts.
+	Included []string `yaml:"-"`
 
 	root *yaml.Node
+	// origins locates the vhosts that came from included files:
+	// VHosts[len(VHosts)-len(origins)+k] was written at origins[k].
+	origins []origin
 }
 
 // Listener is one listening address.
@@ -191,8 +204,15 @@ type VHost struct {
 	Upstream   Upstream  `yaml:"upstream"`
 	TLS        *TLS      `yaml:"tls"`
 	ClientAuth *ClientCA `yaml:"client_auth"`
-	AllowFrom  []string  `yaml:"allow_from"`
-	OnReject   string    `yaml:"on_reject"` // close (default) | reset
+	AllowFrom  []string  `yaml:"allow_from"` // both modes: checked right after the ClientHello
+	OnReject   string    `yaml:"on_reject"`  // close (default) | reset
+	// Timeouts overrides the global timeouts for this vhost's connections:
+	// upstream_dial, idle and (mtls) handshake; a key left out inherits the
+	// global value. client_hello and drain cannot be set per vhost (the
+	// ClientHello is read before its SNI names a vhost; the drain is one
+	// deadline for the whole process). After Load it is never nil and holds
+	// every timeout in force for the vhost.
+	Timeouts *Timeouts `yaml:"timeouts"`
 
 	// AllowFromPrefixes is AllowFrom parsed, "cloudflare" expanded.
 	AllowFromPrefixes []netip.Prefix `yaml:"-"`
@@ -238,6 +258,45 @@ type CertFiles struct {
 type ClientCA struct {
 	CA         string   `yaml:"ca"` // "cloudflare" (default) or a PEM bundle path
 	SPKISHA256 []string `yaml:"spki_sha256"`
+	// CRL names certificate revocation lists (one file or several, each
+	// DER or PEM with one or more X509 CRL blocks). Each must be signed by
+	// a CA certificate in CA; a client chain holding a certificate one of
+	// them revokes is refused with reason "revoked".
+	CRL FileList `yaml:"crl"`
+}
+
+// FileList is one file name or a list of them: `crl: a.pem` and
+// `crl: [a.pem, b.pem]` both decode.
+type FileList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *FileList) UnmarshalYAML(n *yaml.Node) error {
+	bad := func(m *yaml.Node) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a file name or a list of file names", m.Line)}}
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			*l = nil
+			return nil
+		}
+		if n.ShortTag() != "!!str" {
+			return bad(n)
+		}
+		*l = FileList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		out := make(FileList, 0, len(n.Content))
+		for _, m := range n.Content {
+			if m.Kind != yaml.ScalarNode || m.ShortTag() != "!!str" {
+				return bad(m)
+			}
+			out = append(out, m.Value)
+		}
+		*l = out
+		return nil
+	}
+	return bad(n)
 }
 
 // Duration is a time.Duration written as "5s", "1m30s".

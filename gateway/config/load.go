@@ -63,6 +63,9 @@ func Parse(file string, data []byte, keep *cloudflare.Data) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil {
 		return nil, yamlError(file, err)
 	}
+	if err := cfg.includeVHosts(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	// Cloudflare's ranges and CA come from cloudflare_data when it holds a
 	// valid set (written by `edgegate cloudflare update`); a broken set is
@@ -227,24 +230,50 @@ func (c *Config) setDefaults() {
 
 // ErrAt is a configuration error at the node found by path (keys and
 // indexes from the document root, as in ErrAt("bad", "vhosts", 2, "tls"));
-// the nearest existing ancestor gives the line.
+// the nearest existing ancestor gives the line. A path into a vhost that
+// came from an included file names that file and its line.
 func (c *Config) ErrAt(msg string, path ...any) error {
-	return &Error{File: c.File, Line: c.line(path...), Msg: msg}
+	file, _, line := c.locate(path...)
+	return &Error{File: file, Line: line, Msg: msg}
 }
 
 // line returns the line of the node at path, or of its nearest ancestor.
 func (c *Config) line(path ...any) int {
-	_, line := c.find(path...)
+	_, _, line := c.locate(path...)
 	return line
 }
 
-// find returns the node at path, or nil when the file does not have it,
-// and the line of the node or of its nearest ancestor.
+// find returns the node at path (nil if absent) and the line of it or of
+// its nearest ancestor.
 func (c *Config) find(path ...any) (*yaml.Node, int) {
-	if c.root == nil || len(c.root.Content) == 0 {
-		return nil, 0
+	_, n, line := c.locate(path...)
+	return n, line
+}
+
+// locate finds the node at path, the line of it or of its nearest
+// ancestor, and the file it was written in: a path into a vhost that came
+// from an included file is followed in that file.
+func (c *Config) locate(path ...any) (file string, n *yaml.Node, line int) {
+	if len(path) >= 2 && path[0] == "vhosts" {
+		if i, ok := path[1].(int); ok {
+			if k := i - (len(c.VHosts) - len(c.origins)); k >= 0 && k < len(c.origins) {
+				o := c.origins[k]
+				n, line := walk(o.node, path[2:])
+				return o.file, n, line
+			}
+		}
 	}
-	n := c.root.Content[0]
+	if c.root == nil || len(c.root.Content) == 0 {
+		return c.File, nil, 0
+	}
+	n, line = walk(c.root.Content[0], path)
+	return c.File, n, line
+}
+
+// walk follows path (mapping keys and sequence indexes) down from n. It
+// returns the node reached, or nil when the path leaves the document, and
+// the line of the deepest node found.
+func walk(n *yaml.Node, path []any) (*yaml.Node, int) {
 	line := n.Line
 	for _, p := range path {
 		var next *yaml.Node
@@ -311,11 +340,17 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
-// Files lists every file the configuration depends on: itself and each
-// certificate, key, CA bundle and ticket-key file it names (resolved). A
-// change to any of them is a reason to reload.
+// Files lists every file the configuration depends on: itself, the files
+// it includes and each certificate, key, CA bundle, CRL and ticket-key file
+// it names (resolved), and the folder of each include glob, whose
+// modification time moves when a file is added to it or removed. A change
+// to any of them is a reason to reload.
 func (c *Config) Files() []string {
 	files := []string{c.File}
+	files = append(files, c.Included...)
+	for _, pat := range c.Include {
+		files = append(files, filepath.Dir(c.Path(pat)))
+	}
 	for _, name := range []string{cloudflare.IPv4File, cloudflare.IPv6File, cloudflare.CAFile} {
 		files = append(files, filepath.Join(c.Path(c.CloudflareData), name))
 	}
@@ -330,6 +365,11 @@ func (c *Config) Files() []string {
 		}
 		if v.ClientAuth != nil && v.ClientAuth.CA != "cloudflare" {
 			files = append(files, c.Path(v.ClientAuth.CA))
+		}
+		if v.ClientAuth != nil {
+			for _, f := range v.ClientAuth.CRL {
+				files = append(files, c.Path(f))
+			}
 		}
 	}
 	return files

@@ -229,9 +229,6 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 		if v.ClientAuth != nil {
 			return at("client_auth is only for mode mtls", "client_auth")
 		}
-		if len(v.AllowFrom) > 0 {
-			return at("allow_from is only for mode mtls", "allow_from")
-		}
 	case "mtls":
 		if len(v.TLS.Certificates) == 0 {
 			return at("tls.certificates: at least one certificate is required", "tls")
@@ -252,15 +249,65 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 		if err := c.validateTLSProfile(i, v); err != nil {
 			return err
 		}
-		var err error
-		if v.AllowFromPrefixes, err = c.prefixList(fmt.Sprintf("vhost %q: allow_from", v.Name), v.AllowFrom, "vhosts", i, "allow_from"); err != nil {
-			return err
+		for j, f := range v.ClientAuth.CRL {
+			if f == "" {
+				return at("client_auth.crl: empty file name", "client_auth", "crl", j)
+			}
 		}
 	case "":
 		return at("mode is required (passthrough or mtls)", "mode")
 	default:
 		return at(fmt.Sprintf("mode %q: want passthrough or mtls", v.Mode), "mode")
 	}
+	var err error
+	if v.AllowFromPrefixes, err = c.prefixList(fmt.Sprintf("vhost %q: allow_from", v.Name), v.AllowFrom, "vhosts", i, "allow_from"); err != nil {
+		return err
+	}
+	return c.vhostTimeouts(i, v)
+}
+
+// vhostTimeouts checks the timeouts vhost i sets for itself and replaces
+// them with every timeout in force for it: its own where it sets one, the
+// global ones elsewhere.
+func (c *Config) vhostTimeouts(i int, v *VHost) error {
+	eff := c.Timeouts
+	if t := v.Timeouts; t != nil {
+		written := func(key string) bool {
+			n, _ := c.find("vhosts", i, "timeouts", key)
+			return n != nil
+		}
+		at := func(key, msg string) error {
+			return c.ErrAt(fmt.Sprintf("vhost %q: timeouts.%s %s", v.Name, key, msg), "vhosts", i, "timeouts", key)
+		}
+		if written("client_hello") {
+			return at("client_hello", "cannot be set per vhost: the ClientHello is read before its SNI names a vhost; set it in the top-level timeouts")
+		}
+		if written("drain") {
+			return at("drain", "cannot be set per vhost: the drain on stop is one deadline for every connection; set it in the top-level timeouts")
+		}
+		if written("handshake") && v.Mode != "mtls" {
+			return at("handshake", "is only for mode mtls")
+		}
+		for _, o := range []struct {
+			key   string
+			set   Duration
+			eff   *Duration
+			least time.Duration
+		}{
+			{"upstream_dial", t.UpstreamDial, &eff.UpstreamDial, 10 * time.Millisecond},
+			{"idle", t.Idle, &eff.Idle, time.Second},
+			{"handshake", t.Handshake, &eff.Handshake, 10 * time.Millisecond},
+		} {
+			if !written(o.key) {
+				continue
+			}
+			if o.set.D() < o.least {
+				return at(o.key, fmt.Sprintf("must be at least %s (leave it out to inherit the top-level value)", shortDuration(o.least)))
+			}
+			*o.eff = o.set
+		}
+	}
+	v.Timeouts = &eff
 	return nil
 }
 

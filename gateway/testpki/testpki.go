@@ -13,6 +13,7 @@
 //	srv, _ := ca.Server("app.example.com")
 //	cli, _ := ca.Client("cloudflare-client")
 //	bad, _ := ca.Client("old", testpki.Expired())
+//	crl, _ := ca.CRL(time.Now().Add(24*time.Hour), bad.Leaf) // revokes bad
 //	pool := x509.NewCertPool()
 //	pool.AddCert(ca.Cert)
 package testpki
@@ -34,6 +35,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -61,6 +63,8 @@ type CA struct {
 	// chain holds the DER of the intermediates between this CA and its root,
 	// this CA first; empty for a root.
 	chain [][]byte
+	// crlNumber is the number of the last CRL issued, for the next one.
+	crlNumber atomic.Int64
 }
 
 // NewCA returns a self-signed root CA with an ECDSA P-256 key and the given
@@ -339,6 +343,40 @@ func WritePEM(dir, name string, c tls.Certificate) (certFile, keyFile string, er
 		return "", "", fmt.Errorf("testpki: %w", err)
 	}
 	return certFile, keyFile, nil
+}
+
+// CRL returns a certificate revocation list signed by ca, in DER, that
+// revokes the given certificates (by serial number) and is valid from an
+// hour ago until nextUpdate. Each call gives the next CRL number. A
+// nextUpdate in the past makes an expired CRL.
+func (ca *CA) CRL(nextUpdate time.Time, revoked ...*x509.Certificate) ([]byte, error) {
+	now := time.Now()
+	thisUpdate := now.Add(-backdate)
+	if !nextUpdate.After(thisUpdate) {
+		thisUpdate = nextUpdate.Add(-backdate)
+	}
+	tmpl := &x509.RevocationList{
+		Number:     big.NewInt(ca.crlNumber.Add(1)),
+		ThisUpdate: thisUpdate,
+		NextUpdate: nextUpdate,
+	}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber:   c.SerialNumber,
+			RevocationTime: now.Add(-time.Minute),
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: CRL of %q: %w", ca.Cert.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+// CRLPEM wraps a DER CRL in PEM ("X509 CRL"), as openssl ca -gencrl
+// writes it.
+func CRLPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }
 
 // SPKISHA256 returns the SHA-256 digest of cert's SubjectPublicKeyInfo, the

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"testing"
@@ -308,5 +309,52 @@ func TestSPKISHA256(t *testing.T) {
 	}
 	if bytes.Equal(SPKISHA256(a.Leaf), SPKISHA256(b.Leaf)) {
 		t.Fatal("two fresh keys share a pin")
+	}
+}
+
+// TestCRL: a CRL lists the serials revoked, verifies against its CA and no
+// other, numbers increase, and a next update in the past makes it expired.
+func TestCRL(t *testing.T) {
+	ca, err := NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewCA("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ca.Client("a")
+	b, _ := ca.Client("b")
+	der, err := ca.CRL(time.Now().Add(time.Hour), a.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Fatalf("CRL does not verify against its CA: %v", err)
+	}
+	if l.CheckSignatureFrom(other.Cert) == nil {
+		t.Fatal("CRL verifies against another CA")
+	}
+	if len(l.RevokedCertificateEntries) != 1 || l.RevokedCertificateEntries[0].SerialNumber.Cmp(a.Leaf.SerialNumber) != 0 ||
+		l.RevokedCertificateEntries[0].SerialNumber.Cmp(b.Leaf.SerialNumber) == 0 {
+		t.Fatalf("CRL revokes %v; want a's serial only", l.RevokedCertificateEntries)
+	}
+	expired, err := ca.CRL(time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := x509.ParseRevocationList(expired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.NextUpdate.Before(time.Now()) || !e.ThisUpdate.Before(e.NextUpdate) || e.Number.Cmp(l.Number) <= 0 {
+		t.Fatalf("expired CRL: this %v next %v number %v (previous %v)", e.ThisUpdate, e.NextUpdate, e.Number, l.Number)
+	}
+	if blk, _ := pem.Decode(CRLPEM(der)); blk == nil || blk.Type != "X509 CRL" || !bytes.Equal(blk.Bytes, der) {
+		t.Fatal("CRLPEM does not wrap the DER as an X509 CRL block")
 	}
 }
