@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/upstream"
 )
 
 type mode string
@@ -19,6 +20,8 @@ type vhost struct {
 	name          string
 	mode          mode
 	upstream      config.Upstream
+	pool          *upstream.Pool // shared with the generations that keep its servers
+	upstreamTLS   *upstream.TLS  // nil: cleartext to the upstream
 	resetOnReject bool
 	mtls          *mtlsHost // mode mtls only
 }
@@ -30,6 +33,7 @@ type state struct {
 	generation uint64
 	routes     *routes
 	vhosts     map[string]*vhost
+	pools      *upstream.Set // started when the state is put in force
 }
 
 // compile turns a validated configuration into a state, loading every file
@@ -37,7 +41,12 @@ type state struct {
 // whose trust is unchanged keep its verified-chain caches. It fails without
 // side effects, and succeeds with none but that sharing.
 func compile(cfg *config.Config, generation uint64, prev *state) (*state, error) {
+	var prevPools *upstream.Set
+	if prev != nil {
+		prevPools = prev.pools
+	}
 	st := &state{
+		pools:      upstream.NewSet(prevPools),
 		cfg:        cfg,
 		generation: generation,
 		routes:     &routes{exact: map[string]*vhost{}, wildcard: map[string]*vhost{}},
@@ -50,6 +59,11 @@ func compile(cfg *config.Config, generation uint64, prev *state) (*state, error)
 			mode:          mode(vc.Mode),
 			upstream:      vc.Upstream,
 			resetOnReject: vc.OnReject == "reset",
+			pool:          st.pools.Add(vc.Name, vc.Upstream),
+		}
+		var err error
+		if v.upstreamTLS, err = upstream.LoadTLS(cfg, i); err != nil {
+			return nil, err
 		}
 		if v.mode == modeMTLS {
 			var before *mtlsHost
