@@ -86,12 +86,12 @@ func (t *TLS) Handshake(c net.Conn, s *Server, hdr []byte, timeout time.Duration
 	fail := func(err error) (net.Conn, []byte, error) {
 		c.Close()
 		s.m.tlsFailures.Inc()
-		return nil, nil, fmt.Errorf("upstream %s: tls: %w", s.address, err)
+		return nil, nil, fmt.Errorf("upstream %s: %w", s.address, err)
 	}
 	if len(hdr) > 0 {
 		c.SetWriteDeadline(time.Now().Add(timeout))
 		if _, err := c.Write(hdr); err != nil {
-			return fail(fmt.Errorf("send PROXY header: %w", err))
+			return fail(fmt.Errorf("send PROXY header before TLS: %w", err))
 		}
 		c.SetWriteDeadline(time.Time{})
 	}
@@ -99,7 +99,7 @@ func (t *TLS) Handshake(c net.Conn, s *Server, hdr []byte, timeout time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("handshake: %w", err))
 	}
 	return tc, nil, nil
 }
