@@ -230,3 +230,82 @@ vhosts:
 		t.Errorf("nginx served the request of a vhost that does not trust it:\n%s", b)
 	}
 }
+
+// TestReloadKeepsPools: through Server.Reload, a vhost whose servers are
+// unchanged keeps its pool (a server down stays down, with no new check
+// needed), a changed one gets a new pool, the replaced pool's checkers stop
+// before Reload returns, and Close stops the rest.
+func TestReloadKeepsPools(t *testing.T) {
+	const checker = "upstream.(*Pool).checkLoop("
+	base := goroutinesIn(checker)
+	up := newUpstream(t, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	config := func(level string, servers ...string) string {
+		return yamlf(`
+listen: [{address: "127.0.0.1:0"}]
+log: {level: %s}
+vhosts:
+  - name: www
+    hosts: [www.example.test]
+    mode: passthrough
+    upstream:
+      servers: [%s]
+      health_check: {interval: 20ms, timeout: 20ms, fall: 1, rise: 1}
+`, level, strings.Join(servers, ", "))
+	}
+	srv := func(a string) string { return fmt.Sprintf("{address: %q}", a) }
+	s := startServerIn(t, dir, config("info", srv(up.address()), srv(dead)))
+	reload := func(text string) {
+		t.Helper()
+		path := filepath.Join(dir, "edgegate.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReloadFile(path); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	upOf := func(addr string) float64 {
+		v, _ := gathered(t, s.metrics.reg, "edgegate_upstream_server_up", map[string]string{"vhost": "www", "server": addr})
+		return v
+	}
+	eventually.Within(t, 10*time.Second, func() error {
+		if upOf(dead) != 0 {
+			return fmt.Errorf("%s not marked down yet", dead)
+		}
+		return nil
+	})
+	pool := s.state.Load().vhosts["www"].pool
+	if n := goroutinesIn(checker) - base; n != 2 {
+		t.Fatalf("%d checkers for 2 servers", n)
+	}
+
+	reload(config("debug", srv(up.address()), srv(dead)))
+	if s.state.Load().vhosts["www"].pool != pool || upOf(dead) != 0 || pool.Servers()[1].Up() {
+		t.Fatal("a reload that kept the servers did not keep the pool and its down server")
+	}
+	if n := goroutinesIn(checker) - base; n != 2 {
+		t.Fatalf("%d checkers after a reload that kept the pool; want 2", n)
+	}
+
+	reload(config("debug", srv(up.address())))
+	if s.state.Load().vhosts["www"].pool == pool {
+		t.Fatal("a reload that changed the servers kept the old pool")
+	}
+	if n := goroutinesIn(checker) - base; n != 1 {
+		t.Fatalf("%d checkers after the reload that dropped a server; want 1 (the old pool's stopped)", n)
+	}
+	if _, ok := gathered(t, s.metrics.reg, "edgegate_upstream_server_up", map[string]string{"server": dead}); ok {
+		t.Error("the dropped server's series is still exported")
+	}
+	s.Close()
+	if n := goroutinesIn(checker) - base; n != 0 {
+		t.Fatalf("%d checkers after Close; want 0", n)
+	}
+}
