@@ -22,7 +22,7 @@ func WriteRoutes(w io.Writer, cfg *config.Config) {
 	for _, v := range cfg.VHosts {
 		for _, h := range v.Hosts {
 			pat, _ := config.HostPattern(h)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pat, v.Name, v.Mode, v.Upstream.Address, v.Upstream.ProxyProtocol)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pat, v.Name, v.Mode, upstreamList(v.Upstream), v.Upstream.ProxyProtocol)
 		}
 	}
 	unmatched := cfg.Unmatched
@@ -31,6 +31,19 @@ func WriteRoutes(w io.Writer, cfg *config.Config) {
 	}
 	fmt.Fprintf(tw, "(no SNI or unknown)\t%s\t\t\t\n", unmatched)
 	tw.Flush()
+}
+
+// upstreamList writes an upstream's servers for the route table: the
+// address, or each server with its weight and the balancing method.
+func upstreamList(u config.Upstream) string {
+	if len(u.Servers) == 0 {
+		return u.Address
+	}
+	var parts []string
+	for _, s := range u.Servers {
+		parts = append(parts, fmt.Sprintf("%s*%d", s.Address, s.Weight))
+	}
+	return strings.Join(parts, ",") + " (" + u.Balance + ")"
 }
 
 // Warnings lists what is valid but unwise in a configuration, each with
@@ -43,7 +56,9 @@ func Warnings(cfg *config.Config) []string {
 		if v.Mode != "mtls" {
 			continue
 		}
-		mtlsUpstreams[v.Upstream.Address] = v.Name
+		for _, srv := range v.Upstream.List() {
+			mtlsUpstreams[srv.Address] = v.Name
+		}
 		if v.ClientAuth.CA == "cloudflare" && len(v.ClientAuth.SPKISHA256) == 0 {
 			ws = append(ws, cfg.ErrAt(fmt.Sprintf("vhost %q trusts Cloudflare's shared origin-pull CA without spki_sha256 pins: "+
 				"that certificate proves only that a connection comes from Cloudflare, and any Cloudflare customer can "+
@@ -61,10 +76,12 @@ func Warnings(cfg *config.Config) []string {
 		if v.Mode != "passthrough" {
 			continue
 		}
-		if m, ok := mtlsUpstreams[v.Upstream.Address]; ok {
-			ws = append(ws, cfg.ErrAt(fmt.Sprintf("passthrough vhost %q and mtls vhost %q share upstream %s: a client could send "+
-				"SNI for %s and a Host header for an mtls name, skipping the client certificate",
-				v.Name, m, v.Upstream.Address, strings.Join(v.Hosts, ",")), "vhosts", i, "upstream").Error())
+		for _, srv := range v.Upstream.List() {
+			if m, ok := mtlsUpstreams[srv.Address]; ok {
+				ws = append(ws, cfg.ErrAt(fmt.Sprintf("passthrough vhost %q and mtls vhost %q share upstream %s: a client could send "+
+					"SNI for %s and a Host header for an mtls name, skipping the client certificate",
+					v.Name, m, srv.Address, strings.Join(v.Hosts, ",")), "vhosts", i, "upstream").Error())
+			}
 		}
 	}
 	return ws

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/relay"
+	"github.com/edgegate/edgegate/gateway/upstream"
 	"github.com/edgegate/edgegate/sni"
 )
 
@@ -28,6 +29,7 @@ type session struct {
 	sni      string         // the routing form of the SNI ("" for none)
 	rawSNI   string         // the SNI as sent, for the log when sni is ""
 	vhost    *vhost
+	server   *upstream.Server // the upstream server, once connected
 	outcome  Outcome
 	reason   string // detail for refusals (e.g. the client certificate problem)
 	toUp     int64  // bytes client -> upstream
@@ -69,6 +71,7 @@ func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
 // table.
 func (s *Server) end(ss *session) {
 	s.metrics.active.Dec()
+	ss.server.Release()
 	s.finish(ss)
 	s.admission.release(ss.peer)
 	s.untrack(ss.conn)

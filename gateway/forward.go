@@ -20,9 +20,15 @@ import (
 // holds no goroutine and no buffer. A terminated one is relayed by Pipe.
 func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
-	up, err := relay.Dial(v.upstream.Address, v.timeouts.UpstreamDial.D())
+	up, srv, err := v.pool.Dial(ss.client.Addr(), v.timeouts.UpstreamDial.D(), relay.Dial)
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
+		relay.CloseSilently(raw, false)
+		return false
+	}
+	ss.server = srv
+	if up, hdr, err = v.upstreamTLS.Handshake(up, srv, hdr, v.timeouts.Handshake.D()); err != nil {
+		ss.outcome, ss.err = OutcomeUpstreamError, err
 		relay.CloseSilently(raw, false)
 		return false
 	}

@@ -20,11 +20,12 @@ func TestImportsPointOneWay(t *testing.T) {
 		"gateway/clientauth":  nil,
 		"gateway/proxyheader": nil,
 		"gateway/relay":       nil,
+		"gateway/upstream":    {"gateway/config"},
 		"gateway/eventually":  nil,
 		"sni":                 nil,
 		"bpf":                 nil,
 		"gateway": {"gateway/config", "gateway/cloudflare", "gateway/clientauth", "gateway/proxyheader",
-			"gateway/relay", "sni", "bpf"},
+			"gateway/relay", "gateway/upstream", "sni", "bpf"},
 	}
 	for pkg, may := range allowed {
 		p, err := build.ImportDir(filepath.Join("..", pkg), 0)

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/edgegate/edgegate/gateway/upstream"
 	"github.com/edgegate/edgegate/sni"
 )
 
@@ -25,6 +26,7 @@ type metricsSet struct {
 	generation   prometheus.Gauge
 	guardUp      prometheus.Gauge // registered by commitGuard only
 	blocked      prometheus.Counter
+	upstream     *upstream.Metrics // per upstream server
 }
 
 func newMetrics() *metricsSet {
@@ -77,6 +79,7 @@ func newMetrics() *metricsSet {
 	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
 		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.upstream = upstream.NewMetrics(m.reg)
 	return m
 }
 

@@ -17,8 +17,8 @@ const (
 	OutcomeClosedEarly         Outcome = "closed_early"         // the client left before sending a whole ClientHello
 	OutcomeUntrustedProxy      Outcome = "closed_untrusted_proxy"
 	OutcomeBadProxyHeader      Outcome = "closed_bad_proxy_header"
-	OutcomeUpstreamUnreachable Outcome = "upstream_unreachable" // dial refused or timed out; the client was closed silently
-	OutcomeUpstreamError       Outcome = "upstream_error"       // writing the PROXY header or the hello to the upstream failed
+	OutcomeUpstreamUnreachable Outcome = "upstream_unreachable" // every server tried refused or timed out, or none is up; the client was closed silently
+	OutcomeUpstreamError       Outcome = "upstream_error"       // writing the PROXY header or the hello to the upstream failed, or the TLS handshake with it (upstream.tls)
 	OutcomeUpstreamClosed      Outcome = "upstream_closed"      // the upstream closed or reset before sending a byte back (often: it does not expect the PROXY header)
 	OutcomeNotAllowed          Outcome = "closed_not_allowed"   // source address outside allow_from (either mode)
 	OutcomeClientCert          Outcome = "closed_client_cert"   // mtls: no valid client certificate (reason says which check failed)

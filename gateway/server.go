@@ -97,6 +97,7 @@ func (s *Server) Start() error {
 		return err
 	}
 	// Nothing below fails: commit what was acquired.
+	st.pools.Start(nil, s.metrics.upstream, s.log)
 	s.parker = a.parker
 	for _, l := range a.listeners {
 		s.listeners[l.name] = l
@@ -351,6 +352,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		parker.Close()
 	}
 	s.closeGuard()
+	s.state.Load().pools.Close()
 	return err
 }
 

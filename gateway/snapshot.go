@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/upstream"
 )
 
 type mode string
@@ -20,6 +21,8 @@ type vhost struct {
 	name          string
 	mode          mode
 	upstream      config.Upstream
+	pool          *upstream.Pool // shared with the generations that keep its servers
+	upstreamTLS   *upstream.TLS  // nil: cleartext to the upstream
 	resetOnReject bool
 	allow         []netip.Prefix  // empty: any source
 	timeouts      config.Timeouts // the global ones with the vhost's own over them
@@ -38,6 +41,7 @@ type state struct {
 	generation uint64
 	routes     *routes
 	vhosts     map[string]*vhost
+	pools      *upstream.Set // started when the state is put in force
 }
 
 // compile turns a validated configuration into a state, loading every file
@@ -45,7 +49,12 @@ type state struct {
 // whose trust is unchanged keep its verified-chain caches. It fails without
 // side effects, and succeeds with none but that sharing.
 func compile(cfg *config.Config, generation uint64, prev *state) (*state, error) {
+	var prevPools *upstream.Set
+	if prev != nil {
+		prevPools = prev.pools
+	}
 	st := &state{
+		pools:      upstream.NewSet(prevPools),
 		cfg:        cfg,
 		generation: generation,
 		routes:     &routes{exact: map[string]*vhost{}, wildcard: map[string]*vhost{}},
@@ -60,9 +69,14 @@ func compile(cfg *config.Config, generation uint64, prev *state) (*state, error)
 			resetOnReject: vc.OnReject == "reset",
 			allow:         vc.AllowFromPrefixes,
 			timeouts:      cfg.Timeouts,
+			pool:          st.pools.Add(vc.Name, vc.Upstream),
 		}
 		if vc.Timeouts != nil {
 			v.timeouts = *vc.Timeouts
+		}
+		var err error
+		if v.upstreamTLS, err = upstream.LoadTLS(cfg, i); err != nil {
+			return nil, err
 		}
 		if v.mode == modeMTLS {
 			var before *mtlsHost

@@ -218,14 +218,72 @@ type VHost struct {
 	AllowFromPrefixes []netip.Prefix `yaml:"-"`
 }
 
-// Upstream is where a vhost's connections go.
+// Upstream is where a vhost's connections go: one address, or several
+// servers shared by a balancing method.
 type Upstream struct {
-	Address       string `yaml:"address"`        // host:port or unix:/path
-	ProxyProtocol string `yaml:"proxy_protocol"` // off | v1 | v2 (default)
+	Address string `yaml:"address"` // host:port or unix:/path; or Servers
+	// Servers are several upstream servers (instead of Address), each
+	// weighted (default 1).
+	Servers []UpstreamServer `yaml:"servers"`
+	// Balance chooses a server for each connection: round_robin (default),
+	// least_conn or source_hash (by client address, stable while servers
+	// come and go). Every method honours the weights.
+	Balance string `yaml:"balance"`
+	// HealthCheck, when set, checks every server in the background and
+	// takes a failing one out of rotation until it answers again.
+	HealthCheck   *HealthCheck `yaml:"health_check"`
+	ProxyProtocol string       `yaml:"proxy_protocol"` // off | v1 | v2 (default)
 	// UniqueID sends each connection's ID (also its log line's conn_id) as
 	// PP2_TYPE_UNIQUE_ID in a v2 header, so upstream logs can be joined
 	// with edgegate's.
 	UniqueID bool `yaml:"unique_id"`
+	// TLS, on mtls vhosts, speaks TLS to the upstream (after the PROXY
+	// header, which stays in cleartext), as nginx's proxy_ssl does.
+	TLS *UpstreamTLS `yaml:"tls"`
+}
+
+// UpstreamServer is one server of an upstream.
+type UpstreamServer struct {
+	Address string `yaml:"address"` // host:port or unix:/path
+	Weight  int    `yaml:"weight"`  // 1 to 1000; default 1
+}
+
+// List returns the upstream's servers: Servers, or Address as the only
+// server of weight 1.
+func (u Upstream) List() []UpstreamServer {
+	if len(u.Servers) > 0 {
+		return u.Servers
+	}
+	return []UpstreamServer{{Address: u.Address, Weight: 1}}
+}
+
+// HealthCheck is an upstream's active health check: a TCP connect to each
+// server every Interval. A server is marked down after Fall consecutive
+// failures (checks, or dials of client connections) and up again after
+// Rise consecutive successful checks.
+type HealthCheck struct {
+	Interval Duration `yaml:"interval"` // default 2s
+	Timeout  Duration `yaml:"timeout"`  // default 1s; at most interval
+	Fall     int      `yaml:"fall"`     // default 3
+	Rise     int      `yaml:"rise"`     // default 2
+	// SendProxy sends a PROXY header on each check (v2 LOCAL, or v1
+	// "PROXY UNKNOWN", per proxy_protocol), as HAProxy's check-send-proxy
+	// does, for upstreams that log a connection without one as an error.
+	SendProxy bool `yaml:"send_proxy"`
+}
+
+// UpstreamTLS is TLS from edgegate to the upstream.
+type UpstreamTLS struct {
+	// CA is the PEM bundle that verifies the upstream's certificate, or
+	// "system" for the system's roots. Required.
+	CA string `yaml:"ca"`
+	// ServerName is the name sent as SNI and verified in the upstream's
+	// certificate; default: the host of each server's address.
+	ServerName string `yaml:"server_name"`
+	// Certificate and Key are a client certificate to present to the
+	// upstream (both or neither).
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
 }
 
 // TLS is an mtls vhost's server side.

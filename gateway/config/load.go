@@ -205,6 +205,18 @@ func (c *Config) setDefaults() {
 		if v.Upstream.ProxyProtocol == "" {
 			v.Upstream.ProxyProtocol = "v2"
 		}
+		if v.Upstream.Balance == "" {
+			v.Upstream.Balance = "round_robin"
+		}
+		for j := range v.Upstream.Servers {
+			defInt(&v.Upstream.Servers[j].Weight, 1, "vhosts", i, "upstream", "servers", j, "weight")
+		}
+		if hc := v.Upstream.HealthCheck; hc != nil {
+			def(&hc.Interval, 2*time.Second, "vhosts", i, "upstream", "health_check", "interval")
+			def(&hc.Timeout, time.Second, "vhosts", i, "upstream", "health_check", "timeout")
+			defInt(&hc.Fall, 3, "vhosts", i, "upstream", "health_check", "fall")
+			defInt(&hc.Rise, 2, "vhosts", i, "upstream", "health_check", "rise")
+		}
 		if v.OnReject == "" {
 			v.OnReject = "close"
 		}
@@ -310,7 +322,12 @@ func (c *Config) zeroIsDefault(def string, path ...any) {
 	}
 	var key []string
 	for _, p := range path {
-		key = append(key, p.(string))
+		switch p := p.(type) {
+		case string:
+			key = append(key, p)
+		case int:
+			key[len(key)-1] += fmt.Sprintf("[%d]", p)
+		}
 	}
 	written := n.Value
 	if n.ShortTag() == "!!null" {
@@ -369,6 +386,14 @@ func (c *Config) Files() []string {
 		if v.ClientAuth != nil {
 			for _, f := range v.ClientAuth.CRL {
 				files = append(files, c.Path(f))
+			}
+		}
+		if t := v.Upstream.TLS; t != nil {
+			if t.CA != "system" {
+				files = append(files, c.Path(t.CA))
+			}
+			if t.Certificate != "" {
+				files = append(files, c.Path(t.Certificate), c.Path(t.Key))
 			}
 		}
 	}

@@ -213,8 +213,8 @@ func (c *Config) validateVHost(i int, v *VHost) error {
 	if len(v.Hosts) == 0 {
 		return at("hosts: at least one host name is required", "hosts")
 	}
-	if err := validateUpstream(v.Upstream); err != nil {
-		return at(err.Error(), "upstream")
+	if err := validateUpstream(v, at); err != nil {
+		return err
 	}
 	switch v.OnReject {
 	case "close", "reset":
@@ -345,30 +345,103 @@ func checkListenAddress(addr string) error {
 	return nil
 }
 
-func validateUpstream(u Upstream) error {
+// MaxServers bounds an upstream's servers list.
+const MaxServers = 64
+
+// validateUpstream checks vhost i's upstream; at reports a problem at a
+// path under the vhost.
+func validateUpstream(v *VHost, at func(string, ...any) error) error {
+	u := &v.Upstream
 	switch u.ProxyProtocol {
 	case "off", "v1", "v2":
 	default:
-		return fmt.Errorf("upstream.proxy_protocol %q: want off, v1 or v2", u.ProxyProtocol)
+		return at(fmt.Sprintf("upstream.proxy_protocol %q: want off, v1 or v2", u.ProxyProtocol), "upstream", "proxy_protocol")
 	}
 	if u.UniqueID && u.ProxyProtocol != "v2" {
-		return errors.New("upstream.unique_id needs proxy_protocol v2")
+		return at("upstream.unique_id needs proxy_protocol v2", "upstream", "unique_id")
 	}
-	if u.Address == "" {
-		return errors.New("upstream.address is required")
+	switch {
+	case u.Address == "" && len(u.Servers) == 0:
+		return at("upstream.address is required (or upstream.servers)", "upstream")
+	case u.Address != "" && len(u.Servers) > 0:
+		return at("upstream: address and servers are exclusive (write the address as the only server)", "upstream", "servers")
+	case len(u.Servers) > MaxServers:
+		return at(fmt.Sprintf("upstream.servers: at most %d servers", MaxServers), "upstream", "servers")
 	}
-	if path, ok := strings.CutPrefix(u.Address, "unix:"); ok {
+	if u.Address != "" {
+		if err := checkUpstreamAddress(u.Address); err != nil {
+			return at(fmt.Sprintf("upstream.address %v", err), "upstream")
+		}
+	}
+	seen := map[string]bool{}
+	for j, srv := range u.Servers {
+		if err := checkUpstreamAddress(srv.Address); err != nil {
+			return at(fmt.Sprintf("upstream.servers: address %v", err), "upstream", "servers", j)
+		}
+		if seen[srv.Address] {
+			return at(fmt.Sprintf("upstream.servers: %q appears twice (raise its weight instead)", srv.Address), "upstream", "servers", j)
+		}
+		seen[srv.Address] = true
+		if srv.Weight < 1 || srv.Weight > 1000 {
+			return at("upstream.servers: weight must be between 1 and 1000", "upstream", "servers", j, "weight")
+		}
+	}
+	switch u.Balance {
+	case "round_robin", "least_conn", "source_hash":
+	default:
+		return at(fmt.Sprintf("upstream.balance %q: want round_robin, least_conn or source_hash", u.Balance), "upstream", "balance")
+	}
+	if hc := u.HealthCheck; hc != nil {
+		switch {
+		case hc.Interval.D() < 10*time.Millisecond:
+			return at("upstream.health_check.interval must be at least 10ms", "upstream", "health_check", "interval")
+		case hc.Timeout.D() < time.Millisecond:
+			return at("upstream.health_check.timeout must be at least 1ms", "upstream", "health_check", "timeout")
+		case hc.Timeout > hc.Interval:
+			return at("upstream.health_check.timeout must not exceed its interval", "upstream", "health_check", "timeout")
+		case hc.Fall < 1 || hc.Fall > 100:
+			return at("upstream.health_check.fall must be between 1 and 100", "upstream", "health_check", "fall")
+		case hc.Rise < 1 || hc.Rise > 100:
+			return at("upstream.health_check.rise must be between 1 and 100", "upstream", "health_check", "rise")
+		case hc.SendProxy && u.ProxyProtocol == "off":
+			return at("upstream.health_check.send_proxy needs proxy_protocol v1 or v2", "upstream", "health_check", "send_proxy")
+		}
+	}
+	if t := u.TLS; t != nil {
+		if v.Mode != "mtls" {
+			return at("upstream.tls is only for mode mtls (a passthrough upstream already receives the client's TLS)", "upstream", "tls")
+		}
+		if t.CA == "" {
+			return at("upstream.tls.ca is required (a PEM bundle, or \"system\")", "upstream", "tls")
+		}
+		if (t.Certificate == "") != (t.Key == "") {
+			return at("upstream.tls: certificate and key go together", "upstream", "tls")
+		}
+		if t.ServerName == "" {
+			for j, srv := range u.List() {
+				if strings.HasPrefix(srv.Address, "unix:") {
+					return at("upstream.tls.server_name is required with a unix: server", "upstream", "servers", j)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkUpstreamAddress accepts host:port and unix:/path.
+func checkUpstreamAddress(a string) error {
+	if path, ok := strings.CutPrefix(a, "unix:"); ok {
 		if path == "" {
-			return errors.New("upstream.address unix: needs a path")
+			return errors.New("unix: needs a path")
 		}
 		return nil
 	}
-	host, port, err := net.SplitHostPort(u.Address)
+	host, port, err := net.SplitHostPort(a)
 	if err != nil || host == "" {
-		return fmt.Errorf("upstream.address %q: want host:port or unix:/path", u.Address)
+		return fmt.Errorf("%q: want host:port or unix:/path", a)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("upstream.address %q: bad port", u.Address)
+		return fmt.Errorf("%q: bad port", a)
 	}
 	return nil
 }
