@@ -83,6 +83,7 @@ func (s *Server) reload(cfg *config.Config) error {
 	}
 
 	// Commit; nothing below fails.
+	s.metrics.forState(st)
 	s.state.Store(st)
 	want := map[string]config.Listener{}
 	for _, lc := range cfg.Listen {

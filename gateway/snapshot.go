@@ -20,7 +20,8 @@ type vhost struct {
 	mode          mode
 	upstream      config.Upstream
 	resetOnReject bool
-	mtls          *mtlsHost // mode mtls only
+	mtls          *mtlsHost     // mode mtls only
+	metrics       *vhostMetrics // set by the server before the state serves
 }
 
 // state is one configuration generation, compiled. Connections hold the
