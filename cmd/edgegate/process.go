@@ -47,10 +47,10 @@ type answer struct {
 	err   error
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	path, code, ok := configFlag("run", args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	cfg, err := config.Load(path, nil)
 	if err != nil {
