@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -169,4 +170,53 @@ vhosts:
 	if !p.running() {
 		t.Fatal("SIGUSR1 stopped edgegate")
 	}
+}
+
+// TestDeployLogrotate runs the real logrotate on deploy/logrotate/edgegate
+// (its file and its signal moved to this test's process): the log file is
+// renamed, edgegate opens a new one under the configured name, and the log
+// goes on there.
+func TestDeployLogrotate(t *testing.T) {
+	t.Parallel()
+	logrotate := requireTool(t, "logrotate")
+	text, err := os.ReadFile("../../deploy/logrotate/edgegate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const signal = "systemctl kill --kill-whom=main --signal=SIGUSR1 edgegate.service"
+	const logPath = "/var/log/edgegate/edgegate.log"
+	if !strings.Contains(string(text), signal) || !strings.Contains(string(text), logPath+" {") {
+		t.Fatalf("deploy/logrotate/edgegate does not rotate %s with %q:\n%s", logPath, signal, text)
+	}
+	// The path the rotation assumes is where the unit lets edgegate write.
+	if dir := readUnit(t).get(t, "LogsDirectory"); filepath.Dir(logPath) != "/var/log/"+dir {
+		t.Errorf("logrotate rotates %s; the unit's LogsDirectory is /var/log/%s", logPath, dir)
+	}
+
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "edgegate.log")
+	listen := freeAddr(t)
+	cfg := writeFile(t, dir, "edgegate.yaml", yamlf(`
+listen: [{address: %q}]
+log: {level: debug, format: json, file: %s}
+vhosts:
+  - {name: www, hosts: [www.e2e.test], mode: passthrough, upstream: {address: "127.0.0.1:9"}}
+`, listen, logFile))
+	p := startEdgegate(t, "run", "--config", cfg)
+	p.stderr.waitJSON(t, "that it is running", msgIs("edgegate running"))
+	waitInFile(t, logFile, "the start", msgIs("edgegate running"))
+
+	conf := strings.NewReplacer(logPath, logFile, signal, fmt.Sprintf("kill -USR1 %d", p.cmd.Process.Pid)).Replace(string(text))
+	confFile := writeFile(t, dir, "logrotate.conf", conf)
+	out, err := exec.Command(logrotate, "--force", "--state", filepath.Join(dir, "logrotate.state"), confFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("logrotate: %v\n%s", err, out)
+	}
+	waitInFile(t, logFile, "the reopen", msgIs("log file reopened"))
+	rotated := fileRecords(t, logFile+".1")
+	if len(rotated) == 0 || rotated[0]["msg"] != "edgegate running" {
+		t.Errorf("the rotated file %s.1 does not hold the log from before: %v", logFile, rotated)
+	}
+	client := junkConnection(t, listen)
+	waitInFile(t, logFile, "a connection after the rotation", connectionOf(client))
 }
