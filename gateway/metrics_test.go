@@ -357,3 +357,40 @@ func TestMTLSLogLineTLSFacts(t *testing.T) {
 		}
 	}
 }
+
+// TestVHostObserversAllocateNothing: what a connection adds to the per-vhost
+// histograms (hello, handshake, connect, duration) allocates nothing, for a
+// routed connection and for one that reached no vhost.
+func TestVHostObserversAllocateNothing(t *testing.T) {
+	m := newMetrics()
+	st := &state{vhosts: map[string]*vhost{"app": {name: "app"}}}
+	m.forState(st)
+	v := st.vhosts["app"]
+	for _, target := range []*vhost{v, nil} {
+		allocs := testing.AllocsPerRun(1000, func() {
+			o := m.of(target)
+			o.hello.Observe(0.001)
+			o.handshake.Observe(0.002)
+			o.connect.Observe(0.0003)
+			o.duration.Observe(1.5)
+		})
+		if allocs != 0 {
+			t.Errorf("vhost %v: %v allocations per connection's observations, want 0", target, allocs)
+		}
+	}
+}
+
+func BenchmarkVHostObservers(b *testing.B) {
+	m := newMetrics()
+	st := &state{vhosts: map[string]*vhost{"app": {name: "app"}}}
+	m.forState(st)
+	v := st.vhosts["app"]
+	b.ReportAllocs()
+	for b.Loop() {
+		o := m.of(v)
+		o.hello.Observe(0.001)
+		o.handshake.Observe(0.002)
+		o.connect.Observe(0.0003)
+		o.duration.Observe(1.5)
+	}
+}
