@@ -10,9 +10,10 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 # Debian packages the tests use: real peers (nginx with its stream module,
 # HAProxy), clients (curl, openssl), a TLS scanner (testssl.sh), the eBPF
 # toolchain (clang-19, llvm-19 for llvm-strip, libbpf headers), network
-# namespaces (iproute2) and system call counts per connection
-# (strace, for edgegate-bench --syscalls).
-DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl testssl.sh clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 ca-certificates strace
+# namespaces (iproute2), system call counts per connection
+# (strace, for edgegate-bench --syscalls), promtool for the alerting rules in
+# deploy/prometheus (prometheus), and logrotate for deploy/logrotate.
+DEB_PACKAGES := nginx libnginx-mod-stream haproxy curl openssl testssl.sh clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 ca-certificates strace prometheus logrotate
 
 .PHONY: all build test deps vet fmt-check generate check-generated demo
 
@@ -34,6 +35,8 @@ deps:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+			: "the tests need only promtool: the server the package starts would hold :9090, the example configuration's metrics port"; \
+			if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then systemctl disable --now prometheus; fi; \
 		else \
 			echo "missing Debian packages (tests that need them will skip):$$missing"; \
 		fi; \

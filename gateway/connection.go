@@ -37,6 +37,7 @@ type session struct {
 	err      error
 	cut      atomic.Bool // closed by Shutdown at the drain deadline
 	id       string      // set when an upstream asks for unique IDs
+	tls      tlsFacts    // mtls: what the handshake established, for the log line
 }
 
 // uniqueID returns the connection's ID for a PROXY v2 header when the
@@ -107,8 +108,9 @@ func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 			prefix = append(prefix, extra...)
 		}
 	}
-	s.metrics.helloSeconds.Observe(time.Since(helloStart).Seconds())
+	helloWait := time.Since(helloStart).Seconds()
 	if err != nil {
+		s.metrics.unrouted.hello.Observe(helloWait)
 		ss.outcome, ss.err = helloOutcome(err), err
 		relay.CloseSilently(c, false)
 		return false
@@ -117,6 +119,7 @@ func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 	s.metrics.observeHello(hello)
 
 	v := st.routes.lookup(hello.ServerName)
+	s.metrics.of(v).hello.Observe(helloWait)
 	if v == nil {
 		ss.outcome = OutcomeUnknownSNI
 		if hello.ServerName == "" {

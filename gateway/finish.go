@@ -2,6 +2,10 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -20,6 +24,8 @@ func (s *Server) finish(ss *session) {
 		vname, mode = ss.vhost.name, string(ss.vhost.mode)
 	}
 	s.metrics.connections.WithLabelValues(ss.listener, vname, string(ss.outcome)).Inc()
+	duration := time.Since(ss.start)
+	s.metrics.of(ss.vhost).duration.Observe(duration.Seconds())
 	s.offence(ss)
 	if ss.toUp > 0 {
 		s.metrics.bytes.WithLabelValues(vname, "to_upstream").Add(float64(ss.toUp))
@@ -64,8 +70,23 @@ func (s *Server) finish(ss *session) {
 	attrs = append(attrs,
 		slog.Int64("bytes_to_upstream", ss.toUp),
 		slog.Int64("bytes_to_client", ss.toClient),
-		slog.Duration("duration", time.Since(ss.start)),
+		slog.Duration("duration", duration),
 	)
+	if f := &ss.tls; f.version != 0 {
+		attrs = append(attrs,
+			slog.String("tls_version", tls.VersionName(f.version)),
+			slog.String("tls_cipher", tls.CipherSuiteName(f.cipher)),
+			slog.Bool("tls_resumed", f.resumed),
+		)
+		if l := f.leaf; l != nil {
+			spki := sha256.Sum256(l.RawSubjectPublicKeyInfo)
+			attrs = append(attrs,
+				slog.String("client_cn", l.Subject.CommonName),
+				slog.String("client_serial", fmt.Sprintf("%X", l.SerialNumber)),
+				slog.String("client_spki_sha256", hex.EncodeToString(spki[:])),
+			)
+		}
+	}
 	if ss.err != nil {
 		attrs = append(attrs, slog.String("err", ss.err.Error()))
 	}

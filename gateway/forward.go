@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"time"
 
 	"github.com/edgegate/edgegate/gateway/relay"
 )
@@ -20,7 +21,11 @@ import (
 // holds no goroutine and no buffer. A terminated one is relayed by Pipe.
 func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
+	dialStart := time.Now()
 	up, srv, err := v.pool.Dial(ss.client.Addr(), v.timeouts.UpstreamDial.D(), relay.Dial)
+	if err == nil {
+		s.metrics.of(v).connect.Observe(time.Since(dialStart).Seconds())
+	}
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
 		relay.CloseSilently(raw, false)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,8 +19,10 @@ type metricsSet struct {
 	bytes        *prometheus.CounterVec // vhost, direction
 	helloBytes   prometheus.Histogram
 	helloPQ      prometheus.Counter
-	helloSeconds prometheus.Histogram
+	helloSeconds *prometheus.HistogramVec // vhost
 	handshake    *prometheus.HistogramVec // vhost
+	connect      *prometheus.HistogramVec // vhost
+	duration     *prometheus.HistogramVec // vhost
 	rejections   *prometheus.CounterVec   // vhost, reason
 	acceptErrors prometheus.Counter
 	reloads      *prometheus.CounterVec // result
@@ -27,6 +30,16 @@ type metricsSet struct {
 	guardUp      prometheus.Gauge // registered by commitGuard only
 	blocked      prometheus.Counter
 	upstream     *upstream.Metrics // per upstream server
+
+	// unrouted observes connections that never reached a vhost.
+	unrouted *vhostMetrics
+}
+
+// vhostMetrics are one vhost's histograms with its label already applied,
+// so that a connection's observations cost no label lookup: the server
+// resolves them once per vhost and configuration generation (forState).
+type vhostMetrics struct {
+	hello, handshake, connect, duration prometheus.Observer
 }
 
 func newMetrics() *metricsSet {
@@ -48,13 +61,21 @@ func newMetrics() *metricsSet {
 		helloPQ: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgegate_client_hello_post_quantum_total", Help: "ClientHellos carrying a post-quantum key share.",
 		}),
-		helloSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "edgegate_client_hello_seconds", Help: "Time from accept to a complete ClientHello (or failure).",
+		helloSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgegate_client_hello_seconds", Help: "Time from accept (or the inbound PROXY header) to a complete ClientHello or its failure, by the vhost it routed to (\"\" for none).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
-		}),
+		}, []string{"vhost"}),
 		handshake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "edgegate_tls_handshake_seconds", Help: "mtls handshake duration, successful or not.",
+			Name: "edgegate_tls_handshake_seconds", Help: "mtls handshake duration, successful or not, by vhost.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"vhost"}),
+		connect: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgegate_upstream_connect_seconds", Help: "Time to connect to the upstream, by vhost; failed dials are counted as upstream_unreachable instead.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
+		}, []string{"vhost"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgegate_connection_duration_seconds", Help: "Connection lifetime from accept to its end, whatever the outcome, by vhost (\"\" for none).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
 		}, []string{"vhost"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegate_mtls_rejections_total", Help: "mtls connections refused without a response, by vhost and reason.",
@@ -77,10 +98,50 @@ func newMetrics() *metricsSet {
 		Name: "edgegate_bpf_blocks_total", Help: "Sources put in the kernel blocklist for repeated offences.",
 	})
 	m.reg.MustRegister(m.connections, m.active, m.bytes, m.helloBytes, m.helloPQ, m.helloSeconds,
-		m.handshake, m.rejections, m.acceptErrors, m.reloads, m.generation,
+		m.handshake, m.connect, m.duration, m.rejections, m.acceptErrors, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.upstream = upstream.NewMetrics(m.reg)
+	m.unrouted = m.forVHost("")
 	return m
+}
+
+// forVHost returns the observers of the vhost called name.
+func (m *metricsSet) forVHost(name string) *vhostMetrics {
+	return &vhostMetrics{
+		hello:     m.helloSeconds.WithLabelValues(name),
+		handshake: m.handshake.WithLabelValues(name),
+		connect:   m.connect.WithLabelValues(name),
+		duration:  m.duration.WithLabelValues(name),
+	}
+}
+
+// forState gives every vhost of st its observers; st must not be serving
+// yet.
+func (m *metricsSet) forState(st *state) {
+	for _, v := range st.vhosts {
+		v.metrics = m.forVHost(v.name)
+	}
+}
+
+// of returns v's observers, or those of connections without a vhost.
+func (m *metricsSet) of(v *vhost) *vhostMetrics {
+	if v == nil || v.metrics == nil {
+		return m.unrouted
+	}
+	return v.metrics
+}
+
+// BuildInfo returns the edgegate_build_info gauge, always 1, labelled with
+// the binary's version and the Go release it was built with. The command
+// adds it to Server.Registry, as only it knows its version.
+func BuildInfo(version string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "edgegate_build_info",
+		Help:        "Always 1; the labels say which edgegate binary is running and the Go release it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 func (m *metricsSet) observeHello(h *sni.Hello) {

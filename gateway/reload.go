@@ -84,6 +84,7 @@ func (s *Server) reload(cfg *config.Config) error {
 
 	// Commit; nothing below fails.
 	st.pools.Start(old.pools, s.metrics.upstream, s.log)
+	s.metrics.forState(st)
 	s.state.Store(st)
 	want := map[string]config.Listener{}
 	for _, lc := range cfg.Listen {

@@ -71,6 +71,7 @@ func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	for _, n := range cfg.Notes {
 		logger.Warn(n)
 	}
+	s.metrics.forState(st)
 	s.state.Store(st)
 	s.metrics.generation.Set(1)
 	s.metrics.reg.MustRegister(newChainCacheCollector(&s.state))

@@ -27,6 +27,7 @@ type vhost struct {
 	allow         []netip.Prefix  // empty: any source
 	timeouts      config.Timeouts // the global ones with the vhost's own over them
 	mtls          *mtlsHost       // mode mtls only
+	metrics       *vhostMetrics   // set by the server before the state serves
 }
 
 // admits reports whether allow_from lets a client address in.

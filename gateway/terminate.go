@@ -32,6 +32,9 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	cfg := m.tls.Clone()
 	var reason clientauth.Reason
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		// Recorded before the verdict, so that a refusal's log line
+		// names the certificate it refused (the SPKI to pin, say).
+		ss.tls.set(cs)
 		r, err := m.auth.Verify(cs.PeerCertificates, time.Now())
 		if err != nil {
 			reason = r
@@ -59,7 +62,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	start := time.Now()
 	err := tc.HandshakeContext(ctx)
 	cancel()
-	s.metrics.handshake.WithLabelValues(v.name).Observe(time.Since(start).Seconds())
+	s.metrics.of(v).handshake.Observe(time.Since(start).Seconds())
 	if err != nil {
 		hc.discard()
 		if reason != "" {
@@ -76,6 +79,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	}
 
 	cs := tc.ConnectionState()
+	ss.tls.set(cs)
 	tlvs, err := proxyheader.TLSTLVs(ss.sni, cs, served, ss.uniqueID(v.upstream))
 	var hdr []byte
 	if err == nil {
@@ -87,6 +91,21 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 		return
 	}
 	s.forward(ss, st, tc, c, hdr, nil)
+}
+
+// tlsFacts is what an mtls handshake established, for the connection's log
+// line.
+type tlsFacts struct {
+	version, cipher uint16 // 0 until the handshake got as far as the client's certificate
+	resumed         bool
+	leaf            *x509.Certificate // the client's certificate, verified or not; nil for none
+}
+
+func (f *tlsFacts) set(cs tls.ConnectionState) {
+	f.version, f.cipher, f.resumed, f.leaf = cs.Version, cs.CipherSuite, cs.DidResume, nil
+	if len(cs.PeerCertificates) > 0 {
+		f.leaf = cs.PeerCertificates[0]
+	}
 }
 
 // refuse ends an mtls connection without a response, counting the reason.

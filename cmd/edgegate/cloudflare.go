@@ -1,10 +1,11 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/cloudflare"
@@ -14,17 +15,7 @@ import (
 // and where the gateway looks for one (cloudflare_data's default).
 const defaultCloudflareDir = "/var/lib/edgegate/cloudflare"
 
-func cloudflareUsage(w io.Writer) {
-	fmt.Fprint(w, `usage:
-  edgegate cloudflare update --ips-v4 FILE --ips-v6 FILE --ca FILE [--dir DIR]
-
-Validates Cloudflare's IP lists and origin-pull CA as fetched by the operator
-and installs them in DIR (default `+defaultCloudflareDir+`), where they
-replace the built-in copies at the gateway's next start or reload. A set that
-is empty, malformed, suspiciously short, or whose CA is not a valid CA
-certificate is refused and the installed set is kept.
-`)
-}
+func cloudflareUsage(w io.Writer) { fmt.Fprintln(w, help["cloudflare update"]) }
 
 // cmdCloudflare runs `edgegate cloudflare ...`.
 func cmdCloudflare(args []string, stdout, stderr io.Writer) int {
@@ -35,8 +26,11 @@ func cmdCloudflare(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "update":
 		return cmdCloudflareUpdate(args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		cloudflareUsage(stdout)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && args[1] == "update" {
+			return cmdCloudflareUpdate([]string{"--help"}, stdout, stderr)
+		}
+		fmt.Fprintln(stdout, help["cloudflare"])
 		return 0
 	}
 	fmt.Fprintf(stderr, "edgegate cloudflare: unknown command %q\n", args[0])
@@ -45,14 +39,14 @@ func cmdCloudflare(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cloudflare update", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("cloudflare update", stderr)
 	v4File := fs.String("ips-v4", "", "Cloudflare's IPv4 list (https://www.cloudflare.com/ips-v4)")
 	v6File := fs.String("ips-v6", "", "Cloudflare's IPv6 list (https://www.cloudflare.com/ips-v6)")
 	caFile := fs.String("ca", "", "Cloudflare's origin-pull CA in PEM (authenticated_origin_pull_ca.pem)")
 	dir := fs.String("dir", defaultCloudflareDir, "folder to install the set in (the config's cloudflare_data)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	reload := fs.String("reload", "", "after installing a set that changed, have the gateway running this configuration reload it")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "edgegate cloudflare update: unexpected argument %q\n", fs.Arg(0))
@@ -87,9 +81,15 @@ func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
 	// A list that shrinks by half or more is far more likely a partial
 	// download than Cloudflare giving up half its network.
 	current, err := cloudflare.Read(*dir, time.Now())
+	installedOK := err == nil && current.Source != "built-in"
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegate cloudflare update: the installed set is not valid (%v); comparing with the built-in set and replacing it\n", err)
 		current = cloudflare.Builtin()
+	}
+	if installedOK && sameSet(current, next) {
+		fmt.Fprintf(stdout, "unchanged: the set in %s already holds these %d IPv4 and %d IPv6 ranges and this CA; nothing written, nothing reloaded\n",
+			*dir, len(next.IPv4), len(next.IPv6))
+		return 0
 	}
 	for _, l := range []struct {
 		name      string
@@ -118,8 +118,27 @@ func cmdCloudflareUpdate(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "installed in %s: %d IPv4 and %d IPv6 ranges (was %d and %d, %s), CA %q valid until %s\n",
 		*dir, len(installed.IPv4), len(installed.IPv6), len(current.IPv4), len(current.IPv6), describeSource(current),
 		installed.CA.Subject.String(), installed.CA.NotAfter.UTC().Format(time.DateOnly))
-	fmt.Fprintln(stdout, "a running gateway uses it after its next reload (edgegate reload)")
-	return 0
+	if *reload == "" {
+		fmt.Fprintln(stdout, "a running gateway uses it after its next reload (edgegate reload)")
+		return 0
+	}
+	return cmdSignal("reload", []string{"--config", *reload}, stdout, stderr)
+}
+
+// sameSet reports whether a and b hold the same ranges, in any order, and
+// the same CA.
+func sameSet(a, b *cloudflare.Data) bool {
+	sorted := func(ps []netip.Prefix) []netip.Prefix {
+		ps = slices.Clone(ps)
+		slices.SortFunc(ps, func(x, y netip.Prefix) int {
+			if c := x.Addr().Compare(y.Addr()); c != 0 {
+				return c
+			}
+			return x.Bits() - y.Bits()
+		})
+		return ps
+	}
+	return a.CA.Equal(b.CA) && slices.Equal(sorted(a.IPv4), sorted(b.IPv4)) && slices.Equal(sorted(a.IPv6), sorted(b.IPv6))
 }
 
 func describeSource(d *cloudflare.Data) string {

@@ -93,9 +93,9 @@ func (p *process) serveControl(c net.Conn) {
 // (and report what it answered) or, without one, by signal to the process
 // in the pid file.
 func cmdSignal(op string, args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag(op, args, stderr)
+	path, code, ok := configFlag(op, args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	cfg, err := config.Load(path, nil)
 	if err == nil {

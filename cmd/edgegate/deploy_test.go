@@ -410,9 +410,17 @@ func TestDeployInstallTable(t *testing.T) {
 				if got := "/var/lib/" + unit.get(t, "StateDirectory") + "/"; got != p {
 					t.Errorf("the table has StateDirectory= create %s; the unit's is %s", p, got)
 				}
+			case strings.Contains(r.by, "LogsDirectory="):
+				if got := "/var/log/" + unit.get(t, "LogsDirectory") + "/"; got != p {
+					t.Errorf("the table has LogsDirectory= create %s; the unit's is %s", p, got)
+				}
 			case strings.Contains(r.by, "ExecStartPre="):
-				if !slices.Contains(fields(unit.get(t, "ExecStartPre")), strings.TrimSuffix(p, "/")) {
-					t.Errorf("the table has ExecStartPre= create %s; the unit's is %s", p, unit.get(t, "ExecStartPre"))
+				found := false
+				for _, pre := range unit["ExecStartPre"] {
+					found = found || slices.Contains(fields(pre), strings.TrimSuffix(p, "/"))
+				}
+				if !found {
+					t.Errorf("the table has ExecStartPre= create %s; the unit's are %q", p, unit["ExecStartPre"])
 				}
 			case strings.HasPrefix(r.by, "step "):
 				found := false
@@ -438,7 +446,13 @@ type unitFile map[string][]string
 
 func readUnit(t *testing.T) unitFile {
 	t.Helper()
-	f, err := os.Open(deployUnit)
+	return readUnitFile(t, deployUnit)
+}
+
+// readUnitFile reads the unit file at path.
+func readUnitFile(t *testing.T, path string) unitFile {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +466,7 @@ func readUnit(t *testing.T) unitFile {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			t.Fatalf("%s: line %q is not key=value", deployUnit, line)
+			t.Fatalf("%s: line %q is not key=value", path, line)
 		}
 		u[k] = append(u[k], v)
 	}
@@ -466,7 +480,7 @@ func readUnit(t *testing.T) unitFile {
 func (u unitFile) get(t *testing.T, key string) string {
 	t.Helper()
 	if len(u[key]) != 1 {
-		t.Fatalf("%s: %s is set %d times, want once", deployUnit, key, len(u[key]))
+		t.Fatalf("unit: %s is set %d times, want once", key, len(u[key]))
 	}
 	return u[key][0]
 }
@@ -498,8 +512,13 @@ func TestDeploySystemdUnit(t *testing.T) {
 			t.Errorf("capability %s is more than the gateway needs", c)
 		}
 	}
+	// The configuration is checked before each start, so a broken file
+	// fails the start with FILE:LINE instead of a crash loop.
+	if !slices.Contains(u["ExecStartPre"], "/usr/local/bin/edgegate check --config /etc/edgegate/edgegate.yaml") {
+		t.Errorf("ExecStartPre %q does not run edgegate check on the configuration ExecStart runs", u["ExecStartPre"])
+	}
 	rw := strings.Fields(u.get(t, "ReadWritePaths"))
-	for _, want := range []string{"-/sys/fs/bpf/edgegate", "/run/edgegate", "/var/lib/edgegate"} {
+	for _, want := range []string{"-/sys/fs/bpf/edgegate", "/run/edgegate", "/var/lib/edgegate", "/var/log/" + u.get(t, "LogsDirectory")} {
 		if !slices.Contains(rw, want) {
 			t.Errorf("ReadWritePaths %q lacks %s", rw, want)
 		}
@@ -513,30 +532,44 @@ func TestDeploySystemdUnit(t *testing.T) {
 		t.Errorf("%s does not create the user edgegate", deployUsers)
 	}
 
+	verifyUnits(t, deployUnit)
+}
+
+// verifyUnits has systemd-analyze verify the unit files (those of one
+// service and its timer together), with their edgegate binary pointed at
+// the one built for these tests, since verify insists that it exists.
+func verifyUnits(t *testing.T, units ...string) {
+	t.Helper()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		// Not a prerequisite of the test suite, so this skips even in CI.
 		t.Skip("systemd-analyze not installed (Debian package systemd), not a test prerequisite: unit not verified by systemd")
 	}
-	// verify insists that ExecStart's binary exists; point it at the one
-	// built for these tests and change nothing else.
-	text, err := os.ReadFile(deployUnit)
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	var copies []string
+	for _, u := range units {
+		text, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := filepath.Join(dir, filepath.Base(u))
+		if err := os.WriteFile(c, []byte(strings.ReplaceAll(string(text), "/usr/local/bin/edgegate", edgegateBin)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, c)
 	}
-	unit := filepath.Join(t.TempDir(), "edgegate.service")
-	if err := os.WriteFile(unit, []byte(strings.ReplaceAll(string(text), "/usr/local/bin/edgegate", edgegateBin)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(analyze, "verify", unit).CombinedOutput()
+	out, err := exec.Command(analyze, append([]string{"verify"}, copies...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// verify exits 0 for keys it does not know and values it cannot parse
-	// ("Unknown key ..., ignoring"); any complaint about this unit counts.
+	// ("Unknown key ..., ignoring"); any complaint about these units counts.
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, unit) || strings.Contains(line, "edgegate.service") {
-			t.Errorf("systemd-analyze verify: %s", line)
+		for _, u := range units {
+			if strings.Contains(line, filepath.Base(u)) {
+				t.Errorf("systemd-analyze verify: %s", line)
+				break
+			}
 		}
 	}
 }

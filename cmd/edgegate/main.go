@@ -11,7 +11,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,10 +37,11 @@ func usage(w io.Writer) {
   edgegate check --config FILE   validate a configuration, print its routes
   edgegate reload --config FILE  validate, then have the running gateway reload it
   edgegate upgrade --config FILE validate, then have the running gateway hand over to the installed binary
-  edgegate cloudflare update --ips-v4 FILE --ips-v6 FILE --ca FILE [--dir DIR]
+  edgegate cloudflare update --ips-v4 FILE --ips-v6 FILE --ca FILE [--dir DIR] [--reload CONFIG]
                                  install Cloudflare's ranges and origin-pull CA (validated)
   edgegate demo                  run a self-contained demo on loopback
   edgegate version               print the version
+  edgegate help [COMMAND]        this list, or a command's usage (also: edgegate COMMAND --help)
 `)
 }
 
@@ -52,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "reload", "upgrade":
@@ -62,9 +62,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
+		if len(args) > 1 {
+			fs := newFlagSet("version", stderr)
+			if code, ok := parseFlags(fs, args[1:], stdout); !ok {
+				return code
+			}
+			fmt.Fprintf(stderr, "edgegate version: unexpected argument %q\n", fs.Arg(0))
+			return 2
+		}
 		fmt.Fprintf(stdout, "edgegate %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
-	case "help", "-h", "--help":
+	case "help":
+		return cmdHelp(args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return 0
 	}
@@ -83,25 +93,26 @@ func buildVersion() string {
 	return version
 }
 
-// configFlag parses the --config flag shared by run and check.
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/edgegate/edgegate.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return "", false
+// configFlag parses the --config flag shared by run, check, reload and
+// upgrade. When ok is false the command ends with status code (0 after
+// --help).
+func configFlag(name string, args []string, stdout, stderr io.Writer) (path string, code int, ok bool) {
+	fs := newFlagSet(name, stderr)
+	p := fs.String("config", "/etc/edgegate/edgegate.yaml", "configuration file")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return "", code, false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "edgegate %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false
+		return "", 2, false
 	}
-	return *path, true
+	return *p, 0, true
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check", args, stderr)
+	path, code, ok := configFlag("check", args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	cfg, err := config.Load(path, nil)
 	if err != nil {

@@ -26,6 +26,7 @@ type process struct {
 	cfg  *config.Config
 	srv  *gateway.Server
 	log  *slog.Logger
+	out  *logOutput // the log's destinations: stderr and log.file
 
 	requests  chan request  // from the control socket and the file watcher
 	done      chan struct{} // closed when the process stops serving
@@ -46,17 +47,23 @@ type answer struct {
 	err   error
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	path, code, ok := configFlag("run", args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	cfg, err := config.Load(path, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, err := gateway.NewLogger(stderr, cfg.Log)
+	out := &logOutput{stderr: stderr}
+	if err := out.setPath(cfg.Path(cfg.Log.File)); err != nil {
+		fmt.Fprintln(stderr, cfg.ErrAt(fmt.Sprintf("log.file %q: %v", cfg.Log.File, err), "log", "file"))
+		return 1
+	}
+	defer out.setPath("")
+	log, err := gateway.NewLogger(out, cfg.Log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -66,7 +73,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	p := &process{path: path, cfg: cfg, srv: srv, log: log, requests: make(chan request), done: make(chan struct{})}
+	srv.Registry().MustRegister(gateway.BuildInfo(buildVersion()))
+	p := &process{path: path, cfg: cfg, srv: srv, log: log, out: out, requests: make(chan request), done: make(chan struct{})}
 
 	inherited, err := inheritedListeners()
 	if err != nil {
@@ -89,7 +97,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// Signals are caught before the listeners open: a stop that arrives as
 	// soon as the gateway accepts must drain it, not kill the process.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	if err := srv.Start(); err != nil {
 		// Like a configuration error: FILE:LINE: what, alone, where the
@@ -128,6 +136,9 @@ func (p *process) loop(sigs <-chan os.Signal) int {
 			switch sig {
 			case syscall.SIGHUP:
 				p.reload()
+				continue
+			case syscall.SIGUSR1:
+				p.reopenLog()
 				continue
 			case syscall.SIGUSR2:
 				if err := p.upgrade(); err != nil {
@@ -176,6 +187,9 @@ func (p *process) reload() ([]string, error) {
 			p.log.Error("control socket: the new control_socket cannot be opened; reload and upgrade need signals until it can", "err", err)
 		}
 	}
+	if err := p.out.setPath(p.cfg.Path(p.cfg.Log.File)); err != nil {
+		p.log.Error("log.file: the new file cannot be opened; the log goes on where it went", "err", err)
+	}
 	switch {
 	case p.cfg.Watch && p.stopWatch == nil:
 		p.startWatch()
@@ -184,6 +198,20 @@ func (p *process) reload() ([]string, error) {
 		p.stopWatch = nil
 	}
 	return gateway.RestartNeeded(old, p.cfg), nil
+}
+
+// reopenLog opens log.file again (SIGUSR1): logrotate has renamed it, and
+// the log goes on in a new file under the configured name.
+func (p *process) reopenLog() {
+	if p.cfg.Log.File == "" {
+		p.log.Info("SIGUSR1: no log.file to reopen")
+		return
+	}
+	if err := p.out.reopen(); err != nil {
+		p.log.Error("log.file cannot be reopened; the log goes on in the file it went to", "err", err)
+		return
+	}
+	p.log.Info("log file reopened", "file", p.cfg.Path(p.cfg.Log.File))
 }
 
 // stop drains the gateway and cleans up what this process owns.

@@ -107,6 +107,10 @@ type Metrics struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug | info (default) | warn | error
 	Format string `yaml:"format"` // text (default) | json
+	// File, when set, receives the log too (stderr still does), opened
+	// for appending and created 0640 if missing; `edgegate run` opens it
+	// again on SIGUSR1, so logrotate can rename it and signal.
+	File string `yaml:"file"`
 }
 
 // Limits bound what connections may take.
