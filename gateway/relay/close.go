@@ -3,6 +3,8 @@ package relay
 import (
 	"net"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // CloseSilently ends a connection without writing a byte: FIN, or RST when
@@ -37,6 +39,24 @@ func discardQueued(c *net.TCPConn) {
 			return true
 		})
 		if n <= 0 {
+			return
+		}
+	}
+}
+
+// CloseFD is CloseSilently (without reset) for a bare non-blocking socket.
+func CloseFD(fd int) {
+	unix.Shutdown(fd, unix.SHUT_WR)
+	discardQueuedFD(fd)
+	unix.Close(fd)
+}
+
+// discardQueuedFD is discardQueued for a raw non-blocking socket.
+func discardQueuedFD(fd int) {
+	var buf [16 << 10]byte
+	for range 16 {
+		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+		if err != nil || n <= 0 {
 			return
 		}
 	}

@@ -3,8 +3,11 @@ package relay
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dial connects to an upstream address (host:port or unix:/path) within
@@ -22,4 +25,46 @@ func Dial(address string, timeout time.Duration) (net.Conn, error) {
 		return nil, fmt.Errorf("dial upstream %s: %w", address, err)
 	}
 	return c, nil
+}
+
+// DialStart begins a non-blocking TCP connect to addr, for NewDialPair,
+// with none of net.Dialer's work around it (no resolver, no poller
+// registration, no address lookups after the connect): socket,
+// TCP_NODELAY, connect. It returns the socket with the connect in
+// progress (or done); a connect that fails at once is an error and
+// leaves nothing open.
+func DialStart(addr netip.AddrPort) (int, error) {
+	ip := addr.Addr().Unmap()
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ip.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, fmt.Errorf("dial upstream %s: socket: %w", addr, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("dial upstream %s: TCP_NODELAY: %w", addr, err)
+	}
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, fmt.Errorf("dial upstream %s: %w", addr, err)
+	}
+	return fd, nil
+}
+
+// Dialable returns the address of an upstream that DialStart can reach (a
+// literal IP and port, no zone), or false for one that needs Dial (a host
+// name to resolve, a Unix socket).
+func Dialable(address string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || ap.Addr().Zone() != "" || ap.Port() == 0 {
+		return netip.AddrPort{}, false
+	}
+	return ap, true
 }

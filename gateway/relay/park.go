@@ -59,14 +59,29 @@ func (p *Parker) Close() {
 // Pair is a client connection and its upstream connection, relayed by a
 // Parker.
 type Pair struct {
-	client, upstream net.Conn
-	idle             time.Duration
-	done             func(Result)
+	// conns are the sides' connections when they came as net.Conn (nil
+	// for a raw descriptor, which the loop closes itself).
+	conns [2]net.Conn
+	idle  time.Duration
+	done  func(Result)
+
+	// A pair made by NewDialPair is connecting until its upstream socket
+	// becomes writable: pending (the PROXY header and the client's first
+	// bytes, of which pendingClient are the client's) is written then, and
+	// dialTimeout bounds the wait.
+	connecting    bool
+	pending       []byte
+	pendingClient int
+	dialTimeout   time.Duration
+	dialErr       error
+	// Dialed, if set before Park, is called from the loop once the
+	// connect of a NewDialPair pair has succeeded (nil) or failed.
+	Dialed func(error)
 
 	cut  atomic.Bool
 	loop atomic.Pointer[loop]
 
-	// Set by Park before the pair is registered, then read by the loop.
+	// Set before the pair is registered, then read by the loop.
 	fds [2]int // client, upstream
 	// Slot and finished change under the loop's mu; the rest is the
 	// loop's alone.
@@ -94,7 +109,22 @@ type half struct {
 // and both connections are closed. From NewPair on, the caller must neither
 // use nor close the connections: Cut is how to end the pair early.
 func NewPair(client, upstream net.Conn, idle time.Duration, done func(Result)) *Pair {
-	return &Pair{client: client, upstream: upstream, idle: idle, done: done, slot: -1}
+	return &Pair{conns: [2]net.Conn{client, upstream}, fds: [2]int{-1, -1}, idle: idle, done: done, slot: -1}
+}
+
+// NewDialPair prepares for Park a raw client socket and a raw upstream
+// socket whose non-blocking connect is in progress. The loop finishes the
+// connect: once the upstream socket is writable it writes pending (the
+// PROXY header and the client's first bytes, the last pendingClient bytes
+// of it, counted in ToUpstream) and relays as NewPair's pairs do. A connect
+// that fails or takes longer than dialTimeout ends the pair with
+// Result.DialErr set; the client socket is then closed without a byte, as
+// CloseSilently does. The pair owns both descriptors from here on.
+func NewDialPair(client, upstream int, pending []byte, pendingClient int, dialTimeout, idle time.Duration, done func(Result)) *Pair {
+	return &Pair{
+		fds: [2]int{client, upstream}, idle: idle, done: done, slot: -1,
+		connecting: true, pending: pending, pendingClient: pendingClient, dialTimeout: dialTimeout,
+	}
 }
 
 // Park hands pr to one of p's loops and returns at once. It registers the
@@ -105,16 +135,17 @@ func (p *Parker) Park(pr *Pair) {
 	l := p.loops[int(p.next.Add(1))%len(p.loops)]
 	pr.loop.Store(l)
 	var err error
-	if pr.fds[0], err = rawFD(pr.client); err == nil {
-		pr.fds[1], err = rawFD(pr.upstream)
+	for side, c := range pr.conns {
+		if c != nil && err == nil {
+			pr.fds[side], err = rawFD(c)
+		}
 	}
 	l.mu.Lock()
 	if l.closed {
 		// No loop to finish it: the Parker is closed.
 		pr.finished = true
 		l.mu.Unlock()
-		pr.client.Close()
-		pr.upstream.Close()
+		pr.closeSides()
 		pr.done(pr.result())
 		return
 	}
@@ -349,7 +380,15 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 		// The pair's first event: Park registered it.
 		pr.listed = true
 		pr.last = time.Now()
-		l.list(pr.idle).push(pr)
+		l.list(pr.timeout()).push(pr)
+	}
+	if pr.connecting {
+		if side == 0 || !l.connected(pr, events) {
+			// An event on the client (side 0): its bytes wait in its
+			// socket until the upstream is connected; connected reads
+			// them then.
+			return
+		}
 	}
 	l.progress(pr, side)
 	if !pr.finished {
@@ -472,18 +511,108 @@ func (l *loop) finish(pr *Pair) {
 		l.free = append(l.free, pr.slot)
 		pr.slot = -1
 	}
-	pr.client.Close()
-	pr.upstream.Close()
+	pr.closeSides()
 	l.mu.Unlock()
 	pr.done(pr.result())
+}
+
+// closeSides closes both sockets: through their net.Conn when they came as
+// one, else directly. A client whose upstream could not be reached is
+// closed without a byte, as CloseSilently does.
+func (pr *Pair) closeSides() {
+	if pr.connecting && pr.conns[0] == nil && pr.fds[0] >= 0 {
+		unix.Shutdown(pr.fds[0], unix.SHUT_WR)
+		discardQueuedFD(pr.fds[0])
+	}
+	for side, c := range pr.conns {
+		if c != nil {
+			c.Close()
+		} else if pr.fds[side] >= 0 {
+			unix.Close(pr.fds[side])
+		}
+	}
+}
+
+// dialFailed ends a connecting pair whose connect failed.
+func (l *loop) dialFailed(pr *Pair, err error) {
+	pr.dialErr = err
+	if pr.Dialed != nil {
+		pr.Dialed(err)
+	}
+	l.finish(pr)
+}
+
+// timeout is the pair's deadline from its last activity: the dial timeout
+// while connecting, then the idle timeout.
+func (pr *Pair) timeout() time.Duration {
+	if pr.connecting {
+		return pr.dialTimeout
+	}
+	return pr.idle
+}
+
+// connected finishes a connecting pair's dial after an event on its
+// upstream socket: on success it writes the pending bytes, moves the pair
+// to its idle list and reports true (both halves may then progress); on a
+// failed connect it finishes the pair. It reports false while the connect
+// is still in progress.
+func (l *loop) connected(pr *Pair, events uint32) bool {
+	up := pr.fds[1]
+	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		errno, err := unix.GetsockoptInt(up, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && errno != 0 {
+			err = syscall.Errno(errno)
+		}
+		if err == nil {
+			err = errors.New("connection closed while connecting")
+		}
+		l.dialFailed(pr, err)
+		return false
+	}
+	if events&unix.EPOLLOUT == 0 {
+		return false
+	}
+	for len(pr.pending) > 0 {
+		n, err := unix.Write(up, pr.pending)
+		if err == unix.EAGAIN {
+			// A fresh socket's buffer takes a hello; if not, the next
+			// EPOLLOUT resumes.
+			return false
+		}
+		if err != nil {
+			l.dialFailed(pr, err)
+			return false
+		}
+		if sent := len(pr.pending) - n; sent < pr.pendingClient {
+			pr.halves[0].moved += int64(pr.pendingClient - sent)
+			pr.pendingClient = sent
+		}
+		pr.pending = pr.pending[n:]
+	}
+	pr.pending = nil
+	pr.connecting = false
+	if pr.Dialed != nil {
+		pr.Dialed(nil)
+	}
+	if pr.listed {
+		l.list(pr.dialTimeout).remove(pr)
+	}
+	pr.last = time.Now()
+	l.list(pr.idle).push(pr)
+	pr.listed = true
+	// The client's bytes that arrived while connecting: its edge has
+	// passed, so read them now.
+	l.progress(pr, 0)
+	return !pr.finished
 }
 
 func (pr *Pair) result() Result {
 	return Result{
 		ToUpstream:          pr.halves[0].moved,
 		ToClient:            pr.halves[1].moved,
-		Idled:               pr.idled,
-		UpstreamClosedFirst: pr.first == fromUpstream && !pr.idled,
+		Idled:               pr.idled && pr.dialErr == nil,
+		UpstreamClosedFirst: pr.first == fromUpstream && !pr.idled && pr.dialErr == nil,
+		DialErr:             pr.dialErr,
 	}
 }
 
@@ -522,6 +651,10 @@ func (l *loop) expire(now time.Time) {
 	}
 	for idle, ls := range l.lists {
 		for pr := ls.head; pr != nil && now.Sub(pr.last) >= idle; pr = ls.head {
+			if pr.connecting {
+				l.dialFailed(pr, fmt.Errorf("connect: timed out after %v", idle))
+				continue
+			}
 			pr.idled = true
 			l.finish(pr)
 		}

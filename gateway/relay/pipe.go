@@ -30,6 +30,10 @@ type Result struct {
 	// UpstreamClosedFirst is set when the upstream ended its direction (FIN
 	// or reset) before the client ended its own.
 	UpstreamClosedFirst bool
+	// DialErr is set when a pair made by NewDialPair could not connect to
+	// its upstream (refused, unreachable, timed out): nothing reached the
+	// upstream and the client was closed without a byte.
+	DialErr error
 }
 
 // Pipe copies bytes both ways between client and upstream until both
