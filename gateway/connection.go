@@ -18,7 +18,7 @@ import (
 // session is what edgegate knows about one client connection as it moves
 // along the path; it becomes the connection's log line and metrics.
 type session struct {
-	conn     net.Conn    // the accepted connection, as Shutdown's table knows it
+	conn     net.Conn    // the accepted connection once it is a net.Conn (nil on the raw path), under Server.mu
 	pair     *relay.Pair // set (under Server.mu) once parked in the relay
 	start    time.Time
 	listener string
@@ -60,9 +60,11 @@ func (ss *session) uniqueID(u config.Upstream) []byte {
 // or termination. Whatever happens, it ends with end: one log line and one
 // count. A passthrough connection handed to the relay's loops is ended by
 // them when it closes, after this goroutine has gone.
-func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session) {
-	s.metrics.active.Inc()
-	if !s.route(c, l, ss) {
+//
+// pre holds bytes already read from c by the raw path (an incomplete hello),
+// read again before c.
+func (s *Server) serveConn(c *net.TCPConn, l *listener, ss *session, pre []byte) {
+	if !s.route(c, l, ss, pre) {
 		s.end(ss)
 	}
 }
@@ -75,17 +77,19 @@ func (s *Server) end(ss *session) {
 	ss.server.Release()
 	s.finish(ss)
 	s.admission.release(ss.peer)
-	s.untrack(ss.conn)
+	s.untrack(ss)
 }
 
 // route is serveConn's path; it reports whether the connection was parked
 // in the relay, which will end it.
-func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
+func (s *Server) route(c *net.TCPConn, l *listener, ss *session, pre []byte) (parked bool) {
 	st := s.state.Load()
 	lc := l.cfg.Load()
 
 	var in net.Conn = c
-	if lc.AcceptProxyProtocol {
+	if len(pre) > 0 {
+		in = &replayConn{TCPConn: c, pre: pre}
+	} else if lc.AcceptProxyProtocol {
 		src, dst, rest, err := readInboundProxy(c, lc, st.cfg.Timeouts.ClientHello.D())
 		if err != nil {
 			ss.outcome = OutcomeUntrustedProxy
@@ -109,15 +113,39 @@ func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 		}
 	}
 	helloWait := time.Since(helloStart).Seconds()
+	if rc, ok := in.(*replayConn); ok && err == nil {
+		prefix = append(prefix, rc.pre...) // read already, beyond the hello
+	}
 	if err != nil {
 		s.metrics.unrouted.hello.Observe(helloWait)
 		ss.outcome, ss.err = helloOutcome(err), err
 		relay.CloseSilently(c, false)
 		return false
 	}
+	v := s.lookup(ss, st, hello, helloWait)
+	if v == nil {
+		relay.CloseSilently(c, st.routes.unmatchedReset)
+		return false
+	}
+	return s.dispatch(ss, st, c, prefix)
+}
+
+// dispatch takes a routed connection to its vhost's mode; it reports
+// whether the connection was parked in the relay.
+func (s *Server) dispatch(ss *session, st *state, c *net.TCPConn, prefix []byte) (parked bool) {
+	if ss.vhost.mode == modePassthrough {
+		return s.passthrough(ss, st, c, prefix)
+	}
+	s.terminate(ss, st, c, prefix)
+	return false
+}
+
+// lookup records what the hello says (and how long it took to come, in
+// seconds) and finds its vhost; nil (with the session's outcome set) when
+// none serves it.
+func (s *Server) lookup(ss *session, st *state, hello *sni.Hello, helloWait float64) *vhost {
 	ss.sni, ss.rawSNI = hello.ServerName, hello.RawServerName
 	s.metrics.observeHello(hello)
-
 	v := st.routes.lookup(hello.ServerName)
 	s.metrics.of(v).hello.Observe(helloWait)
 	if v == nil {
@@ -125,15 +153,26 @@ func (s *Server) route(c *net.TCPConn, l *listener, ss *session) (parked bool) {
 		if hello.ServerName == "" {
 			ss.outcome = OutcomeNoSNI
 		}
-		relay.CloseSilently(c, st.routes.unmatchedReset)
-		return false
+		return nil
 	}
 	ss.vhost = v
-	if v.mode == modePassthrough {
-		return s.passthrough(ss, st, c, prefix)
+	return v
+}
+
+// replayConn is a connection whose first bytes were read already (by the
+// raw path); Read returns them before reading the socket.
+type replayConn struct {
+	*net.TCPConn
+	pre []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
 	}
-	s.terminate(ss, st, c, prefix)
-	return false
+	return c.TCPConn.Read(p)
 }
 
 // helloOutcome names the way a ClientHello read failed.

@@ -49,21 +49,26 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPCo
 	idle := v.timeouts.Idle.D()
 	if client == net.Conn(raw) && s.parker != nil {
 		sent := len(first)
-		pr := relay.NewPair(client, up, idle, func(r relay.Result) {
+		s.park(ss, relay.NewPair(client, up, idle, func(r relay.Result) {
 			s.relayed(ss, sent, r)
 			s.end(ss)
-		})
-		s.mu.Lock()
-		ss.pair = pr
-		if ss.cut.Load() {
-			pr.Cut()
-		}
-		s.mu.Unlock()
-		s.parker.Park(pr)
+		}))
 		return true
 	}
 	s.relayed(ss, len(first), relay.Pipe(client, up, idle))
 	return false
+}
+
+// park hands a connection's pair to the relay's loops, which end the
+// connection; a drain that already cut the session cuts the pair.
+func (s *Server) park(ss *session, pr *relay.Pair) {
+	s.mu.Lock()
+	ss.pair = pr
+	if ss.cut.Load() {
+		pr.Cut()
+	}
+	s.mu.Unlock()
+	s.parker.Park(pr)
 }
 
 // relayed records what the relay saw of a connection: bytes each way (sent,

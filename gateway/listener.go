@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +20,19 @@ type listener struct {
 	name string
 	ln   net.Listener
 	cfg  atomic.Pointer[config.Listener]
+	// polled is a duplicate of a TCP listener's socket in Go's poller,
+	// where acceptRaw waits for connections (a net.TCPListener's own
+	// RawConn cannot wait); nil for other listeners.
+	polled *os.File
+}
+
+// close closes the listening socket (and its duplicate, which stops
+// acceptRaw).
+func (l *listener) close() {
+	if l.polled != nil {
+		l.polled.Close()
+	}
+	l.ln.Close()
 }
 
 // ListenFunc opens the listening socket of one configured listener.
@@ -65,48 +79,75 @@ func listenTCP(addr string, reusePort bool, deferAccept time.Duration) (net.List
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 
-// acceptLoop accepts until the listener is closed. When accept fails for
-// a passing reason (no file descriptors left, no buffers), it backs off,
-// counts it and logs it at most once a second rather than spinning.
+// acceptLoop accepts until the listener is closed. A TCP listener is
+// served by acceptRaw (accept.go); any other kind (tests pass their own)
+// through net.Listener, each connection on a goroutine of its own.
 func (s *Server) acceptLoop(l *listener) {
-	var backoff time.Duration
-	var lastLog time.Time
+	if l.polled != nil {
+		s.acceptRaw(l)
+		return
+	}
+	var b acceptBackoff
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.metrics.acceptErrors.Inc()
-			if backoff == 0 {
-				backoff = 5 * time.Millisecond
-			} else if backoff *= 2; backoff > time.Second {
-				backoff = time.Second
-			}
-			if time.Since(lastLog) > time.Second {
-				s.log.Error("accept failed; backing off", "listener", l.name, "err", err, "backoff", backoff)
-				lastLog = time.Now()
-			}
-			time.Sleep(backoff)
+			s.backOff(l, &b, err)
 			continue
 		}
-		backoff = 0
 		tc, ok := c.(*net.TCPConn)
-		ss := &session{conn: c, start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
 		if !ok {
 			c.Close()
 			continue
 		}
-		s.track(c, ss)
-		peer := ss.client.Addr()
-		ss.peer = peer
-		if o, ok := s.admission.admit(peer, &s.state.Load().cfg.Limits); !ok {
-			ss.outcome = o
+		ss := &session{conn: c, start: time.Now(), listener: l.name, client: addrPort(c.RemoteAddr()), local: addrPort(c.LocalAddr())}
+		ss.peer = ss.client.Addr()
+		s.track(ss)
+		if !s.admit(ss) {
 			relay.CloseSilently(tc, false)
 			s.finish(ss)
-			s.untrack(c)
+			s.untrack(ss)
 			continue
 		}
-		go s.serveConn(tc, l, ss)
+		go s.serveConn(tc, l, ss, nil)
 	}
+}
+
+// admit applies the per-source limits to a new connection and counts it
+// active; false (with the outcome set) when it must be closed.
+func (s *Server) admit(ss *session) bool {
+	if o, ok := s.admission.admit(ss.peer, &s.state.Load().cfg.Limits); !ok {
+		ss.outcome = o
+		return false
+	}
+	s.metrics.active.Inc()
+	return true
+}
+
+// acceptBackoff paces accept after failures for a passing reason (no file
+// descriptors left, no buffers): it backs off, counts and logs at most once
+// a second rather than spinning. The wait starts again from 5ms only after
+// a second without failure: a connection accepted now and then while
+// descriptors run short does not reset it.
+type acceptBackoff struct {
+	wait     time.Duration
+	lastFail time.Time
+	lastLog  time.Time
+}
+
+func (s *Server) backOff(l *listener, b *acceptBackoff, err error) {
+	s.metrics.acceptErrors.Inc()
+	if b.wait == 0 || time.Since(b.lastFail) > b.wait+time.Second {
+		b.wait = 5 * time.Millisecond
+	} else if b.wait *= 2; b.wait > time.Second {
+		b.wait = time.Second
+	}
+	if time.Since(b.lastLog) > time.Second {
+		s.log.Error("accept failed; backing off", "listener", l.name, "err", err, "backoff", b.wait)
+		b.lastLog = time.Now()
+	}
+	time.Sleep(b.wait)
+	b.lastFail = time.Now()
 }

@@ -95,7 +95,7 @@ func (s *Server) reload(cfg *config.Config) error {
 			l.cfg.Store(&lc)
 			continue
 		}
-		l.ln.Close()
+		l.close()
 		delete(s.listeners, addr)
 	}
 	for _, l := range a.listeners {

@@ -31,7 +31,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by configured address
-	conns     map[net.Conn]*session
+	conns     map[*session]struct{}
 	closing   bool
 	wg        sync.WaitGroup // connection handlers
 	acceptWG  sync.WaitGroup // accept loops
@@ -59,7 +59,7 @@ func NewServer(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		log:        logger,
 		metrics:    newMetrics(),
 		listeners:  map[string]*listener{},
-		conns:      map[net.Conn]*session{},
+		conns:      map[*session]struct{}{},
 		refusalLog: rateLimit{perSecond: 10, burst: 50},
 		listen:     Listen,
 	}
@@ -126,7 +126,7 @@ func (a *acquired) release() {
 		a.parker.Close()
 	}
 	for _, l := range a.listeners {
-		l.ln.Close()
+		l.close()
 	}
 	if a.guard != nil {
 		a.guard.g.Close()
@@ -211,6 +211,9 @@ func bindError(err error) error {
 }
 
 func (s *Server) serveListener(l *listener) {
+	if tl, ok := l.ln.(*net.TCPListener); ok && l.polled == nil {
+		l.polled = pollable(tl)
+	}
 	s.acceptWG.Add(1)
 	go func() {
 		defer s.acceptWG.Done()
@@ -277,18 +280,29 @@ func (s *Server) Generation() uint64 { return s.state.Load().generation }
 // A connection accepted while Shutdown closes the listeners is still
 // tracked and served: Shutdown waits for the accept loops before it waits
 // for connections, so every accepted client gets an answer and a count.
-func (s *Server) track(c net.Conn, ss *session) {
+func (s *Server) track(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conns[c] = ss
+	s.conns[ss] = struct{}{}
 	s.wg.Add(1)
 }
 
-func (s *Server) untrack(c net.Conn) {
+func (s *Server) untrack(ss *session) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.conns, ss)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// setConn records the net.Conn a session's socket has become (the slow
+// path), so that a drain deadline can close it; one cut already closes it.
+func (s *Server) setConn(ss *session, c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.conn = c
+	if ss.cut.Load() {
+		c.Close()
+	}
 }
 
 // HandOver prepares a Shutdown that hands the service to a successor
@@ -311,7 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	for _, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 	}
 	s.mu.Unlock()
 	s.acceptWG.Wait()
@@ -328,13 +342,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		s.mu.Lock()
 		n := len(s.conns)
-		for c, ss := range s.conns {
+		for ss := range s.conns {
 			ss.cut.Store(true)
 			if ss.pair != nil {
 				// The relay's loop owns a parked connection's sockets.
 				ss.pair.Cut()
-			} else {
-				c.Close()
+			} else if ss.conn != nil {
+				ss.conn.Close()
 			}
 		}
 		s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/relay"
 	"github.com/edgegate/edgegate/gateway/upstream"
 )
 
@@ -28,6 +29,10 @@ type vhost struct {
 	timeouts      config.Timeouts // the global ones with the vhost's own over them
 	mtls          *mtlsHost       // mode mtls only
 	metrics       *vhostMetrics   // set by the server before the state serves
+	// upAddr is the upstream's address when it is one server named by a
+	// literal IP and port, which the accept loop's fast path dials itself
+	// (relay.DialStart); invalid otherwise (dialed through the pool).
+	upAddr netip.AddrPort
 }
 
 // admits reports whether allow_from lets a client address in.
@@ -78,6 +83,9 @@ func compile(cfg *config.Config, generation uint64, prev *state) (*state, error)
 		var err error
 		if v.upstreamTLS, err = upstream.LoadTLS(cfg, i); err != nil {
 			return nil, err
+		}
+		if servers := vc.Upstream.List(); len(servers) == 1 && v.upstreamTLS == nil {
+			v.upAddr, _ = relay.Dialable(servers[0].Address)
 		}
 		if v.mode == modeMTLS {
 			var before *mtlsHost

@@ -1,0 +1,261 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgegate/edgegate/gateway/proxyheader"
+	"github.com/edgegate/edgegate/gateway/relay"
+	"github.com/edgegate/edgegate/gateway/upstream"
+	"github.com/edgegate/edgegate/sni"
+)
+
+// acceptRaw is the accept loop of a TCP listener. It takes each connection
+// as a bare descriptor (accept4, no net.Conn, no poller registration) and,
+// on the loop's own goroutine, tries the fast path: the ClientHello is
+// already in the socket (TCP_DEFER_ACCEPT queues a connection for accept
+// only once its first bytes have arrived), so one read gets it; a
+// passthrough vhost with an IP upstream is then dialed without blocking
+// and the pair is parked in the relay, which finishes the connect. No
+// goroutine, no net.Conn and no buffer is made for such a connection.
+//
+// Everything else takes the slow path on a goroutine of its own, as a
+// net.Conn: a hello not yet complete, a listener that takes an inbound
+// PROXY header, an mtls vhost, an upstream named by host name or Unix
+// socket.
+func (s *Server) acceptRaw(l *listener) {
+	rc, err := l.polled.SyscallConn()
+	if err != nil {
+		s.log.Error("listener has no descriptor; not serving it", "listener", l.name, "err", err)
+		return
+	}
+	// Accepted sockets inherit TCP_NODELAY from the listening socket, so
+	// no connection needs a setsockopt of its own.
+	rc.Control(func(lfd uintptr) { unix.SetsockoptInt(int(lfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) })
+	local := fixedLocal(l.ln.Addr())
+	var b acceptBackoff
+	var fd int
+	var sa unix.Sockaddr
+	var aerr error
+	accept := func(lfd uintptr) bool {
+		fd, sa, aerr = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return aerr != unix.EAGAIN
+	}
+	buf := make([]byte, s.state.Load().cfg.Limits.MaxHelloSize)
+	for {
+		if err := rc.Read(accept); err != nil {
+			// The listener was closed (Shutdown, a failed reload's
+			// release): stop.
+			return
+		}
+		if aerr != nil {
+			if aerr == unix.ECONNABORTED || aerr == unix.EINTR {
+				continue
+			}
+			s.backOff(l, &b, os.NewSyscallError("accept4", aerr))
+			continue
+		}
+		buf = s.accepted(l, fd, sa, local, buf)
+	}
+}
+
+// pollable returns a duplicate of a TCP listener's socket registered in
+// Go's poller, for acceptRaw to wait on (the RawConn of a net.TCPListener
+// refuses Read), or nil if it cannot be made.
+func pollable(tl *net.TCPListener) *os.File {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	dup := -1
+	rc.Control(func(fd uintptr) { dup, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if dup < 0 {
+		return nil
+	}
+	// The socket is non-blocking (the flag is the socket's, shared by the
+	// duplicate), so os.NewFile puts it in the poller.
+	return os.NewFile(uintptr(dup), "listener")
+}
+
+// fixedLocal is a listener's address when it names one IP (every
+// connection's local address), or the zero value for a wildcard one, whose
+// connections' local addresses getsockname tells.
+func fixedLocal(a net.Addr) netip.AddrPort {
+	ap := addrPort(a)
+	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+		return netip.AddrPort{}
+	}
+	return ap
+}
+
+// sockaddrPort converts an accepted connection's address.
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// accepted starts one connection's path on the accept loop's goroutine.
+// buf is the loop's hello buffer; it returns the one to use next (resized
+// when a reload changed limits.max_hello_size).
+func (s *Server) accepted(l *listener, fd int, sa unix.Sockaddr, local netip.AddrPort, buf []byte) []byte {
+	ss := &session{start: time.Now(), listener: l.name, client: sockaddrPort(sa), local: local}
+	ss.peer = ss.client.Addr()
+	if !local.IsValid() {
+		if lsa, err := unix.Getsockname(fd); err == nil {
+			ss.local = sockaddrPort(lsa)
+		}
+	}
+	s.track(ss)
+	if !s.admit(ss) {
+		closeSilentlyFD(fd, false)
+		s.finish(ss)
+		s.untrack(ss)
+		return buf
+	}
+	if l.cfg.Load().AcceptProxyProtocol {
+		go s.serveFD(fd, l, ss, nil, nil)
+		return buf
+	}
+	st := s.state.Load()
+	if len(buf) != st.cfg.Limits.MaxHelloSize {
+		buf = make([]byte, st.cfg.Limits.MaxHelloSize)
+	}
+	n, err := unix.Read(fd, buf)
+	if err == unix.EAGAIN {
+		// Accepted before any byte came (TCP_DEFER_ACCEPT's wait ended).
+		go s.serveFD(fd, l, ss, nil, nil)
+		return buf
+	}
+	if err != nil {
+		n = 0 // a reset: the hello read below sees an early end
+	}
+	hello, _, herr := sni.ReadFrom(bytes.NewReader(buf[:n]), st.cfg.Limits.MaxHelloSize)
+	if herr != nil && n > 0 && errors.Is(herr, sni.ErrClosed) {
+		// An incomplete hello: the rest is still to come.
+		go s.serveFD(fd, l, ss, nil, bytes.Clone(buf[:n]))
+		return buf
+	}
+	helloWait := time.Since(ss.start).Seconds()
+	if herr != nil {
+		s.metrics.unrouted.hello.Observe(helloWait)
+		ss.outcome, ss.err = helloOutcome(herr), herr
+		closeSilentlyFD(fd, false)
+		s.end(ss)
+		return buf
+	}
+	v := s.lookup(ss, st, hello, helloWait)
+	if v == nil {
+		closeSilentlyFD(fd, st.routes.unmatchedReset)
+		s.end(ss)
+		return buf
+	}
+	if v.mode != modePassthrough || !v.upAddr.IsValid() || s.parker == nil {
+		go s.serveFD(fd, l, ss, st, bytes.Clone(buf[:n]))
+		return buf
+	}
+	s.passthroughRaw(ss, fd, buf[:n])
+	return buf
+}
+
+// serveFD is the slow path: the connection becomes a net.Conn and goes the
+// way serveConn takes it, on its own goroutine. pre is what the fast path
+// read from it already. A connection the fast path routed already (st is
+// the state it was routed under) goes straight to its vhost's mode.
+func (s *Server) serveFD(fd int, l *listener, ss *session, st *state, pre []byte) {
+	f := os.NewFile(uintptr(fd), "")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		ss.outcome, ss.err = OutcomeClosedEarly, err
+		s.end(ss)
+		return
+	}
+	tc := c.(*net.TCPConn)
+	s.setConn(ss, tc)
+	if st == nil {
+		s.serveConn(tc, l, ss, pre)
+		return
+	}
+	if !s.dispatch(ss, st, tc, pre) {
+		s.end(ss)
+	}
+}
+
+// passthroughRaw is passthrough on the fast path: the PROXY header and the
+// hello go to a freshly started connect to the vhost's one server, and the
+// relay finishes it. (A vhost with several servers takes the slow path,
+// which tries the next one when a dial fails.)
+func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
+	v := ss.vhost
+	if !v.admits(ss.client.Addr()) {
+		ss.outcome, ss.reason = OutcomeNotAllowed, "source_not_allowed"
+		closeSilentlyFD(fd, v.resetOnReject)
+		s.end(ss)
+		return
+	}
+	tlvs := proxyheader.PassthroughTLVs(ss.sni, ss.uniqueID(v.upstream))
+	hdr, err := proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
+	if err != nil {
+		ss.outcome, ss.err = OutcomeUpstreamError, err
+		closeSilentlyFD(fd, false)
+		s.end(ss)
+		return
+	}
+	w := v.pool.Walk(ss.client.Addr())
+	srv := w.Next()
+	if srv == nil {
+		ss.outcome, ss.err = OutcomeUpstreamUnreachable, fmt.Errorf("vhost %s: %w", v.name, upstream.ErrNoServer)
+		closeSilentlyFD(fd, false)
+		s.end(ss)
+		return
+	}
+	dialStart := time.Now()
+	up, err := relay.DialStart(v.upAddr)
+	if err != nil {
+		srv.Report(err)
+		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
+		closeSilentlyFD(fd, false)
+		s.end(ss)
+		return
+	}
+	pending := make([]byte, 0, len(hdr)+len(hello))
+	pending = append(append(pending, hdr...), hello...)
+	pr := relay.NewDialPair(fd, up, pending, len(hello), v.timeouts.UpstreamDial.D(), v.timeouts.Idle.D(), func(r relay.Result) {
+		if r.DialErr != nil {
+			ss.outcome, ss.err = OutcomeUpstreamUnreachable, r.DialErr
+		} else {
+			s.relayed(ss, 0, r)
+		}
+		s.end(ss)
+	})
+	pr.Dialed = func(err error) {
+		srv.Report(err)
+		if err == nil {
+			ss.server = srv
+			s.metrics.of(v).connect.Observe(time.Since(dialStart).Seconds())
+		}
+	}
+	s.park(ss, pr)
+}
+
+// closeSilentlyFD is relay.CloseSilently for a bare descriptor.
+func closeSilentlyFD(fd int, reset bool) {
+	if reset {
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(fd)
+		return
+	}
+	relay.CloseFD(fd)
+}
