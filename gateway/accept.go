@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -42,10 +43,10 @@ func (s *Server) acceptRaw(l *listener) {
 	local := fixedLocal(l.ln.Addr())
 	var b acceptBackoff
 	var fd int
-	var sa unix.Sockaddr
+	var client netip.AddrPort
 	var aerr error
 	accept := func(lfd uintptr) bool {
-		fd, sa, aerr = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, client, aerr = accept4(int(lfd))
 		return aerr != unix.EAGAIN
 	}
 	buf := make([]byte, s.state.Load().cfg.Limits.MaxHelloSize)
@@ -62,7 +63,7 @@ func (s *Server) acceptRaw(l *listener) {
 			s.backOff(l, &b, os.NewSyscallError("accept4", aerr))
 			continue
 		}
-		buf = s.accepted(l, fd, sa, local, buf)
+		buf = s.accepted(l, fd, client, local, buf)
 	}
 }
 
@@ -95,7 +96,41 @@ func fixedLocal(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// sockaddrPort converts an accepted connection's address.
+// accept4 takes one connection from a listening socket, non-blocking, and
+// returns it with the client's address. It calls the system call itself:
+// unix.Accept4 asks the listening socket its protocol (getsockopt) on
+// every IPv4 connection, and allocates the address.
+func accept4(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, netip.AddrPort{}, errno
+	}
+	return int(fd), rawAddrPort(&rsa), nil
+}
+
+// rawAddrPort converts an IPv4 or IPv6 socket address (the zero value for
+// any other).
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), port(a.Port))
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), port(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// port reads a port in network byte order.
+func port(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// sockaddrPort converts a socket address from getsockname.
 func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
@@ -109,8 +144,8 @@ func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 // accepted starts one connection's path on the accept loop's goroutine.
 // buf is the loop's hello buffer; it returns the one to use next (resized
 // when a reload changed limits.max_hello_size).
-func (s *Server) accepted(l *listener, fd int, sa unix.Sockaddr, local netip.AddrPort, buf []byte) []byte {
-	ss := &session{start: time.Now(), listener: l.name, client: sockaddrPort(sa), local: local}
+func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf []byte) []byte {
+	ss := &session{start: time.Now(), listener: l.name, client: client, local: local}
 	ss.peer = ss.client.Addr()
 	if !local.IsValid() {
 		if lsa, err := unix.Getsockname(fd); err == nil {
