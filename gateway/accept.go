@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgegate/edgegate/gateway/proxyheader"
 	"github.com/edgegate/edgegate/gateway/relay"
 	"github.com/edgegate/edgegate/gateway/upstream"
 	"github.com/edgegate/edgegate/sni"
@@ -186,14 +185,12 @@ func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf
 	if herr != nil {
 		s.metrics.unrouted.hello.Observe(helloWait)
 		ss.outcome, ss.err = helloOutcome(herr), herr
-		closeSilentlyFD(fd, false)
-		s.end(ss)
+		s.endRaw(ss, fd, false)
 		return buf
 	}
 	v := s.lookup(ss, st, hello, helloWait)
 	if v == nil {
-		closeSilentlyFD(fd, st.routes.unmatchedReset)
-		s.end(ss)
+		s.endRaw(ss, fd, st.routes.unmatchedReset)
 		return buf
 	}
 	if v.mode != modePassthrough || !v.upAddr.IsValid() || s.parker == nil {
@@ -234,26 +231,16 @@ func (s *Server) serveFD(fd int, l *listener, ss *session, st *state, pre []byte
 // which tries the next one when a dial fails.)
 func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 	v := ss.vhost
-	if !v.admits(ss.client.Addr()) {
-		ss.outcome, ss.reason = OutcomeNotAllowed, "source_not_allowed"
-		closeSilentlyFD(fd, v.resetOnReject)
-		s.end(ss)
-		return
-	}
-	tlvs := proxyheader.PassthroughTLVs(ss.sni, ss.uniqueID(v.upstream))
-	hdr, err := proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
-	if err != nil {
-		ss.outcome, ss.err = OutcomeUpstreamError, err
-		closeSilentlyFD(fd, false)
-		s.end(ss)
+	hdr, reset, ok := passthroughHeader(ss)
+	if !ok {
+		s.endRaw(ss, fd, reset)
 		return
 	}
 	w := v.pool.Walk(ss.client.Addr())
 	srv := w.Next()
 	if srv == nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, fmt.Errorf("vhost %s: %w", v.name, upstream.ErrNoServer)
-		closeSilentlyFD(fd, false)
-		s.end(ss)
+		s.endRaw(ss, fd, false)
 		return
 	}
 	dialStart := time.Now()
@@ -261,8 +248,7 @@ func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 	if err != nil {
 		srv.Report(err)
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
-		closeSilentlyFD(fd, false)
-		s.end(ss)
+		s.endRaw(ss, fd, false)
 		return
 	}
 	pending := make([]byte, 0, len(hdr)+len(hello))
@@ -283,6 +269,13 @@ func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 		}
 	}
 	s.park(ss, pr)
+}
+
+// endRaw ends a connection of the fast path that goes no further: its
+// socket closed without a byte (RST when reset), then end.
+func (s *Server) endRaw(ss *session, fd int, reset bool) {
+	closeSilentlyFD(fd, reset)
+	s.end(ss)
 }
 
 // closeSilentlyFD is relay.CloseSilently for a bare descriptor.

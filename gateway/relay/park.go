@@ -521,8 +521,8 @@ func (l *loop) finish(pr *Pair) {
 // closed without a byte, as CloseSilently does.
 func (pr *Pair) closeSides() {
 	if pr.connecting && pr.conns[0] == nil && pr.fds[0] >= 0 {
-		unix.Shutdown(pr.fds[0], unix.SHUT_WR)
-		discardQueuedFD(pr.fds[0])
+		CloseFD(pr.fds[0])
+		pr.fds[0] = -1
 	}
 	for side, c := range pr.conns {
 		if c != nil {
