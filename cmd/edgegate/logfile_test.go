@@ -131,9 +131,23 @@ vhosts:
 	writeFile(t, dir, "edgegate.yaml", cfgText(moved))
 	p.signal(t, syscall.SIGHUP)
 	p.stderr.waitJSON(t, "the reload", msgIs("configuration reloaded"))
-	third := junkConnection(t, listen)
-	waitInFile(t, moved, "the third connection", connectionOf(third))
-	p.stderr.waitJSON(t, "the third connection", connectionOf(third))
+	// The process moves the log just after the gateway reports the
+	// reload: a connection ended in between is still logged in the old
+	// file. So connect until one is logged (on stderr, then) in the new one.
+	var third string
+	eventually.Within(t, waitLimit, func() error {
+		third = junkConnection(t, listen)
+		p.stderr.waitJSON(t, "the third connection", connectionOf(third))
+		if _, err := os.Stat(moved); err != nil {
+			return err
+		}
+		for _, r := range fileRecords(t, moved) {
+			if connectionOf(third)(r) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s holds no record of the third connection", moved)
+	})
 	for _, r := range fileRecords(t, logFile) {
 		if connectionOf(third)(r) {
 			t.Errorf("the previous log file got a record written after the reload moved the log: %v", r)
