@@ -99,9 +99,14 @@ type Pair struct {
 type half struct {
 	pipe    *pipe // holds bytes read but not yet delivered; nil when none are
 	pending int   // bytes in pipe
-	eof     bool  // src has ended; passed on once pending is delivered
-	done    bool  // dst has been half-closed
-	moved   int64
+	// readable: src may hold bytes or its end. An event on src sets it, a
+	// read that would block clears it, and no read is tried without it:
+	// the epoll set is edge-triggered, so a socket that becomes readable
+	// again reports it.
+	readable bool
+	eof      bool // src has ended; passed on once pending is delivered
+	done     bool // dst has been half-closed
+	moved    int64
 }
 
 // NewPair prepares client and upstream for Park. idle is the idle timeout;
@@ -376,6 +381,9 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 	if pr.finished {
 		return
 	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		pr.halves[side].readable = true
+	}
 	if !pr.listed {
 		// The pair's first event: Park registered it.
 		pr.listed = true
@@ -437,6 +445,9 @@ func (l *loop) progress(pr *Pair, h int) {
 			unix.Shutdown(dst, unix.SHUT_WR)
 			return
 		}
+		if !hf.readable {
+			return // an event on src resumes
+		}
 		if hf.pipe == nil {
 			p, err := l.getPipe()
 			if err != nil {
@@ -448,6 +459,7 @@ func (l *loop) progress(pr *Pair, h int) {
 		n, err := unix.Splice(src, nil, hf.pipe.w, nil, 1<<20, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case err == unix.EAGAIN:
+			hf.readable = false
 			l.putPipe(hf.pipe)
 			hf.pipe = nil
 			return // EPOLLIN on src resumes
