@@ -98,11 +98,13 @@ func fixedLocal(a net.Addr) netip.AddrPort {
 // accept4 takes one connection from a listening socket, non-blocking, and
 // returns it with the client's address. It calls the system call itself:
 // unix.Accept4 asks the listening socket its protocol (getsockopt) on
-// every IPv4 connection, and allocates the address.
+// every IPv4 connection, and allocates the address. It is a raw system
+// call, as the relay's are (gateway/relay/rawsyscall.go): on a
+// non-blocking socket it returns at once.
 func accept4(lfd int) (int, netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	n := uint32(unix.SizeofSockaddrAny)
-	fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	if errno != 0 {
 		return -1, netip.AddrPort{}, errno
 	}
@@ -166,7 +168,7 @@ func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf
 	if len(buf) != st.cfg.Limits.MaxHelloSize {
 		buf = make([]byte, st.cfg.Limits.MaxHelloSize)
 	}
-	n, err := unix.Read(fd, buf)
+	n, err := relay.RawRead(fd, buf)
 	if err == unix.EAGAIN {
 		// Accepted before any byte came (TCP_DEFER_ACCEPT's wait ended).
 		go s.serveFD(fd, l, ss, nil, nil)
@@ -282,7 +284,7 @@ func (s *Server) endRaw(ss *session, fd int, reset bool) {
 func closeSilentlyFD(fd int, reset bool) {
 	if reset {
 		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		unix.Close(fd)
+		relay.RawClose(fd)
 		return
 	}
 	relay.CloseFD(fd)

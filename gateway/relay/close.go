@@ -3,8 +3,6 @@ package relay
 import (
 	"net"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // CloseSilently ends a connection without writing a byte: FIN, or RST when
@@ -46,16 +44,16 @@ func discardQueued(c *net.TCPConn) {
 
 // CloseFD is CloseSilently (without reset) for a bare non-blocking socket.
 func CloseFD(fd int) {
-	unix.Shutdown(fd, unix.SHUT_WR)
+	rawShutdownWrite(fd)
 	discardQueuedFD(fd)
-	unix.Close(fd)
+	RawClose(fd)
 }
 
 // discardQueuedFD is discardQueued for a raw non-blocking socket.
 func discardQueuedFD(fd int) {
 	var buf [16 << 10]byte
 	for range 16 {
-		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+		n, err := rawRecvDiscard(fd, buf[:])
 		if err != nil || n <= 0 {
 			return
 		}

@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Dial connects to an upstream address (host:port or unix:/path) within
@@ -34,25 +32,8 @@ func Dial(address string, timeout time.Duration) (net.Conn, error) {
 // progress (or done); a connect that fails at once is an error and
 // leaves nothing open.
 func DialStart(addr netip.AddrPort) (int, error) {
-	ip := addr.Addr().Unmap()
-	var sa unix.Sockaddr
-	family := unix.AF_INET
-	if ip.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := rawConnectStart(addr)
 	if err != nil {
-		return -1, fmt.Errorf("dial upstream %s: socket: %w", addr, err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("dial upstream %s: TCP_NODELAY: %w", addr, err)
-	}
-	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
 		return -1, fmt.Errorf("dial upstream %s: %w", addr, err)
 	}
 	return fd, nil

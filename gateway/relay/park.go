@@ -169,7 +169,7 @@ func (p *Parker) Park(pr *Pair) {
 	}
 	for side, fd := range pr.fds {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: pr.slot, Pad: int32(side)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := rawEpollAdd(l.epfd, fd, &ev); err != nil {
 			l.postLocked(func(l *loop) { l.finish(pr) })
 			return
 		}
@@ -287,7 +287,7 @@ func (l *loop) wait(events []unix.EpollEvent) int {
 	n := 0
 	err := l.setRC.Read(func(fd uintptr) bool {
 		var err error
-		n, err = unix.EpollWait(int(fd), events, 0)
+		n, err = rawEpollPoll(int(fd), events)
 		if err != nil && err != unix.EINTR {
 			panic(fmt.Sprintf("relay: epoll_wait: %v", err))
 		}
@@ -417,7 +417,7 @@ func (l *loop) progress(pr *Pair, h int) {
 	src, dst := pr.fds[h], pr.fds[1-h]
 	for !hf.done && !pr.finished {
 		if hf.pending > 0 {
-			n, err := unix.Splice(hf.pipe.r, nil, dst, nil, hf.pending, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := rawSplice(hf.pipe.r, dst, hf.pending)
 			if err == unix.EAGAIN {
 				return // EPOLLOUT on dst resumes
 			}
@@ -426,7 +426,7 @@ func (l *loop) progress(pr *Pair, h int) {
 				return
 			}
 			hf.pending -= int(n)
-			hf.moved += n
+			hf.moved += int64(n)
 			pr.touch(l)
 			if hf.pending > 0 {
 				continue
@@ -442,7 +442,7 @@ func (l *loop) progress(pr *Pair, h int) {
 				l.finish(pr)
 				return
 			}
-			unix.Shutdown(dst, unix.SHUT_WR)
+			rawShutdownWrite(dst)
 			return
 		}
 		if !hf.readable {
@@ -456,7 +456,7 @@ func (l *loop) progress(pr *Pair, h int) {
 			}
 			hf.pipe = p
 		}
-		n, err := unix.Splice(src, nil, hf.pipe.w, nil, 1<<20, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawSplice(src, hf.pipe.w, 1<<20)
 		switch {
 		case err == unix.EAGAIN:
 			hf.readable = false
@@ -540,7 +540,7 @@ func (pr *Pair) closeSides() {
 		if c != nil {
 			c.Close()
 		} else if pr.fds[side] >= 0 {
-			unix.Close(pr.fds[side])
+			RawClose(pr.fds[side])
 		}
 	}
 }
@@ -585,7 +585,7 @@ func (l *loop) connected(pr *Pair, events uint32) bool {
 		return false
 	}
 	for len(pr.pending) > 0 {
-		n, err := unix.Write(up, pr.pending)
+		n, err := rawWrite(up, pr.pending)
 		if err == unix.EAGAIN {
 			// A fresh socket's buffer takes a hello; if not, the next
 			// EPOLLOUT resumes.
