@@ -214,6 +214,11 @@ type loop struct {
 	// of its own that would hold a P until the scheduler takes it back.
 	set   *os.File
 	setRC syscall.RawConn
+	// Owned by the loop's goroutine, for wait.
+	events   []unix.EpollEvent
+	n        int                // events ready
+	poll     func(uintptr) bool // pollSet
+	deadline time.Time          // the poller's deadline for set
 
 	mu     sync.Mutex
 	tasks  []func(*loop) // from other goroutines, run by the loop
@@ -242,6 +247,10 @@ const (
 	maxIdlePipes = 8
 	pipeLinger   = time.Second
 )
+
+// maxIdleLists bounds the empty idle lists a loop keeps (one per idle
+// timeout in use, so few): making one again for the next pair allocates.
+const maxIdleLists = 16
 
 // wakeSlot marks the eventfd's events.
 const wakeSlot = -1
@@ -273,30 +282,44 @@ func newLoop() (*loop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("relay: epoll in the poller: %w", err)
 	}
-	return &loop{epfd: epfd, wake: wake, set: set, setRC: rc, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}, nil
+	l := &loop{epfd: epfd, wake: wake, set: set, setRC: rc, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}
+	l.events = make([]unix.EpollEvent, 128)
+	l.poll = l.pollSet
+	return l, nil
 }
 
 // wait returns the next events, waiting in Go's poller until the epoll
-// set has some or the next idle deadline.
-func (l *loop) wait(events []unix.EpollEvent) int {
-	deadline := time.Time{}
+// set has some or the next idle deadline. The poller's deadline is moved
+// only when it would wake the loop too late (not at all, or after the
+// deadline now due): waking early costs one more look at the lists, while
+// resetting the poller's timer on every wake costs each wake.
+func (l *loop) wait() int {
+	var deadline time.Time
 	if ms := l.timeout(); ms >= 0 {
 		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	}
-	l.set.SetReadDeadline(deadline)
-	n := 0
-	err := l.setRC.Read(func(fd uintptr) bool {
-		var err error
-		n, err = rawEpollPoll(int(fd), events)
-		if err != nil && err != unix.EINTR {
-			panic(fmt.Sprintf("relay: epoll_wait: %v", err))
-		}
-		return n > 0
-	})
+	if set := l.deadline; set.IsZero() != deadline.IsZero() || deadline.Before(set) || (!set.IsZero() && !time.Now().Before(set)) {
+		l.set.SetReadDeadline(deadline)
+		l.deadline = deadline
+	}
+	l.n = 0
+	err := l.setRC.Read(l.poll)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		panic(fmt.Sprintf("relay: waiting for the epoll set: %v", err))
 	}
-	return n
+	return l.n
+}
+
+// pollSet takes the events ready in the epoll set without waiting; it is
+// the function setRC.Read calls (a method value made once, so waiting
+// allocates nothing).
+func (l *loop) pollSet(fd uintptr) bool {
+	var err error
+	l.n, err = rawEpollPoll(int(fd), l.events)
+	if err != nil && err != unix.EINTR {
+		panic(fmt.Sprintf("relay: epoll_wait: %v", err))
+	}
+	return l.n > 0
 }
 
 // post runs f on the loop's goroutine.
@@ -317,10 +340,10 @@ func (l *loop) postLocked(f func(*loop)) {
 
 func (l *loop) run() {
 	defer close(l.stopped)
-	events := make([]unix.EpollEvent, 128)
+	events := l.events
 	prs := make([]*Pair, len(events))
 	for {
-		n := l.wait(events)
+		n := l.wait()
 		// Pairs are looked up once per batch; one the batch finishes is
 		// known by its finished flag, whoever has its slot since.
 		l.mu.Lock()
@@ -670,7 +693,7 @@ func (l *loop) expire(now time.Time) {
 			pr.idled = true
 			l.finish(pr)
 		}
-		if ls.head == nil {
+		if ls.head == nil && len(l.lists) > maxIdleLists {
 			delete(l.lists, idle)
 		}
 	}
