@@ -233,7 +233,9 @@ func (s *Server) serveFD(fd int, l *listener, ss *session, st *state, pre []byte
 // which tries the next one when a dial fails.)
 func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 	v := ss.vhost
-	hdr, reset, ok := passthroughHeader(ss)
+	// The PROXY header and the hello go to the upstream in one write:
+	// room for both, and for the header's TLVs (SNI, unique ID).
+	pending, reset, ok := passthroughHeader(ss, make([]byte, 0, maxPassthroughHeader+len(ss.sni)+len(hello)))
 	if !ok {
 		s.endRaw(ss, fd, reset)
 		return
@@ -253,8 +255,7 @@ func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 		s.endRaw(ss, fd, false)
 		return
 	}
-	pending := make([]byte, 0, len(hdr)+len(hello))
-	pending = append(append(pending, hdr...), hello...)
+	pending = append(pending, hello...)
 	pr := relay.NewDialPair(fd, up, pending, len(hello), v.timeouts.UpstreamDial.D(), v.timeouts.Idle.D(), func(r relay.Result) {
 		if r.DialErr != nil {
 			ss.outcome, ss.err = OutcomeUpstreamUnreachable, r.DialErr
@@ -272,6 +273,11 @@ func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 	}
 	s.park(ss, pr)
 }
+
+// maxPassthroughHeader is the size of a passthrough PROXY header without
+// its SNI: v2 with IPv6 addresses (52 bytes), the SNI TLV's type and
+// length, and the unique ID TLV (3 + 32 bytes).
+const maxPassthroughHeader = 52 + 3 + 3 + 32
 
 // endRaw ends a connection of the fast path that goes no further: its
 // socket closed without a byte (RST when reset), then end.
