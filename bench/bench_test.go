@@ -424,6 +424,8 @@ func TestTargets(t *testing.T) {
 		row("mtls-bulk", "cloudflare chain", sysHAProxy, map[string]float64{mMiBs: 800, mCPUPerGiB: 1.0}),
 		row("idle-connections", "passthrough", sysEdgegate, map[string]float64{mKiBPerConn: 18, mFDPerConn: 6}),
 		row("idle-connections", "passthrough", sysHAProxy, map[string]float64{mKiBPerConn: 3.6, mFDPerConn: 2}),
+		row("not-tls-flood", "netns, no guard", sysEdgegate, map[string]float64{mLegitPct: 70}),
+		row("not-tls-flood", "netns, eBPF guard", sysEdgegate, map[string]float64{mLegitPct: 94, mLegitRate: 2000, mLegitAlone: 2000}),
 	}}
 	got := map[string]targetResult{}
 	for _, tr := range r.checkTargets() {
@@ -451,6 +453,12 @@ func TestTargets(t *testing.T) {
 	}
 	if tr := got["descriptors per idle connection ≤ HAProxy's"]; tr.Ratio != 3 || tr.Met {
 		t.Errorf("fd target: %+v; want ratio 3, not met", tr)
+	}
+	// The guarded row alone, on its own percentage of its own no-flood
+	// rate (not the ratio of the two medians, 1).
+	if tr := got["legit connections/s during the flood ≥ 95% of the no-flood figure"]; tr.Ratio != 0.94 || tr.Met ||
+		tr.Variant != "netns, eBPF guard" || tr.Against != againstSelf {
+		t.Errorf("legit under flood target: %+v; want 0.94 on the guarded row against no flood, not met", tr)
 	}
 }
 

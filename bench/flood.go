@@ -87,6 +87,10 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 			ops:       floodOp(r.addr, &total, &silent),
 			legit:     passConnectOp(r, legitHello),
 			legitConc: max(1, h.opts.Concurrency/8),
+			// The same legitimate clients without the flood, in each
+			// repetition, against the same process behind the same
+			// setup: the baseline of their rate during the flood.
+			legitAlone: true,
 			// Only the repetitions' connections count.
 			beforeReps: func() { total.Store(0); silent.Store(0) },
 		})

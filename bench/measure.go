@@ -53,6 +53,18 @@ const (
 	mAddedP50   = "added_p50_ms" // over direct in the same run
 	mAddedP99   = "added_p99_ms"
 	mLegitRate  = "legit_rate" // legitimate operations per second during a flood
+	// mLegitAlone is the legitimate clients' rate against the same system
+	// with no flood, in the same repetition; mLegitPct the rate during the
+	// flood as a percentage of it (the median of the repetitions' ratios).
+	mLegitAlone = "legit_alone_rate"
+	mLegitPct   = "legit_pct_of_alone"
+	// Where the CPU went while the legitimate clients ran, with and
+	// without the flood: the system's share of its core, and the load
+	// generator's core busy (interrupts and softirqs included).
+	mSysShareFlood = "system_share_legit_flood"
+	mSysShareAlone = "system_share_legit_alone"
+	mLoadBusyFlood = "load_cpu_busy_legit_flood"
+	mLoadBusyAlone = "load_cpu_busy_legit_alone"
 	mResumed    = "resumed"    // fraction of handshakes that resumed
 	mMiBs       = "mib_s"      // bulk throughput, both directions together
 	mCPUPerGiB  = "cpu_s_per_gib"
@@ -124,6 +136,11 @@ type measureCfg struct {
 	// reported as legit_rate. The CPU figures come from the first run.
 	legit     func(i int) op
 	legitConc int
+	// legitAlone, with legit, adds to each repetition a run of the
+	// legitimate clients alone, with the main load's workers kept as
+	// busy by ballast when set: the no-flood baseline of legit_rate.
+	legitAlone bool
+	ballast    func(i int) op
 	// legitWindow, when set, is called with true right before each run
 	// with legitimate clients and with false once it has ended.
 	legitWindow func(open bool)
@@ -169,6 +186,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	}
 	var oks int64
 	var rates, cpus, shares, perCore, p50s, p99s, legits, othersSys, othersLoad []float64
+	var alones, legitPcts, sysFlood, sysAlone, loadFlood, loadAlone []float64
 	var totalTicks uint64
 	var failed int64
 	var firstErr error
@@ -196,26 +214,39 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		// operation does not depend on how much legitimate work a
 		// system let through.
 		res := load(window)
-		var legit loopResult
+		var legit, alone loopResult
 		if m.legit != nil {
 			// Then the same load again with legitimate clients beside
 			// it, for their goodput.
-			var wg sync.WaitGroup
 			if m.legitWindow != nil {
 				m.legitWindow(true)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
-			}()
-			load(nil)
-			wg.Wait()
+			cw := startCPUWindow(r.pid)
+			legit = h.beside(ctx, m, load)
+			sysF, loadF := cw.shares(r.pid)
+			sysFlood, loadFlood = append(sysFlood, sysF), append(loadFlood, loadF)
 			if m.legitWindow != nil {
 				m.legitWindow(false)
 			}
+			if m.legitAlone {
+				// And the legitimate clients without the flood, for a
+				// baseline in the same repetition.
+				var ballast func(func(bool)) loopResult
+				if m.ballast != nil {
+					bops := makeOps(m.conc, m.ballast)
+					ballast = func(func(bool)) loopResult { return openLoop(ctx, m.floodRate, h.opts.Duration, bops, nil) }
+				}
+				cw := startCPUWindow(r.pid)
+				alone = h.beside(ctx, m, ballast)
+				sysA, loadA := cw.shares(r.pid)
+				sysAlone, loadAlone = append(sysAlone, sysA), append(loadAlone, loadA)
+				alones = append(alones, alone.rate())
+				if alone.rate() > 0 {
+					legitPcts = append(legitPcts, legit.rate()/alone.rate()*100)
+				}
+			}
 		}
-		failed += res.failed + legit.failed
+		failed += res.failed + legit.failed + alone.failed
 		oks += res.ok
 		if firstErr == nil {
 			firstErr = res.firstErr
@@ -230,6 +261,11 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		if m.legit != nil {
 			legits = append(legits, legit.rate())
 			line += fmt.Sprintf(", legit %.0f/s", legit.rate())
+			if m.legitAlone {
+				line += fmt.Sprintf(" (%.0f/s without the flood; system %.0f%%/%.0f%%, load CPU %.0f%%/%.0f%% busy with/without)",
+					alone.rate(), sysFlood[len(sysFlood)-1]*100, sysAlone[len(sysAlone)-1]*100,
+					loadFlood[len(loadFlood)-1]*100, loadAlone[len(loadAlone)-1]*100)
+			}
 		}
 		if r.pid != 0 && t1 >= t0 {
 			ticks := t1 - t0
@@ -277,6 +313,14 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	}
 	if len(legits) > 0 {
 		row.Metrics[mLegitRate] = statOf(legits)
+		row.Metrics[mSysShareFlood], row.Metrics[mLoadBusyFlood] = statOf(sysFlood), statOf(loadFlood)
+	}
+	if len(alones) > 0 {
+		row.Metrics[mLegitAlone] = statOf(alones)
+		row.Metrics[mSysShareAlone], row.Metrics[mLoadBusyAlone] = statOf(sysAlone), statOf(loadAlone)
+	}
+	if len(legitPcts) > 0 {
+		row.Metrics[mLegitPct] = statOf(legitPcts)
 	}
 	row.Metrics[mOthersSys], row.Metrics[mOthersLoad] = statOf(othersSys), statOf(othersLoad)
 	row.Failed = failed
@@ -289,6 +333,51 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	if total := statOf(rates).Median * h.opts.Duration.Seconds() * float64(len(rates)); failed > 0 && float64(failed) > 0.01*total {
 		row.Note = strings.TrimSpace(row.Note + fmt.Sprintf(" %d operations failed (more than 1%%)", failed))
 	}
+}
+
+// beside runs m's legitimate clients for one duration, with load (the main
+// load, or ballast, or nothing when nil) running beside them.
+func (h *harness) beside(ctx context.Context, m measureCfg, load func(func(bool)) loopResult) loopResult {
+	var wg sync.WaitGroup
+	var legit loopResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
+	}()
+	if load != nil {
+		load(nil)
+	}
+	wg.Wait()
+	return legit
+}
+
+// cpuWindow samples, over a window, the system's CPU time and the load
+// generator's core's busy time.
+type cpuWindow struct {
+	sut, load uint64
+	at        time.Time
+}
+
+func startCPUWindow(sutPID int) cpuWindow {
+	w := cpuWindow{load: cpuAllBusy(loadCPU), at: time.Now()}
+	if sutPID != 0 {
+		w.sut = cpuTicks(sutPID)
+	}
+	return w
+}
+
+// shares returns the system's share of one core and the load CPU's busy
+// share since the window started.
+func (w cpuWindow) shares(sutPID int) (sys, load float64) {
+	el := time.Since(w.at).Seconds() * clockTicks
+	if el <= 0 {
+		return 0, 0
+	}
+	if sutPID != 0 {
+		sys = float64(cpuTicks(sutPID)-w.sut) / el
+	}
+	return sys, float64(cpuAllBusy(loadCPU)-w.load) / el
 }
 
 // busyMachine is the share of a core taken by other processes above which a
