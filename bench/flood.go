@@ -125,7 +125,7 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		}
 		return []Row{rowNoGuard, rowGuard, rowOwn}
 	}
-	ns, err := newNetnsPair()
+	ns, err := newNetnsPair(h.opts.NetnsPrefix)
 	if err != nil {
 		return fail(err.Error())
 	}
