@@ -65,12 +65,12 @@ const (
 	mSysShareAlone = "system_share_legit_alone"
 	mLoadBusyFlood = "load_cpu_busy_legit_flood"
 	mLoadBusyAlone = "load_cpu_busy_legit_alone"
-	mResumed    = "resumed"    // fraction of handshakes that resumed
-	mMiBs       = "mib_s"      // bulk throughput, both directions together
-	mCPUPerGiB  = "cpu_s_per_gib"
-	mKiBPerConn = "kib_per_conn" // Pss per idle connection
-	mFDPerConn  = "fds_per_conn"
-	mConns      = "conns"
+	mResumed       = "resumed" // fraction of handshakes that resumed
+	mMiBs          = "mib_s"   // bulk throughput, both directions together
+	mCPUPerGiB     = "cpu_s_per_gib"
+	mKiBPerConn    = "kib_per_conn" // Pss per idle connection
+	mFDPerConn     = "fds_per_conn"
+	mConns         = "conns"
 	// mOthersSys and mOthersLoad are the shares of the system's and the
 	// load generator's cores that other processes took during the
 	// repetitions: a busy machine, not a property of the system.
