@@ -100,14 +100,14 @@ func (n *netnsPair) inside(f func() error) error {
 	return <-errc
 }
 
-// openGuard attaches the guard to the inner veth end, guarding port, with
+// openGuard attaches the guard to the inner veth end, guarding ports, with
 // its pinned state in a folder of its own that close removes.
-func (n *netnsPair) openGuard(port uint16) (*bpf.Guard, func(), error) {
+func (n *netnsPair) openGuard(ports ...uint16) (*bpf.Guard, func(), error) {
 	pin := filepath.Join("/sys/fs/bpf", "edgegate-bench-"+n.name)
 	var g *bpf.Guard
 	err := n.inside(func() error {
 		var err error
-		g, err = bpf.Open(bpf.Config{Interfaces: []string{n.inner}, Ports: []uint16{port}, PinPath: pin},
+		g, err = bpf.Open(bpf.Config{Interfaces: []string{n.inner}, Ports: ports, PinPath: pin},
 			slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return err
 	})
