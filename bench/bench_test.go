@@ -424,7 +424,11 @@ func TestTargets(t *testing.T) {
 		row("mtls-bulk", "cloudflare chain", sysHAProxy, map[string]float64{mMiBs: 800, mCPUPerGiB: 1.0}),
 		row("idle-connections", "passthrough", sysEdgegate, map[string]float64{mKiBPerConn: 18, mFDPerConn: 6}),
 		row("idle-connections", "passthrough", sysHAProxy, map[string]float64{mKiBPerConn: 3.6, mFDPerConn: 2}),
+		row("not-tls-flood", "netns, no guard", sysEdgegate, map[string]float64{mLegitPct: 70}),
+		row("not-tls-flood", "netns, eBPF guard", sysEdgegate, map[string]float64{mLegitPct: 94, mLegitRate: 2000, mLegitAlone: 2000}),
 	}}
+	// Behind the guard edgegate's CPU time is too small to measure.
+	r.Rows[len(r.Rows)-1].Status = statusNoResult
 	got := map[string]targetResult{}
 	for _, tr := range r.checkTargets() {
 		got[tr.Target] = tr
@@ -451,6 +455,12 @@ func TestTargets(t *testing.T) {
 	}
 	if tr := got["descriptors per idle connection ≤ HAProxy's"]; tr.Ratio != 3 || tr.Met {
 		t.Errorf("fd target: %+v; want ratio 3, not met", tr)
+	}
+	// The guarded row alone, on its own percentage of its own no-flood
+	// rate (not the ratio of the two medians, 1).
+	if tr := got["legit connections/s during the flood ≥ 95% of the no-flood figure (the same flood at a neighbour port)"]; tr.Ratio != 0.94 || tr.Met ||
+		tr.Variant != "netns, eBPF guard" || tr.Against != againstSelf {
+		t.Errorf("legit under flood target: %+v; want 0.94 on the guarded row against no flood, not met", tr)
 	}
 }
 
@@ -488,6 +498,23 @@ func TestFloodInNetnsWithGuard(t *testing.T) {
 		if row.Metrics[mLegitRate].Median <= 0 {
 			t.Errorf("%s: no legitimate connection got through during the flood", row.Variant)
 		}
+		// Every row has its no-flood baseline; the harness's guard row
+		// also the one with the flood sent to a neighbour port, which
+		// its percentage is taken against.
+		if row.Metrics[mLegitAlone].Median <= 0 || row.Metrics[mLegitPct].N == 0 {
+			t.Errorf("%s: no no-flood baseline: %v", row.Variant, row.Metrics)
+		}
+		_, ballast := row.Metrics[mLegitBallast]
+		if want := row.Variant == "netns, eBPF guard"; ballast != want {
+			t.Errorf("%s: baseline with the flood at a neighbour port measured %v, want %v", row.Variant, ballast, want)
+		}
+	}
+	var judged bool
+	for _, tr := range rep.Targets {
+		judged = judged || tr.Variant == "netns, eBPF guard" && tr.Against == againstSelf
+	}
+	if !judged {
+		t.Errorf("the guarded row's legitimate rate against its baseline was not judged: %+v", rep.Targets)
 	}
 	// Not exactly zero: on a loaded machine a close may take longer than
 	// the flood client's one-second patience.

@@ -116,7 +116,7 @@ func runBPFProgram(ctx context.Context, h *harness, sc *scenario) []Row {
 				row.Metrics[k] = statOf(v[k])
 			}
 		}
-		row.Note = bpfTargetNote(path, row.Metrics)
+		row.Note = bpfTargetNote(row)
 		h.progress("  %-40s %6.1f ns/packet, trivial %5.1f (×%.2f), reference %5.1f (×%.2f)", path,
 			row.Metrics[mNsPerPkt].Median, row.Metrics[mTrivialNs].Median, row.Metrics[mXTrivial].Median,
 			row.Metrics[mReferenceNs].Median, row.Metrics[mXReference].Median)
@@ -125,15 +125,13 @@ func runBPFProgram(ctx context.Context, h *harness, sc *scenario) []Row {
 	return rows
 }
 
-// bpfTargetNote names the targets a path's medians miss: SYN paths against
-// the trivial program, every path against the reference program.
-func bpfTargetNote(path string, m map[string]Stat) string {
+// bpfTargetNote names the targets a row's medians miss (see bpfTargets).
+func bpfTargetNote(row Row) string {
 	var missed []string
-	if x, ok := m[mXTrivial]; ok && strings.HasSuffix(path, "/pass_syn") && x.Median > maxSynXTrivial {
-		missed = append(missed, fmt.Sprintf("over %g× trivial", float64(maxSynXTrivial)))
-	}
-	if x, ok := m[mXReference]; ok && x.Median > maxXReference {
-		missed = append(missed, fmt.Sprintf("over %g× reference", maxXReference))
+	for _, t := range bpfTargets(row) {
+		if !t.Met {
+			missed = append(missed, fmt.Sprintf("missed: %s (%.2f×)", t.Target, t.Ratio))
+		}
 	}
 	return strings.Join(missed, "; ")
 }

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // floodRequest is what a scanner sends to port 443: plain HTTP.
@@ -78,8 +81,14 @@ var floodSystems = []string{sysEdgegate, sysNginx, sysHAProxy}
 // behind a veth pair, without and with the eBPF guard on the inner end.
 func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 	legitHello := h.hellos[0].Bytes
-	measureFlood := func(r *running, row *Row) {
-		var total, silent atomic.Int64
+	// ballast, when not empty, is where the no-flood baseline sends the
+	// same flood instead (see floodInNetns).
+	measureFlood := func(r *running, row *Row, ballast string) {
+		var total, silent, ballastTotal, ballastSilent atomic.Int64
+		var ballastOps func(int) op
+		if ballast != "" {
+			ballastOps = floodOp(ballast, &ballastTotal, &ballastSilent)
+		}
 		h.measure(ctx, r, row, measureCfg{
 			label:     r.system + " " + row.Variant,
 			conc:      floodWorkers,
@@ -87,6 +96,11 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 			ops:       floodOp(r.addr, &total, &silent),
 			legit:     passConnectOp(r, legitHello),
 			legitConc: max(1, h.opts.Concurrency/8),
+			// The same legitimate clients without the flood, in each
+			// repetition, against the same process behind the same
+			// setup: the baseline of their rate during the flood.
+			legitAlone: true,
+			ballast:    ballastOps,
 			// Only the repetitions' connections count.
 			beforeReps: func() { total.Store(0); silent.Store(0) },
 		})
@@ -95,7 +109,7 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 			row.Metrics[mSilent] = Stat{Median: f, Min: f, Max: f, N: 1}
 		}
 	}
-	rows := h.eachSystem(ctx, sc, "loopback", floodSystems, flavorPassthrough, measureFlood)
+	rows := h.eachSystem(ctx, sc, "loopback", floodSystems, flavorPassthrough, func(r *running, row *Row) { measureFlood(r, row, "") })
 	if h.selected(sysEdgegate) {
 		rows = append(rows, h.floodInNetns(ctx, sc, measureFlood)...)
 	}
@@ -104,7 +118,18 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 
 // floodInNetns runs edgegate in a fresh network namespace, first without
 // and then with the guard, and tears everything down after.
-func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood func(*running, *Row)) []Row {
+//
+// Behind the harness's guard, the no-flood baseline is fair to the load
+// generator, which shares one core among the flood, the legitimate clients
+// and the kernel's receive path of the veth (run on the sending CPU): the
+// same flood still runs, at the same rate, but to a neighbour port the
+// guard also guards, where a bare listener opened the way edgegate opens
+// its own waits. The guard refuses it the same way, so the flood costs the
+// load generator and the kernel what it costs during the flood; only
+// edgegate's port is spared. Without the guard there is no such ballast
+// (the flood's cost there is edgegate closing connections), and the
+// baseline is the legitimate clients alone.
+func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood func(*running, *Row, string)) []Row {
 	rowNoGuard := Row{Scenario: sc.name, Variant: "netns, no guard", System: sysEdgegate}
 	rowGuard := Row{Scenario: sc.name, Variant: "netns, eBPF guard", System: sysEdgegate}
 	rowOwn := Row{Scenario: sc.name, Variant: "netns, edgegate ebpf config", System: sysEdgegate}
@@ -121,7 +146,7 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		}
 		return []Row{rowNoGuard, rowGuard, rowOwn}
 	}
-	ns, err := newNetnsPair()
+	ns, err := newNetnsPair(h.opts.NetnsPrefix)
 	if err != nil {
 		return fail(err.Error())
 	}
@@ -131,12 +156,14 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		return fail(err.Error())
 	}
 	defer up.close()
-	ports, err := freePorts(1)
+	ports, err := freePorts(2)
 	if err != nil {
 		return fail(err.Error())
 	}
 	_, portStr, _ := net.SplitHostPort(ports[0])
 	port, _ := strconv.Atoi(portStr)
+	_, ballastStr, _ := net.SplitHostPort(ports[1])
+	ballastPort, _ := strconv.Atoi(ballastStr)
 	p := h.params(flavorPassthrough, net.JoinHostPort(ns.innerIP, portStr))
 	p.Connect, p.Bulk, p.Idle = up.addr(), up.addr(), up.addr()
 	cfg := h.configFile(sysEdgegate, flavorPassthrough)
@@ -160,9 +187,17 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 			}
 			defer os.RemoveAll(q.EBPF.PinPath)
 		}
+		ballast := ""
 		if guard {
 			tag += "-guard"
-			g, closeGuard, err := ns.openGuard(uint16(port))
+			stop, err := ns.ballastListener(net.JoinHostPort(ns.innerIP, ballastStr))
+			if err != nil {
+				row.Status, row.Note = statusFailed, "ballast listener: "+err.Error()
+				return
+			}
+			defer stop()
+			ballast = net.JoinHostPort(ns.innerIP, ballastStr)
+			g, closeGuard, err := ns.openGuard(uint16(port), uint16(ballastPort))
 			if err != nil {
 				row.Status, row.Note = statusFailed, "attach the eBPF guard: "+err.Error()
 				h.progress("  %s", row.Note)
@@ -181,7 +216,7 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 		defer r.stop()
 		r.legitFrom = ns.legitIP
 		note := row.Note
-		measureFlood(r, row)
+		measureFlood(r, row, ballast)
 		if note != "" {
 			row.Note = strings.TrimSpace(note + ". " + row.Note)
 		}
@@ -190,4 +225,30 @@ func (h *harness) floodInNetns(ctx context.Context, sc *scenario, measureFlood f
 	run(&rowGuard, true, false)
 	run(&rowOwn, false, true)
 	return []Row{rowNoGuard, rowGuard, rowOwn}
+}
+
+// ballastListener listens on addr inside the namespace as edgegate listens
+// (gateway.Listen: TCP_DEFER_ACCEPT), and closes whatever it accepts, until
+// stop.
+func (n *netnsPair) ballastListener(addr string) (stop func(), err error) {
+	var ln net.Listener
+	if err := n.inside(func() error {
+		var err error
+		ln, err = gateway.Listen(config.Listener{Address: addr})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return func() { ln.Close(); <-done }, nil
 }

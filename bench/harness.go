@@ -72,6 +72,10 @@ type Options struct {
 	// 1-CPU machine). Each system still runs one worker: GOMAXPROCS=1,
 	// nginx worker_processes 1, HAProxy nbthread 1.
 	NoPin bool
+	// NetnsPrefix starts the names of the network namespace and the veth
+	// pair the not-tls-flood scenario makes (default "egb"; at most 8
+	// characters, for interface names' 15).
+	NetnsPrefix string
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -97,6 +101,9 @@ func (o *Options) setDefaults() {
 		if o.Quick {
 			o.Reps = 3
 		}
+	}
+	if o.NetnsPrefix == "" {
+		o.NetnsPrefix = "egb"
 	}
 	if o.Concurrency == 0 {
 		o.Concurrency = 32

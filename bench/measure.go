@@ -53,12 +53,32 @@ const (
 	mAddedP50   = "added_p50_ms" // over direct in the same run
 	mAddedP99   = "added_p99_ms"
 	mLegitRate  = "legit_rate" // legitimate operations per second during a flood
-	mResumed    = "resumed"    // fraction of handshakes that resumed
-	mMiBs       = "mib_s"      // bulk throughput, both directions together
-	mCPUPerGiB  = "cpu_s_per_gib"
-	mKiBPerConn = "kib_per_conn" // Pss per idle connection
-	mFDPerConn  = "fds_per_conn"
-	mConns      = "conns"
+	// The legitimate clients' baselines, measured in each repetition
+	// against the same system: mLegitAlone with no flood at all,
+	// mLegitBallast with the same flood sent elsewhere (ballast: it keeps
+	// the load generator as busy). mLegitPct is the rate during the flood
+	// as a percentage of the fair baseline (ballast where there is one,
+	// else alone), mLegitPctAlone of the rate alone: medians of the
+	// repetitions' ratios.
+	mLegitAlone    = "legit_alone_rate"
+	mLegitBallast  = "legit_ballast_rate"
+	mLegitPct      = "legit_pct_of_baseline"
+	mLegitPctAlone = "legit_pct_of_alone"
+	// Where the CPU went in each window of the legitimate clients: the
+	// system's share of its core, and the load generator's core busy
+	// (interrupts and softirqs included).
+	mSysShareFlood   = "system_share_legit_flood"
+	mSysShareAlone   = "system_share_legit_alone"
+	mSysShareBallast = "system_share_legit_ballast"
+	mLoadBusyFlood   = "load_cpu_busy_legit_flood"
+	mLoadBusyAlone   = "load_cpu_busy_legit_alone"
+	mLoadBusyBallast = "load_cpu_busy_legit_ballast"
+	mResumed         = "resumed" // fraction of handshakes that resumed
+	mMiBs            = "mib_s"   // bulk throughput, both directions together
+	mCPUPerGiB       = "cpu_s_per_gib"
+	mKiBPerConn      = "kib_per_conn" // Pss per idle connection
+	mFDPerConn       = "fds_per_conn"
+	mConns           = "conns"
 	// mOthersSys and mOthersLoad are the shares of the system's and the
 	// load generator's cores that other processes took during the
 	// repetitions: a busy machine, not a property of the system.
@@ -124,6 +144,13 @@ type measureCfg struct {
 	// reported as legit_rate. The CPU figures come from the first run.
 	legit     func(i int) op
 	legitConc int
+	// legitAlone, with legit, adds to each repetition a run of the
+	// legitimate clients alone: the no-flood baseline of legit_rate.
+	// ballast, when set, adds one more, with the main load's rate of
+	// ballast operations beside them: a baseline with the load generator
+	// as busy as during the flood.
+	legitAlone bool
+	ballast    func(i int) op
 	// legitWindow, when set, is called with true right before each run
 	// with legitimate clients and with false once it has ended.
 	legitWindow func(open bool)
@@ -169,6 +196,8 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	}
 	var oks int64
 	var rates, cpus, shares, perCore, p50s, p99s, legits, othersSys, othersLoad []float64
+	var during, alone, ballast legitRuns
+	var legitPcts, legitPctsAlone []float64
 	var totalTicks uint64
 	var failed int64
 	var firstErr error
@@ -200,22 +229,35 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		if m.legit != nil {
 			// Then the same load again with legitimate clients beside
 			// it, for their goodput.
-			var wg sync.WaitGroup
 			if m.legitWindow != nil {
 				m.legitWindow(true)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
-			}()
-			load(nil)
-			wg.Wait()
+			legit = during.run(ctx, h, r, m, load)
 			if m.legitWindow != nil {
 				m.legitWindow(false)
 			}
+			// And the baselines, in the same repetition.
+			if m.legitAlone {
+				alone.run(ctx, h, r, m, nil)
+				if m.ballast != nil {
+					bops := makeOps(m.conc, m.ballast)
+					ballast.run(ctx, h, r, m, func(func(bool)) loopResult {
+						return openLoop(ctx, m.floodRate, h.opts.Duration, bops, nil)
+					})
+				}
+				base := alone
+				if m.ballast != nil {
+					base = ballast
+				}
+				if b := base.lastRate(); b > 0 {
+					legitPcts = append(legitPcts, legit.rate()/b*100)
+				}
+				if b := alone.lastRate(); b > 0 {
+					legitPctsAlone = append(legitPctsAlone, legit.rate()/b*100)
+				}
+			}
 		}
-		failed += res.failed + legit.failed
+		failed += res.failed + during.failed + alone.failed + ballast.failed
 		oks += res.ok
 		if firstErr == nil {
 			firstErr = res.firstErr
@@ -229,7 +271,13 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		line := fmt.Sprintf("  %s rep %d/%d: %.0f ops/s", m.label, rep, h.opts.Reps, res.rate())
 		if m.legit != nil {
 			legits = append(legits, legit.rate())
-			line += fmt.Sprintf(", legit %.0f/s", legit.rate())
+			line += ", legit " + during.last()
+			if len(alone.rates) > 0 {
+				line += "; no flood " + alone.last()
+			}
+			if len(ballast.rates) > 0 {
+				line += "; flood elsewhere " + ballast.last()
+			}
 		}
 		if r.pid != 0 && t1 >= t0 {
 			ticks := t1 - t0
@@ -278,6 +326,13 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	if len(legits) > 0 {
 		row.Metrics[mLegitRate] = statOf(legits)
 	}
+	during.put(row.Metrics, "", mSysShareFlood, mLoadBusyFlood)
+	alone.put(row.Metrics, mLegitAlone, mSysShareAlone, mLoadBusyAlone)
+	ballast.put(row.Metrics, mLegitBallast, mSysShareBallast, mLoadBusyBallast)
+	if len(legitPcts) > 0 {
+		row.Metrics[mLegitPct] = statOf(legitPcts)
+		row.Metrics[mLegitPctAlone] = statOf(legitPctsAlone)
+	}
 	row.Metrics[mOthersSys], row.Metrics[mOthersLoad] = statOf(othersSys), statOf(othersLoad)
 	row.Failed = failed
 	row.OK = oks
@@ -289,6 +344,88 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	if total := statOf(rates).Median * h.opts.Duration.Seconds() * float64(len(rates)); failed > 0 && float64(failed) > 0.01*total {
 		row.Note = strings.TrimSpace(row.Note + fmt.Sprintf(" %d operations failed (more than 1%%)", failed))
 	}
+}
+
+// legitRuns collects one kind of window of the legitimate clients over the
+// repetitions: their rate, the system's share of its core and the load
+// CPU's busy share.
+type legitRuns struct {
+	rates, sys, load []float64
+	failed           int64
+}
+
+// run runs m's legitimate clients for one duration, with load (the main
+// load, or ballast, or nothing when nil) beside them, and records it.
+func (l *legitRuns) run(ctx context.Context, h *harness, r *running, m measureCfg, load func(func(bool)) loopResult) loopResult {
+	cw := startCPUWindow(r.pid)
+	var wg sync.WaitGroup
+	var legit loopResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		legit = closedLoop(ctx, m.legitConc, h.opts.Duration, makeOps(m.legitConc, m.legit), nil)
+	}()
+	if load != nil {
+		load(nil)
+	}
+	wg.Wait()
+	sys, ld := cw.shares(r.pid)
+	l.rates, l.sys, l.load = append(l.rates, legit.rate()), append(l.sys, sys), append(l.load, ld)
+	l.failed += legit.failed
+	return legit
+}
+
+func (l *legitRuns) lastRate() float64 {
+	if len(l.rates) == 0 {
+		return 0
+	}
+	return l.rates[len(l.rates)-1]
+}
+
+// last describes the latest window for the progress line.
+func (l *legitRuns) last() string {
+	i := len(l.rates) - 1
+	return fmt.Sprintf("%.0f/s (system %.0f%%, load CPU %.0f%% busy)", l.rates[i], l.sys[i]*100, l.load[i]*100)
+}
+
+// put stores the medians under the given keys; an empty rate key skips
+// the rate.
+func (l *legitRuns) put(m map[string]Stat, rate, sys, load string) {
+	if len(l.rates) == 0 {
+		return
+	}
+	if rate != "" {
+		m[rate] = statOf(l.rates)
+	}
+	m[sys], m[load] = statOf(l.sys), statOf(l.load)
+}
+
+// cpuWindow samples, over a window, the system's CPU time and the load
+// generator's core's busy time.
+type cpuWindow struct {
+	sut, load uint64
+	at        time.Time
+}
+
+func startCPUWindow(sutPID int) cpuWindow {
+	w := cpuWindow{load: cpuAllBusy(loadCPU), at: time.Now()}
+	if sutPID != 0 {
+		w.sut = cpuTicks(sutPID)
+	}
+	return w
+}
+
+// shares returns the system's share of one core and the load CPU's busy
+// share since the window started.
+func (w cpuWindow) shares(sutPID int) (sys, load float64) {
+	el := time.Since(w.at).Seconds() * clockTicks
+	if el <= 0 {
+		return 0, 0
+	}
+	if sutPID != 0 {
+		sys = float64(cpuTicks(sutPID)-w.sut) / el
+	}
+	return sys, float64(cpuAllBusy(loadCPU)-w.load) / el
 }
 
 // busyMachine is the share of a core taken by other processes above which a

@@ -28,15 +28,21 @@ type netnsPair struct {
 	legitIP string
 }
 
-func newNetnsPair() (*netnsPair, error) {
+// newNetnsPair makes a pair whose namespace and veth names start with
+// prefix and end with the harness's process id, so that runs sharing a
+// machine can tell theirs apart.
+func newNetnsPair(prefix string) (*netnsPair, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("network namespaces need iproute2's ip: %w", err)
 	}
+	if len(prefix) > 8 {
+		return nil, fmt.Errorf("network namespace prefix %q: longer than 8 characters", prefix)
+	}
 	pid := os.Getpid()
 	n := &netnsPair{
-		name:  fmt.Sprintf("egbench%d", pid),
-		outer: fmt.Sprintf("egb%do", pid%1000000),
-		inner: fmt.Sprintf("egb%di", pid%1000000),
+		name:  fmt.Sprintf("%sns%d", prefix, pid),
+		outer: fmt.Sprintf("%s%do", prefix, pid%1000000),
+		inner: fmt.Sprintf("%s%di", prefix, pid%1000000),
 	}
 	// Third octet 100-199: clear of the x.x.0.x addresses tests tend to use.
 	a, b := 18+(pid>>14)%2, 100+(pid>>6)%100
@@ -94,14 +100,14 @@ func (n *netnsPair) inside(f func() error) error {
 	return <-errc
 }
 
-// openGuard attaches the guard to the inner veth end, guarding port, with
+// openGuard attaches the guard to the inner veth end, guarding ports, with
 // its pinned state in a folder of its own that close removes.
-func (n *netnsPair) openGuard(port uint16) (*bpf.Guard, func(), error) {
+func (n *netnsPair) openGuard(ports ...uint16) (*bpf.Guard, func(), error) {
 	pin := filepath.Join("/sys/fs/bpf", "edgegate-bench-"+n.name)
 	var g *bpf.Guard
 	err := n.inside(func() error {
 		var err error
-		g, err = bpf.Open(bpf.Config{Interfaces: []string{n.inner}, Ports: []uint16{port}, PinPath: pin},
+		g, err = bpf.Open(bpf.Config{Interfaces: []string{n.inner}, Ports: ports, PinPath: pin},
 			slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return err
 	})

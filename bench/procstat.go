@@ -154,27 +154,47 @@ func openFDs(root int) int {
 // for one CPU. Interrupt and softirq time is left out: loopback traffic of
 // the run itself is handled there, on whichever CPU.
 func cpuBusy(cpu int) uint64 {
+	f := cpuStat(cpu)
+	if len(f) < 3 {
+		return 0
+	}
+	return f[0] + f[1] + f[2]
+}
+
+// cpuAllBusy returns every tick /proc/stat counts for one CPU but idle and
+// iowait: interrupt and softirq time included, where a veth's receive path
+// runs (on the sending CPU).
+func cpuAllBusy(cpu int) uint64 {
+	var t uint64
+	for i, v := range cpuStat(cpu) {
+		// user nice system idle iowait irq softirq steal; guest time is
+		// already in user.
+		if i != 3 && i != 4 && i < 8 {
+			t += v
+		}
+	}
+	return t
+}
+
+// cpuStat returns the tick counters of one CPU's line in /proc/stat.
+func cpuStat(cpu int) []uint64 {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	prefix := fmt.Sprintf("cpu%d ", cpu)
 	for _, line := range strings.Split(string(b), "\n") {
 		if !strings.HasPrefix(line, prefix) {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			return 0
-		}
-		var t uint64
-		for _, s := range f[1:4] {
+		var out []uint64
+		for _, s := range strings.Fields(line)[1:] {
 			v, _ := strconv.ParseUint(s, 10, 64)
-			t += v
+			out = append(out, v)
 		}
-		return t
+		return out
 	}
-	return 0
+	return nil
 }
 
 // selfTicks is the CPU time of the harness process alone (load generator

@@ -213,7 +213,7 @@ func (r *Report) Markdown() string {
 		w("")
 	}
 	if len(r.Targets) > 0 {
-		w("## Targets (issues 5 and 12)")
+		w("## Targets (issues 5, 11 and 12)")
 		w("")
 		w("| target | edgegate ÷ reference | reference | met |")
 		w("| --- | --- | --- | --- |")

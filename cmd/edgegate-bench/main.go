@@ -56,6 +56,7 @@ func main() {
 	flag.BoolVar(&opts.Profile, "profile", false, "write CPU profiles of gotls and edgegate (EDGEGATE_CPUPROFILE) into OUT/profiles")
 	flag.BoolVar(&opts.Syscalls, "syscalls", false, "passthrough-connect: count each system's system calls per connection under strace -c -f (one more window, after the measured ones)")
 	flag.StringVar(&opts.Edgegate, "edgegate", "", "edgegate binary (default: go build ./cmd/edgegate)")
+	flag.StringVar(&opts.NetnsPrefix, "netns-prefix", "", "not-tls-flood: start of the network namespace's and veth pair's names (default egb)")
 	flag.BoolVar(&opts.NoPin, "no-pin", false, "do not pin the systems to CPU 0 and the load generator to CPU 1")
 	flag.Parse()
 	if flag.NArg() > 0 {
