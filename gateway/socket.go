@@ -25,14 +25,15 @@ type clientConn interface {
 
 // fileConn is an accepted socket made a net.Conn through os.NewFile, which
 // costs one fcntl and one epoll_ctl. net.FileConn, the only way to a
-// *net.TCPConn from a descriptor, costs twelve more system calls per
-// connection (a second os.File registered in the poller and closed again,
-// the blocking-mode round trip of File.Fd, a duplicate descriptor, its type,
-// both its addresses, four for keepalive), about a twentieth of a full mtls
-// handshake's CPU. An mtls connection the accept loop routed takes this
-// one; its errors read as a *net.TCPConn's would (net.ErrClosed once
-// closed), and like a fast-path connection it has no TCP keepalive (the
-// vhost's idle timeout ends a dead one).
+// *net.TCPConn from a descriptor, costs thirteen more system calls per
+// connection, counted with strace (a duplicate descriptor, registered in
+// the poller and the original deregistered and closed, two fcntl, its type,
+// both its addresses, TCP_NODELAY again and four setsockopt for keepalive):
+// about 4% of a full mtls handshake's CPU in the harness's profiles. An
+// mtls connection the accept loop routed takes this one; its errors read
+// as a *net.TCPConn's would (net.ErrClosed once closed), it inherits
+// TCP_NODELAY from the listener, and like a fast-path connection it has no
+// TCP keepalive (the vhost's idle timeout ends a dead one).
 type fileConn struct {
 	f             *os.File
 	local, remote netip.AddrPort
