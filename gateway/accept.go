@@ -26,10 +26,10 @@ import (
 // and the pair is parked in the relay, which finishes the connect. No
 // goroutine, no net.Conn and no buffer is made for such a connection.
 //
-// Everything else takes the slow path on a goroutine of its own, as a
-// net.Conn: a hello not yet complete, a listener that takes an inbound
-// PROXY header, an mtls vhost, an upstream named by host name or Unix
-// socket.
+// Everything else takes the slow path on a goroutine of its own: an mtls
+// vhost as a fileConn (serveMTLSFD); as a net.Conn, a hello not yet
+// complete, a listener that takes an inbound PROXY header, an upstream
+// named by host name or Unix socket.
 func (s *Server) acceptRaw(l *listener) {
 	rc, err := l.polled.SyscallConn()
 	if err != nil {
@@ -195,7 +195,11 @@ func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf
 		s.endRaw(ss, fd, st.routes.unmatchedReset)
 		return buf
 	}
-	if v.mode != modePassthrough || !v.upAddr.IsValid() || s.parker == nil {
+	if v.mode == modeMTLS {
+		go s.serveMTLSFD(fd, ss, st, bytes.Clone(buf[:n]))
+		return buf
+	}
+	if !v.upAddr.IsValid() || s.parker == nil {
 		go s.serveFD(fd, l, ss, st, bytes.Clone(buf[:n]))
 		return buf
 	}
@@ -225,6 +229,22 @@ func (s *Server) serveFD(fd int, l *listener, ss *session, st *state, pre []byte
 	if !s.dispatch(ss, st, tc, pre) {
 		s.end(ss)
 	}
+}
+
+// serveMTLSFD is the slow path of an mtls connection the accept loop has
+// routed (st is the state it was routed under, hello what it read): the
+// socket becomes a fileConn, cheaper than serveFD's net.Conn, and goes to
+// terminate on its own goroutine.
+func (s *Server) serveMTLSFD(fd int, ss *session, st *state, hello []byte) {
+	c := newFileConn(fd, ss.local, ss.client)
+	if c == nil {
+		ss.outcome, ss.err = OutcomeClosedEarly, errors.New("accepted socket not pollable")
+		s.end(ss)
+		return
+	}
+	s.setConn(ss, c)
+	s.terminate(ss, st, c, hello)
+	s.end(ss)
 }
 
 // passthroughRaw is passthrough on the fast path: the PROXY header and the

@@ -5,8 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,11 +48,12 @@ func (s *Server) finish(ss *session) {
 	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := []slog.Attr{
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
 		slog.String("client", ss.client.String()),
 		slog.String("listener", ss.listener),
-	}
-	attrs = append(attrs, slog.String("sni", ss.sni))
+		slog.String("sni", ss.sni),
+	)
 	if ss.sni == "" && ss.rawSNI != "" {
 		attrs = append(attrs, slog.String("raw_sni", ss.rawSNI))
 	}
@@ -75,14 +76,14 @@ func (s *Server) finish(ss *session) {
 	if f := &ss.tls; f.version != 0 {
 		attrs = append(attrs,
 			slog.String("tls_version", tls.VersionName(f.version)),
-			slog.String("tls_cipher", tls.CipherSuiteName(f.cipher)),
+			slog.String("tls_cipher", cipherSuiteName(f.cipher)),
 			slog.Bool("tls_resumed", f.resumed),
 		)
 		if l := f.leaf; l != nil {
 			spki := sha256.Sum256(l.RawSubjectPublicKeyInfo)
 			attrs = append(attrs,
 				slog.String("client_cn", l.Subject.CommonName),
-				slog.String("client_serial", fmt.Sprintf("%X", l.SerialNumber)),
+				slog.String("client_serial", strings.ToUpper(l.SerialNumber.Text(16))),
 				slog.String("client_spki_sha256", hex.EncodeToString(spki[:])),
 			)
 		}
@@ -93,7 +94,30 @@ func (s *Server) finish(ss *session) {
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int64("refusals_not_logged", suppressed))
 	}
-	s.log.LogAttrs(context.Background(), level, "connection", attrs...)
+	// The record is handed to the handler directly: Logger.LogAttrs would
+	// first walk the stack for the caller's PC (runtime.Callers), which
+	// no edgegate handler prints.
+	r := slog.NewRecord(time.Now(), level, "connection", 0)
+	r.AddAttrs(attrs...)
+	s.log.Handler().Handle(context.Background(), r)
+}
+
+// cipherNames are crypto/tls's names of its cipher suites, made once:
+// tls.CipherSuiteName builds the list of every suite on each call.
+var cipherNames = func() map[uint16]string {
+	m := map[uint16]string{}
+	for _, c := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		m[c.ID] = c.Name
+	}
+	return m
+}()
+
+// cipherSuiteName is tls.CipherSuiteName without its allocations.
+func cipherSuiteName(id uint16) string {
+	if n, ok := cipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
 }
 
 // rateLimit is a token bucket for log lines: burst lines at once, then

@@ -19,7 +19,7 @@ import (
 // relay's loops: this goroutine returns true at once, and the loop ends the
 // connection when both directions have ended, so that an idle connection
 // holds no goroutine and no buffer. A terminated one is relayed by Pipe.
-func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPConn, hdr, first []byte) (parked bool) {
+func (s *Server) forward(ss *session, st *state, client net.Conn, raw clientConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
 	dialStart := time.Now()
 	up, srv, err := v.pool.Dial(ss.client.Addr(), v.timeouts.UpstreamDial.D(), relay.Dial)
@@ -28,13 +28,13 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPCo
 	}
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
-		relay.CloseSilently(raw, false)
+		closeSilently(raw, false)
 		return false
 	}
 	ss.server = srv
 	if up, hdr, err = v.upstreamTLS.Handshake(up, srv, hdr, v.timeouts.Handshake.D()); err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err
-		relay.CloseSilently(raw, false)
+		closeSilently(raw, false)
 		return false
 	}
 	if out := append(hdr, first...); len(out) > 0 {
@@ -43,7 +43,7 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw *net.TCPCo
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err
 		up.Close()
-		relay.CloseSilently(raw, false)
+		closeSilently(raw, false)
 		return false
 	}
 	idle := v.timeouts.Idle.D()

@@ -12,7 +12,6 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/clientauth"
 	"github.com/edgegate/edgegate/gateway/proxyheader"
-	"github.com/edgegate/edgegate/gateway/relay"
 )
 
 // terminate runs an mtls vhost's path: source check, TLS handshake with a
@@ -20,7 +19,7 @@ import (
 // PROXY header with the TLS facts. Every refusal ends the connection without
 // a byte from edgegate after the failure is known, and the upstream is
 // never dialled for it.
-func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte) {
+func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) {
 	v := ss.vhost
 	m := v.mtls
 	if !v.admits(ss.client.Addr()) {
@@ -28,7 +27,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 		return
 	}
 
-	hc := &heldConn{TCPConn: c, prefix: prefix, holding: true}
+	hc := &heldConn{clientConn: c, prefix: prefix, holding: true}
 	cfg := m.tls.Clone()
 	var reason clientauth.Reason
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -58,11 +57,14 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 		return nil, errors.New("no certificate")
 	}
 	tc := tls.Server(hc, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), v.timeouts.Handshake.D())
+	// The handshake's time limit is a deadline on the socket, which the
+	// poller keeps: a context with a deadline would cost a timer and an
+	// AfterFunc registration (a dozen allocations) on every handshake.
 	start := time.Now()
-	err := tc.HandshakeContext(ctx)
-	cancel()
+	c.SetDeadline(start.Add(v.timeouts.Handshake.D()))
+	err := tc.Handshake()
 	s.metrics.of(v).handshake.Observe(time.Since(start).Seconds())
+	c.SetDeadline(time.Time{})
 	if err != nil {
 		hc.discard()
 		if reason != "" {
@@ -74,7 +76,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	}
 	if err := hc.release(); err != nil {
 		ss.outcome, ss.err = OutcomeHandshake, err
-		relay.CloseSilently(c, false)
+		closeSilently(c, false)
 		return
 	}
 
@@ -87,7 +89,7 @@ func (s *Server) terminate(ss *session, st *state, c *net.TCPConn, prefix []byte
 	}
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err
-		relay.CloseSilently(c, false)
+		closeSilently(c, false)
 		return
 	}
 	s.forward(ss, st, tc, c, hdr, nil)
@@ -109,10 +111,10 @@ func (f *tlsFacts) set(cs tls.ConnectionState) {
 }
 
 // refuse ends an mtls connection without a response, counting the reason.
-func (s *Server) refuse(ss *session, c *net.TCPConn, o Outcome, reason string, err error) {
+func (s *Server) refuse(ss *session, c clientConn, o Outcome, reason string, err error) {
 	ss.outcome, ss.reason, ss.err = o, reason, err
 	s.metrics.rejections.WithLabelValues(ss.vhost.name, reason).Inc()
-	relay.CloseSilently(c, ss.vhost.resetOnReject)
+	closeSilently(c, ss.vhost.resetOnReject)
 }
 
 // handshakeReason names a handshake failure that was not a certificate
@@ -146,7 +148,7 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 // version, decrypt error) is therefore dropped, and a refused client
 // receives nothing after the failure is known.
 type heldConn struct {
-	*net.TCPConn
+	clientConn
 	prefix  []byte
 	held    []byte
 	holding bool
@@ -154,7 +156,7 @@ type heldConn struct {
 
 func (c *heldConn) Read(p []byte) (int, error) {
 	if len(c.held) > 0 {
-		if _, err := c.TCPConn.Write(c.held); err != nil {
+		if _, err := c.clientConn.Write(c.held); err != nil {
 			return 0, err
 		}
 		c.held = c.held[:0]
@@ -164,7 +166,7 @@ func (c *heldConn) Read(p []byte) (int, error) {
 		c.prefix = c.prefix[n:]
 		return n, nil
 	}
-	return c.TCPConn.Read(p)
+	return c.clientConn.Read(p)
 }
 
 func (c *heldConn) Write(p []byte) (int, error) {
@@ -172,14 +174,14 @@ func (c *heldConn) Write(p []byte) (int, error) {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}
-	return c.TCPConn.Write(p)
+	return c.clientConn.Write(p)
 }
 
 // release sends what the successful handshake wrote last and stops holding.
 func (c *heldConn) release() error {
 	c.holding = false
 	if len(c.held) > 0 {
-		_, err := c.TCPConn.Write(c.held)
+		_, err := c.clientConn.Write(c.held)
 		c.held = nil
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/eventually"
+	"github.com/edgegate/edgegate/gateway/proxyheader"
 	"github.com/edgegate/edgegate/gateway/testpki"
 )
 
@@ -414,18 +415,138 @@ func BenchmarkMTLSHandshake(b *testing.B) {
 				MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}
 			b.ResetTimer()
 			for b.Loop() {
-				c, _, err := dialTLS(b, addr, cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				c.Write([]byte("PING\n"))
-				c.CloseWrite()
-				io.ReadAll(c)
-				c.Close()
+				mtlsRequest(b, addr, cfg)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
 		})
 	}
+}
+
+// BenchmarkMTLSOverhead runs one mtls connection (full or resumed TLS 1.3
+// handshake with a client certificate, one request, close) through the
+// gateway, logging as `edgegate run` does (JSON, info), and through a bare
+// tls.Server doing the same job the way the harness's "gotls" system does
+// (verify the client's chain, dial the upstream, PROXY v2, copy), with the
+// same certificates, client and upstream in the same run. The client and
+// the upstream cost the same in both, so the difference in ns/op, B/op and
+// allocs/op is what edgegate adds to crypto/tls (less what its
+// verified-chain cache saves: the gateway's "nocache" rows verify every
+// chain in full, as tls.Server does). Profile it with -cpuprofile and
+// `go tool pprof -focus 'gateway\.\(\*Server\)'` for the gateway's own side.
+func BenchmarkMTLSOverhead(b *testing.B) {
+	p := newPKI(b)
+	up := newUpstream(b, "tcp", "127.0.0.1:0", true, []byte("PONG"))
+	go func() {
+		for range up.got {
+		}
+	}()
+	log, err := NewLogger(io.Discard, config.Log{Level: "info", Format: "json"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := startServerLogging(b, b.TempDir(), mtlsConfig(p, "127.0.0.1:0", up.address(), ""), log)
+	bare := startBareTLS(b, p, up.address())
+	client := p.clients["valid"]
+	for _, resumed := range []bool{false, true} {
+		for _, sys := range []string{"gateway", "gateway-nocache", "tls.Server"} {
+			name := map[bool]string{false: "full/", true: "resumed/"}[resumed] + sys
+			b.Run(name, func(b *testing.B) {
+				addr := bare
+				if sys != "tls.Server" {
+					addr = s.addr(b, "127.0.0.1:0")
+				}
+				if sys == "gateway-nocache" {
+					auth := s.state.Load().vhosts["app"].mtls.auth
+					saved := auth.Cache
+					auth.Cache = nil
+					defer func() { auth.Cache = saved }()
+				}
+				cfg := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{client},
+					MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}
+				if resumed {
+					cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+					mtlsRequest(b, addr, cfg)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if c := mtlsRequest(b, addr, cfg); c.DidResume != resumed {
+						b.Fatalf("resumed %v, want %v", c.DidResume, resumed)
+					}
+				}
+			})
+		}
+	}
+}
+
+// mtlsRequest makes one request through an mtls server: handshake, PING,
+// half-close, read PONG, close.
+func mtlsRequest(b *testing.B, addr string, cfg *tls.Config) tls.ConnectionState {
+	c, _, err := dialTLS(b, addr, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("PING\n"))
+	c.CloseWrite()
+	if r, _ := io.ReadAll(c); string(r) != "PONG" {
+		b.Fatalf("got %q, want PONG", r)
+	}
+	return c.ConnectionState()
+}
+
+// startBareTLS serves p's mtls job with crypto/tls alone, as the harness's
+// gotls system does: no routing, logging or metrics. It returns its address.
+func startBareTLS(b *testing.B, p *pki, upstream string) string {
+	cert, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cas := x509.NewCertPool()
+	cas.AddCert(p.ca.Cert)
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: cas,
+		MinVersion: tls.VersionTLS12}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go bareTLSServe(c.(*net.TCPConn), cfg, upstream)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func bareTLSServe(c *net.TCPConn, cfg *tls.Config, upstream string) {
+	defer c.Close()
+	tc := tls.Server(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return
+	}
+	up, err := net.Dial("tcp", upstream)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	hdr, _ := proxyheader.Encode("v2", addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()), nil)
+	if _, err := up.Write(hdr); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, tc)
+		up.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(tc, up)
+	tc.CloseWrite()
+	<-done
 }
 
 // TestMTLSCertificateChoice gives a vhost an ECDSA and an RSA certificate:

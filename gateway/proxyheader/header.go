@@ -81,6 +81,19 @@ func appendHeader(b []byte, version string, src, dst netip.AddrPort, tlvLen int)
 			dst = netip.AddrPortFrom(netip.IPv6Unspecified(), dst.Port())
 		}
 	}
+	if !src.Addr().IsValid() || !dst.Addr().IsValid() {
+		// An address missing (a listener that is not TCP): the header says
+		// so, as go-proxyproto writes it.
+		if version == "v1" {
+			return append(b, "PROXY UNKNOWN\r\n"...), false, nil
+		}
+		if tlvLen > 0xffff {
+			return b, false, errors.New("proxy header: TLVs too long")
+		}
+		b = append(b, v2Signature...)
+		b = append(b, 0x20, 0x00) // version 2, LOCAL; no family
+		return binary.BigEndian.AppendUint16(b, uint16(tlvLen)), true, nil
+	}
 	if version == "v1" {
 		b = append(b, "PROXY TCP4 "...)
 		if !v4 {

@@ -2,6 +2,7 @@ package proxyheader
 
 import (
 	"bytes"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"testing"
@@ -47,6 +48,7 @@ func TestEncodeMatchesGoProxyproto(t *testing.T) {
 		netip.MustParseAddrPort("[2001:db8::1]:65535"),
 		netip.MustParseAddrPort("[::ffff:198.18.0.9]:1"),
 		netip.MustParseAddrPort("[::]:8443"),
+		{}, // no address (a listener that is not TCP)
 	}
 	long := bytes.Repeat([]byte{0xab}, 128)
 	for _, version := range []string{"off", "v1", "v2"} {
@@ -74,6 +76,14 @@ func TestEncodeMatchesGoProxyproto(t *testing.T) {
 	if _, err := Encode("v3", addrs[0], addrs[1], nil); err == nil {
 		t.Error("Encode took version v3")
 	}
+	big := []proxyproto.TLV{{Type: proxyproto.PP2_TYPE_NOOP, Value: make([]byte, 70000)}}
+	if _, err := Encode("v2", addrs[0], addrs[1], big); err == nil {
+		t.Error("a TLV over 65535 bytes: no error")
+	}
+	fill := []proxyproto.TLV{{Type: proxyproto.PP2_TYPE_NOOP, Value: make([]byte, 65500)}}
+	if _, err := Encode("v2", addrs[2], addrs[2], fill); err == nil {
+		t.Error("addresses and TLVs over 65535 bytes: no error")
+	}
 }
 
 func TestAppendPassthroughAllocatesNothing(t *testing.T) {
@@ -85,6 +95,25 @@ func TestAppendPassthroughAllocatesNothing(t *testing.T) {
 			AppendPassthrough(buf[:0], version, src, dst, "a.example.test", uid)
 		}); n != 0 {
 			t.Errorf("AppendPassthrough %s: %v allocations, want 0", version, n)
+		}
+	}
+}
+
+// BenchmarkTerminatedHeader is the PROXY v2 header of a terminated
+// connection: its TLS TLVs, then the header.
+func BenchmarkTerminatedHeader(b *testing.B) {
+	p := newTLVPKI(b)
+	st := serverState(b, &tls.Config{Certificates: []tls.Certificate{p.ecServer}, ClientAuth: tls.RequireAnyClientCert, NextProtos: []string{"http/1.1"}},
+		&tls.Config{ServerName: "app.example.com", RootCAs: p.pool, Certificates: []tls.Certificate{p.ecClient}, NextProtos: []string{"http/1.1"}})
+	src, dst := netip.MustParseAddrPort("192.0.2.7:51234"), netip.MustParseAddrPort("198.51.100.1:443")
+	b.ReportAllocs()
+	for b.Loop() {
+		tlvs, err := TLSTLVs("app.example.com", st, p.ecServer.Leaf, nil)
+		if err == nil {
+			_, err = Encode("v2", src, dst, tlvs)
+		}
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 }

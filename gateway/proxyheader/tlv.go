@@ -10,7 +10,10 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
+	"math"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/pires/go-proxyproto"
@@ -44,45 +47,60 @@ func TLSTLVs(sni string, st tls.ConnectionState, cert *x509.Certificate, uniqueI
 	if len(uniqueID) > maxUniqueIDLen {
 		return nil, fmt.Errorf("proxy TLV unique id: %d bytes, limit %d", len(uniqueID), maxUniqueIDLen)
 	}
-	var tlvs []proxyproto.TLV
+	tlvs := make([]proxyproto.TLV, 0, 4)
 	if st.NegotiatedProtocol != "" {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(st.NegotiatedProtocol)})
 	}
-	tlvs = append(tlvs, PassthroughTLVs(sni, nil)...)
+	if sni != "" {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(sni)})
+	}
 
-	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
-	ssl.TLV = append(ssl.TLV,
-		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte(tlsVersionName(st.Version))},
-		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(CipherSuiteName(st.CipherSuite))},
-	)
+	// PP2_TYPE_SSL as tlvparse.PP2SSL.Marshal lays it out (client flags,
+	// verify, then the sub-TLVs), in one slice.
+	client, verify := byte(tlvparse.PP2_BITFIELD_CLIENT_SSL), uint32(1)
+	var cn string
 	if len(st.PeerCertificates) > 0 {
-		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
+		client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
 		if !st.DidResume {
-			ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_CONN
+			client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_CONN
 		}
-		ssl.Verify = 0
+		verify = 0
 		// An empty or non-UTF-8 CN is left out: the specification wants a
 		// UTF-8 string, and readers reject an empty one as malformed.
-		if cn := st.PeerCertificates[0].Subject.CommonName; cn != "" && utf8.ValidString(cn) {
-			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(cn)})
+		if c := st.PeerCertificates[0].Subject.CommonName; utf8.ValidString(c) {
+			cn = c
 		}
 	}
+	ssl := make([]byte, 5, 128)
+	ssl[0] = client
+	binary.BigEndian.PutUint32(ssl[1:], verify)
+	ssl = appendSubTLV(ssl, proxyproto.PP2_SUBTYPE_SSL_VERSION, tlsVersionName(st.Version))
+	ssl = appendSubTLV(ssl, proxyproto.PP2_SUBTYPE_SSL_CIPHER, CipherSuiteName(st.CipherSuite))
+	if cn != "" {
+		ssl = appendSubTLV(ssl, proxyproto.PP2_SUBTYPE_SSL_CN, cn)
+	}
 	if cert != nil {
-		ssl.TLV = append(ssl.TLV,
-			proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_SIG_ALG, Value: []byte(certSigAlgName(cert))},
-			proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_KEY_ALG, Value: []byte(certKeyAlgName(cert))},
-		)
+		ssl = appendSubTLV(ssl, proxyproto.PP2_SUBTYPE_SSL_SIG_ALG, certSigAlgName(cert))
+		ssl = appendSubTLV(ssl, proxyproto.PP2_SUBTYPE_SSL_KEY_ALG, certKeyAlgName(cert))
 	}
-	sslTLV, err := ssl.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("proxy TLV ssl: %w", err)
+	if len(ssl) > math.MaxUint16 {
+		return nil, fmt.Errorf("proxy TLV ssl: %d bytes", len(ssl))
 	}
-	tlvs = append(tlvs, sslTLV)
+	tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_SSL, Value: ssl})
 
 	if len(uniqueID) > 0 {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_UNIQUE_ID, Value: uniqueID})
 	}
 	return tlvs, nil
+}
+
+// appendSubTLV appends one sub-TLV of PP2_TYPE_SSL, its value a string.
+// The caller refuses an SSL TLV over 65535 bytes, which any sub-TLV too
+// long for its length field makes.
+func appendSubTLV(b []byte, t proxyproto.PP2Type, v string) []byte {
+	b = append(b, byte(t))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
 }
 
 // PassthroughTLVs returns the PROXY v2 TLVs for a connection edgegate did not
@@ -198,9 +216,9 @@ func certSigAlgName(cert *x509.Certificate) string {
 func certKeyAlgName(cert *x509.Certificate) string {
 	switch k := cert.PublicKey.(type) {
 	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA%d", k.N.BitLen())
+		return "RSA" + strconv.Itoa(k.N.BitLen())
 	case *ecdsa.PublicKey:
-		return fmt.Sprintf("EC%d", k.Curve.Params().BitSize)
+		return "EC" + strconv.Itoa(k.Curve.Params().BitSize)
 	case ed25519.PublicKey:
 		return "ED25519"
 	}

@@ -28,7 +28,7 @@ const ioTimeout = 30 * time.Second
 
 // serverState runs one real TLS handshake over loopback and returns the
 // server's view of it, as edgegate would see it after terminating.
-func serverState(t *testing.T, srv, cli *tls.Config) tls.ConnectionState {
+func serverState(t testing.TB, srv, cli *tls.Config) tls.ConnectionState {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -157,7 +157,7 @@ type tlvPKI struct {
 	ecClient, rsaCli tls.Certificate
 }
 
-func newTLVPKI(t *testing.T) *tlvPKI {
+func newTLVPKI(t testing.TB) *tlvPKI {
 	t.Helper()
 	ca, err := testpki.NewCA("tlv test CA")
 	if err != nil {
