@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -271,4 +272,55 @@ func TestMTLSHalfClose(t *testing.T) {
 	if got := testutil.ToFloat64(s.metrics.active); got != 0 {
 		t.Fatalf("%v connections still active", got)
 	}
+}
+
+// TestMTLSBulk sends 16 MiB each way at once through a parked mtls
+// connection. The client reads nothing until it has sent everything, so
+// the records for it fill its socket and the loop must wait for room
+// (holding what crypto/tls wrote, reading no more from the upstream) while
+// the other direction goes on; no byte is lost or reordered.
+func TestMTLSBulk(t *testing.T) {
+	const size = 16 << 20
+	p := newPKI(t)
+	up := newHoldingUpstream(t)
+	s := startServer(t, mtlsConfig(p, "127.0.0.1:0", up.ln.Addr().String(), ""))
+	c := mtlsClient(t, p, s.addr(t, "127.0.0.1:0"))
+	u := byClient(t, up.wait(t, 1))[c.NetConn().LocalAddr().(*net.TCPAddr).Port]
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	u.SetDeadline(time.Now().Add(60 * time.Second))
+
+	digest := func(seed byte) [32]byte {
+		h := sha256.New()
+		io.Copy(h, io.LimitReader(seeded(seed), size))
+		return [32]byte(h.Sum(nil))
+	}
+	type got struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	read := func(r io.Reader, into chan<- got) {
+		h := sha256.New()
+		n, err := io.Copy(h, r)
+		into <- got{[32]byte(h.Sum(nil)), n, err}
+	}
+	atUpstream, atClient := make(chan got, 1), make(chan got, 1)
+	go func() {
+		io.Copy(u, io.LimitReader(seeded(2), size))
+		u.Conn.(*net.TCPConn).CloseWrite()
+	}()
+	go read(u.r, atUpstream)
+	io.Copy(c, io.LimitReader(seeded(1), size))
+	c.CloseWrite()
+	go read(c, atClient)
+	for _, r := range []struct {
+		who  string
+		got  got
+		want [32]byte
+	}{{"upstream", <-atUpstream, digest(1)}, {"client", <-atClient, digest(2)}} {
+		if r.got.err != nil || r.got.n != size || r.got.sum != r.want {
+			t.Fatalf("%s received %d bytes (err %v), digest match %v; want %d intact", r.who, r.got.n, r.got.err, r.got.sum == r.want, size)
+		}
+	}
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeProxied, 1)
 }
