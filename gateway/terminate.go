@@ -159,11 +159,17 @@ func (c *heldConn) Read(p []byte) (int, error) {
 		if _, err := c.Socket.Write(c.held); err != nil {
 			return 0, err
 		}
-		c.held = c.held[:0]
+		// Let go rather than reuse: a handshake writes one or two
+		// flights, and an idle connection should not keep the room
+		// for the server's certificate chain.
+		c.held = nil
 	}
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // the hello's bytes, kept by the slice otherwise
+		}
 		return n, nil
 	}
 	return c.Socket.Read(p)
@@ -180,9 +186,10 @@ func (c *heldConn) Write(p []byte) (int, error) {
 // release sends what the successful handshake wrote last and stops holding.
 func (c *heldConn) release() error {
 	c.holding = false
-	if len(c.held) > 0 {
-		_, err := c.Socket.Write(c.held)
-		c.held = nil
+	held := c.held
+	c.held = nil
+	if len(held) > 0 {
+		_, err := c.Socket.Write(held)
 		return err
 	}
 	return nil
