@@ -324,3 +324,50 @@ func TestMTLSBulk(t *testing.T) {
 	}
 	s.waitCount(t, "127.0.0.1:0", "app", OutcomeProxied, 1)
 }
+
+// trickleConn writes each byte in a segment of its own once trickle is
+// set.
+type trickleConn struct {
+	net.Conn
+	trickle bool
+}
+
+func (c *trickleConn) Write(p []byte) (int, error) {
+	if !c.trickle {
+		return c.Conn.Write(p)
+	}
+	return len(p), send(c.Conn, p, true)
+}
+
+// TestMTLSRecordInPieces: a parked connection's records arriving a byte
+// per segment are read in parts (the loop wakes for the first bytes of a
+// record and finds the socket empty before its end, and crypto/tls keeps
+// the part it has) and reach the upstream whole.
+func TestMTLSRecordInPieces(t *testing.T) {
+	p := newPKI(t)
+	up := newHoldingUpstream(t)
+	s := startServer(t, mtlsConfig(p, "127.0.0.1:0", up.ln.Addr().String(), ""))
+	raw, err := net.Dial("tcp", s.addr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &trickleConn{Conn: raw}
+	c := tls.Client(tr, &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	u := byClient(t, up.wait(t, 1))[raw.LocalAddr().(*net.TCPAddr).Port]
+	u.SetDeadline(time.Now().Add(30 * time.Second))
+	tr.trickle = true
+	for i := range 3 {
+		msg := fmt.Sprintf("record %d, sent a byte at a time\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		readFull(t, "upstream", u.r, msg)
+		u.Write([]byte("ok\n"))
+		readFull(t, "client", c, "ok\n")
+	}
+}
