@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,26 @@ var (
 	idlePassSystems = []string{sysEdgegate, sysNginx, sysHAProxy}
 	idleMTLSSystems = []string{sysEdgegate, sysNginx, sysHAProxy, sysGoTLS}
 )
+
+// idleKind is one way a connection comes to be idle, a variant of the
+// scenario.
+type idleKind struct {
+	name    string
+	f       flavor
+	systems []string
+	// mtls only: resume makes every connection but a first one (which
+	// fetches the ticket) resume a session; request makes each carry one
+	// request and its response before it goes idle, as Cloudflare's
+	// kept-alive connections do.
+	resume, request bool
+}
+
+var idleKinds = []idleKind{
+	{name: "passthrough", f: flavorPassthrough, systems: idlePassSystems},
+	{name: "mtls fresh", f: flavorMTLS, systems: idleMTLSSystems},
+	{name: "mtls resumed", f: flavorMTLS, systems: idleMTLSSystems, resume: true},
+	{name: "mtls", f: flavorMTLS, systems: idleMTLSSystems, request: true},
+}
 
 // Descriptor budget of a system: the hard limit of a process here, less a
 // reserve for listeners, logs and connections still closing.
@@ -44,16 +65,13 @@ func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 	}
 	largest := h.opts.IdleConns[len(h.opts.IdleConns)-1]
 	var rows []Row
-	for _, v := range []struct {
-		f       flavor
-		systems []string
-	}{{flavorPassthrough, idlePassSystems}, {flavorMTLS, idleMTLSSystems}} {
-		h.progress("- %s, %s connections", v.f, joinInts(h.opts.IdleConns))
+	for _, v := range idleKinds {
+		h.progress("- %s, %s connections", v.name, joinInts(h.opts.IdleConns))
 		for _, s := range AllSystems {
 			if !slices.Contains(v.systems, s) || !h.selected(s) || ctx.Err() != nil {
 				continue
 			}
-			row := Row{Scenario: sc.name, Variant: v.f.String(), System: s}
+			row := Row{Scenario: sc.name, Variant: v.name, System: s}
 			if why, ok := h.missing[s]; ok {
 				row.Status, row.Note = statusMissing, why
 				rows = append(rows, row)
@@ -67,7 +85,7 @@ func runIdleConnections(ctx context.Context, h *harness, sc *scenario) []Row {
 					row.Status, row.Note = statusFailed, err.Error()
 					break
 				}
-				base, levels, err := h.idleLevels(ctx, r, idleHello)
+				base, levels, err := h.idleLevels(ctx, r, h.idleOpener(v, r, idleHello))
 				r.stop()
 				if err != nil {
 					row.Status, row.Note = statusFailed, err.Error()
@@ -118,14 +136,14 @@ type IdlePoint struct {
 // turn, keeping them all open, and samples r's memory and descriptors with
 // none (base) and at each count. Counts that would take the system past
 // its descriptor limit are replaced by the most it can hold.
-func (h *harness) idleLevels(ctx context.Context, r *running, idleHello []byte) (base IdlePoint, levels []IdlePoint, err error) {
+func (h *harness) idleLevels(ctx context.Context, r *running, o opener) (base IdlePoint, levels []IdlePoint, err error) {
 	sample := func(n int) IdlePoint {
 		pss, _ := memoryKiB(r.pid)
 		return IdlePoint{Conns: n, PssKiB: pss, FDs: openFDs(r.pid)}
 	}
 	// One connection first, so lazily made state (pools, TLS caches) is
 	// in the baseline and not charged to the idle connections.
-	c, err := h.openIdle(ctx, r, idleHello)
+	c, err := o.open(ctx)
 	if err != nil {
 		return base, nil, fmt.Errorf("first idle connection: %w", err)
 	}
@@ -136,7 +154,7 @@ func (h *harness) idleLevels(ctx context.Context, r *running, idleHello []byte) 
 	// Probe with a few connections how many descriptors the system spends
 	// on each, and hold no more than fit under its descriptor limit, so
 	// the run measures every system instead of exhausting one of them.
-	probe, err := h.openIdleMany(ctx, r, idleHello, idleProbe)
+	probe, err := h.openIdleMany(ctx, o, idleProbe)
 	closeAll(probe)
 	if err != nil {
 		return base, nil, fmt.Errorf("probe connection: %w", err)
@@ -155,8 +173,11 @@ func (h *harness) idleLevels(ctx context.Context, r *running, idleHello []byte) 
 	var held []net.Conn
 	defer func() { closeAll(held) }()
 	for _, n := range counts {
-		more, err := h.openIdleMany(ctx, r, idleHello, n-len(held))
+		more, err := h.openIdleMany(ctx, o, n-len(held))
 		held = append(held, more...)
+		if err == nil && o.reached != nil {
+			err = o.reached(ctx, n)
+		}
 		if err != nil {
 			return base, nil, fmt.Errorf("open idle connections: %w", err)
 		}
@@ -181,9 +202,9 @@ func countsUnder(counts []int, limit int) []int {
 	return out
 }
 
-// openIdleMany opens n idle connections through r, 64 at a time, and
+// openIdleMany opens n idle connections with o, 64 at a time, and
 // returns those it opened; it stops at the first failure.
-func (h *harness) openIdleMany(ctx context.Context, r *running, idleHello []byte, n int) ([]net.Conn, error) {
+func (h *harness) openIdleMany(ctx context.Context, o opener, n int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -194,7 +215,7 @@ func (h *harness) openIdleMany(ctx context.Context, r *running, idleHello []byte
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := h.openIdle(ctx, r, idleHello)
+				c, err := o.open(ctx)
 				if err != nil {
 					mu.Lock()
 					firstErr = err
@@ -234,38 +255,93 @@ func joinInts(xs []int) string {
 	return strings.Join(s, ", ")
 }
 
-// openIdle opens one connection through r that has reached the upstream
-// (proven by the upstream's answer) and is left open.
-func (h *harness) openIdle(ctx context.Context, r *running, idleHello []byte) (net.Conn, error) {
+// opener opens one idle connection through the system under test.
+type opener struct {
+	open func(ctx context.Context) (net.Conn, error)
+	// reached, when set, waits until the upstream holds at least n
+	// connections: the proof that connections which sent nothing after
+	// their handshake got through.
+	reached func(ctx context.Context, n int) error
+}
+
+// idleOpener opens connections of kind k through r: a passthrough hello
+// answered by the upstream, or an mtls handshake with the client
+// certificate (resumed, or followed by one request and its response, as k
+// says).
+func (h *harness) idleOpener(k idleKind, r *running, idleHello []byte) opener {
+	if r.flavor == flavorPassthrough {
+		return opener{open: func(ctx context.Context) (net.Conn, error) {
+			return h.openIdle(ctx, r, nil, idleHello, passthroughReply)
+		}}
+	}
+	cfg := h.mtlsClientConfig(true, curvesX25519)
+	o := opener{open: func(ctx context.Context) (net.Conn, error) {
+		return h.openIdle(ctx, r, cfg, keepAliveRequest, httpResponse)
+	}}
+	if k.request {
+		return o
+	}
+	o.reached = func(ctx context.Context, n int) error { return h.ups.http.awaitOpen(ctx, n) }
+	var prime sync.Once
+	var primeErr error
+	if k.resume {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
+	o.open = func(ctx context.Context) (net.Conn, error) {
+		if k.resume {
+			// One connection that reads past its handshake, so that the
+			// client holds a ticket for all the others.
+			prime.Do(func() {
+				var c net.Conn
+				if c, primeErr = h.openIdle(ctx, r, cfg, keepAliveRequest, httpResponse); primeErr == nil {
+					c.Close()
+				}
+			})
+			if primeErr != nil {
+				return nil, fmt.Errorf("fetch a session ticket: %w", primeErr)
+			}
+		}
+		c, err := h.openIdle(ctx, r, cfg, nil, nil)
+		if err == nil && k.resume && !c.(*tls.Conn).ConnectionState().DidResume {
+			c.Close()
+			return nil, errors.New("the connection did not resume its session")
+		}
+		return c, err
+	}
+	return o
+}
+
+// openIdle opens one connection through r and leaves it open: with cfg,
+// a TLS connection through its handshake, else a plain one. It sends send
+// (if any) and reads want, the upstream's answer, which proves the
+// connection reached it.
+func (h *harness) openIdle(ctx context.Context, r *running, cfg *tls.Config, send, want []byte) (net.Conn, error) {
 	c, err := dialer.DialContext(ctx, "tcp", r.addr)
 	if err != nil {
 		return nil, err
 	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	var conn net.Conn = c
-	var want []byte
-	if r.flavor == flavorPassthrough {
-		if _, err := c.Write(idleHello); err != nil {
-			c.Close()
-			return nil, err
-		}
-		want = passthroughReply
-	} else {
-		tc := tls.Client(c, h.mtlsClientConfig(true, curvesX25519))
+	if cfg != nil {
+		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("handshake: %w", err)
 		}
-		if _, err := tc.Write(keepAliveRequest); err != nil {
-			c.Close()
+		conn = tc
+	}
+	if len(send) > 0 {
+		if _, err := conn.Write(send); err != nil {
+			conn.Close()
 			return nil, err
 		}
-		conn, want = tc, httpResponse
 	}
-	buf := make([]byte, len(want))
-	if _, err := io.ReadFull(conn, buf); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("read answer: %w", err)
+	if len(want) > 0 {
+		buf := make([]byte, len(want))
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("read answer: %w", err)
+		}
 	}
 	c.SetDeadline(time.Time{})
 	return conn, nil

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,25 @@ func startUpstreamOn(kind upstreamKind, host string) (*upstream, error) {
 
 func (u *upstream) addr() string { return u.ln.Addr().String() }
 
+// awaitOpen waits (up to a minute) until u holds at least n connections.
+func (u *upstream) awaitOpen(ctx context.Context, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		u.mu.Lock()
+		open := len(u.conns)
+		u.mu.Unlock()
+		switch {
+		case open >= n:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case time.Now().After(deadline):
+			return fmt.Errorf("the upstream holds %d connections, want %d", open, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (u *upstream) acceptLoop() {
 	defer u.wg.Done()
 	for {
@@ -147,6 +167,10 @@ func (u *upstream) serve(c net.Conn) {
 	case upConnect, upIdle, upBulk:
 		err = u.servePassthrough(c, r)
 	case upHTTP:
+		// A connection that came through a system may stay idle before
+		// its first request (idle-connections, mtls fresh and resumed),
+		// and ends when the system closes it.
+		c.SetReadDeadline(time.Time{})
 		err = u.serveHTTP(c, r)
 	}
 	if err != nil {
@@ -221,12 +245,7 @@ func (u *upstream) serveHTTP(c net.Conn, r *bufio.Reader) error {
 		if closeAfter {
 			return nil
 		}
-		if first {
-			// Kept-alive connections (idle-connections) may wait long
-			// for their next request.
-			c.SetReadDeadline(time.Time{})
-			first = false
-		}
+		first = false
 	}
 }
 

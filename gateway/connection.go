@@ -136,8 +136,7 @@ func (s *Server) dispatch(ss *session, st *state, c *net.TCPConn, prefix []byte)
 	if ss.vhost.mode == modePassthrough {
 		return s.passthrough(ss, st, c, prefix)
 	}
-	s.terminate(ss, st, c, prefix)
-	return false
+	return s.terminate(ss, st, c, prefix)
 }
 
 // lookup records what the hello says (and how long it took to come, in

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/relay"
@@ -15,10 +17,13 @@ import (
 // closing without a byte. An upstream that cannot be reached costs the
 // client nothing but a silent close.
 //
-// A passthrough connection (client is the socket itself) is parked in the
-// relay's loops: this goroutine returns true at once, and the loop ends the
-// connection when both directions have ended, so that an idle connection
-// holds no goroutine and no buffer. A terminated one is relayed by Pipe.
+// The connection is parked in the relay's loops: this goroutine returns
+// true at once, and the loop ends the connection when both directions have
+// ended, so that an idle connection holds no goroutine and no buffer. A
+// passthrough connection (client is the socket itself) is spliced; a
+// terminated one (client is its crypto/tls.Conn) is decrypted and
+// encrypted by the loop. Only a terminated connection whose upstream
+// speaks TLS too is relayed by Pipe, on this goroutine.
 func (s *Server) forward(ss *session, st *state, client net.Conn, raw clientConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
 	dialStart := time.Now()
@@ -47,13 +52,21 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw clientConn
 		return false
 	}
 	idle := v.timeouts.Idle.D()
-	if client == net.Conn(raw) && s.parker != nil {
-		sent := len(first)
-		s.park(ss, relay.NewPair(client, up, idle, func(r relay.Result) {
-			s.relayed(ss, sent, r)
-			s.end(ss)
-		}))
-		return true
+	sent := len(first)
+	ended := func(r relay.Result) {
+		s.relayed(ss, sent, r)
+		s.end(ss)
+	}
+	if s.parker != nil {
+		if client == net.Conn(raw) {
+			s.park(ss, relay.NewPair(client, up, idle, ended))
+			return true
+		}
+		_, plain := up.(syscall.Conn)
+		if tc, ok := client.(*tls.Conn); ok && plain {
+			s.park(ss, relay.NewTLSPair(tc, tc.NetConn().(*heldConn).Socket, up, idle, ended))
+			return true
+		}
 	}
 	s.relayed(ss, len(first), relay.Pipe(client, up, idle))
 	return false

@@ -12,22 +12,24 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/clientauth"
 	"github.com/edgegate/edgegate/gateway/proxyheader"
+	"github.com/edgegate/edgegate/gateway/relay"
 )
 
 // terminate runs an mtls vhost's path: source check, TLS handshake with a
 // verified client certificate, then the cleartext to the upstream after a
 // PROXY header with the TLS facts. Every refusal ends the connection without
 // a byte from edgegate after the failure is known, and the upstream is
-// never dialled for it.
-func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) {
+// never dialled for it. It reports whether the connection was parked in
+// the relay's loops (see forward).
+func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) (parked bool) {
 	v := ss.vhost
 	m := v.mtls
 	if !v.admits(ss.client.Addr()) {
 		s.refuse(ss, c, OutcomeNotAllowed, "source_not_allowed", nil)
-		return
+		return false
 	}
 
-	hc := &heldConn{clientConn: c, prefix: prefix, holding: true}
+	hc := &heldConn{Socket: relay.NewSocket(c), prefix: prefix, holding: true}
 	cfg := m.tls.Clone()
 	var reason clientauth.Reason
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -72,12 +74,12 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 		} else {
 			s.refuse(ss, c, OutcomeHandshake, handshakeReason(err), err)
 		}
-		return
+		return false
 	}
 	if err := hc.release(); err != nil {
 		ss.outcome, ss.err = OutcomeHandshake, err
 		closeSilently(c, false)
-		return
+		return false
 	}
 
 	cs := tc.ConnectionState()
@@ -90,9 +92,9 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 	if err != nil {
 		ss.outcome, ss.err = OutcomeUpstreamError, err
 		closeSilently(c, false)
-		return
+		return false
 	}
-	s.forward(ss, st, tc, c, hdr, nil)
+	return s.forward(ss, st, tc, c, hdr, nil)
 }
 
 // tlsFacts is what an mtls handshake established, for the connection's log
@@ -140,15 +142,16 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// heldConn is the client conn during an mtls handshake. Reads replay the
+// heldConn is the client conn under an mtls connection's crypto/tls.Conn. Reads replay the
 // ClientHello bytes already read, then continue on the socket. Writes are
 // held back and only sent when the handshake next waits for the client (its
 // flight must reach the client) or when it succeeds. Whatever crypto/tls
 // writes just before it gives up (an alert: bad certificate, protocol
 // version, decrypt error) is therefore dropped, and a refused client
-// receives nothing after the failure is known.
+// receives nothing after the failure is known. Once the connection is
+// parked, its Socket neither waits to read nor to write (see relay.Socket).
 type heldConn struct {
-	clientConn
+	*relay.Socket
 	prefix  []byte
 	held    []byte
 	holding bool
@@ -156,17 +159,23 @@ type heldConn struct {
 
 func (c *heldConn) Read(p []byte) (int, error) {
 	if len(c.held) > 0 {
-		if _, err := c.clientConn.Write(c.held); err != nil {
+		if _, err := c.Socket.Write(c.held); err != nil {
 			return 0, err
 		}
-		c.held = c.held[:0]
+		// Let go rather than reuse: a handshake writes one or two
+		// flights, and an idle connection should not keep the room
+		// for the server's certificate chain.
+		c.held = nil
 	}
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // the hello's bytes, kept by the slice otherwise
+		}
 		return n, nil
 	}
-	return c.clientConn.Read(p)
+	return c.Socket.Read(p)
 }
 
 func (c *heldConn) Write(p []byte) (int, error) {
@@ -174,15 +183,16 @@ func (c *heldConn) Write(p []byte) (int, error) {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}
-	return c.clientConn.Write(p)
+	return c.Socket.Write(p)
 }
 
 // release sends what the successful handshake wrote last and stops holding.
 func (c *heldConn) release() error {
 	c.holding = false
-	if len(c.held) > 0 {
-		_, err := c.clientConn.Write(c.held)
-		c.held = nil
+	held := c.held
+	c.held = nil
+	if len(held) > 0 {
+		_, err := c.Socket.Write(held)
 		return err
 	}
 	return nil

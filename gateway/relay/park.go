@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -78,6 +79,10 @@ type Pair struct {
 	// connect of a NewDialPair pair has succeeded (nil) or failed.
 	Dialed func(error)
 
+	// A pair made by NewTLSPair: its client side is tls over sock.
+	tls  *tls.Conn
+	sock *Socket
+
 	cut  atomic.Bool
 	loop atomic.Pointer[loop]
 
@@ -107,6 +112,13 @@ type half struct {
 	eof      bool // src has ended; passed on once pending is delivered
 	done     bool // dst has been half-closed
 	moved    int64
+
+	// A TLS pair's halves (parktls.go) hold cleartext in buf, of which
+	// out is not yet written, only until it is written.
+	buf     *[smallCopy]byte
+	out     []byte
+	broken  bool // src ended with an error: both directions end once out is written
+	closing bool // close_notify is written (to the client)
 }
 
 // NewPair prepares client and upstream for Park. idle is the idle timeout;
@@ -140,8 +152,11 @@ func (p *Parker) Park(pr *Pair) {
 	l := p.loops[int(p.next.Add(1))%len(p.loops)]
 	pr.loop.Store(l)
 	var err error
+	if pr.sock != nil {
+		pr.fds[0], err = pr.sock.park()
+	}
 	for side, c := range pr.conns {
-		if c != nil && err == nil {
+		if c != nil && err == nil && pr.fds[side] < 0 {
 			pr.fds[side], err = rawFD(c)
 		}
 	}
@@ -421,14 +436,23 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 			return
 		}
 	}
-	l.progress(pr, side)
+	l.move(pr, side)
 	if !pr.finished {
-		l.progress(pr, 1-side)
+		l.move(pr, 1-side)
 	}
 	if !pr.finished && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && pr.halves[side].eof {
 		// The peer on side reset after it had finished sending: nothing
 		// more can be delivered to it.
 		l.fail(pr, side)
+	}
+}
+
+// move moves what it can of half h (from side h to side 1-h).
+func (l *loop) move(pr *Pair, h int) {
+	if pr.tls != nil {
+		l.progressTLS(pr, h)
+	} else {
+		l.progress(pr, h)
 	}
 }
 
@@ -532,6 +556,10 @@ func (l *loop) finish(pr *Pair) {
 			unix.Close(p.r)
 			unix.Close(p.w)
 			pr.halves[i].pipe = nil
+		}
+		if b := pr.halves[i].buf; b != nil {
+			copyBufs.Put(b)
+			pr.halves[i].buf, pr.halves[i].out = nil, nil
 		}
 	}
 	if pr.listed {
