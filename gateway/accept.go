@@ -243,8 +243,9 @@ func (s *Server) serveMTLSFD(fd int, ss *session, st *state, hello []byte) {
 		return
 	}
 	s.setConn(ss, c)
-	s.terminate(ss, st, c, hello)
-	s.end(ss)
+	if !s.terminate(ss, st, c, hello) {
+		s.end(ss)
+	}
 }
 
 // passthroughRaw is passthrough on the fast path: the PROXY header and the
