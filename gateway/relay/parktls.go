@@ -63,7 +63,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 		return s.Conn.Read(p)
 	}
 	for {
-		n, err := unix.Read(s.fd, p)
+		n, err := RawRead(s.fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -116,7 +116,7 @@ func (s *Socket) flush() error {
 func writeFD(fd int, p []byte) (int, error) {
 	total := 0
 	for total < len(p) {
-		n, err := unix.Write(fd, p[total:])
+		n, err := rawWrite(fd, p[total:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -133,7 +133,7 @@ func writeFD(fd int, p []byte) (int, error) {
 // readFD reads a non-blocking socket; ok is false when it holds nothing.
 func readFD(fd int, p []byte) (n int, ok bool, err error) {
 	for {
-		n, err := unix.Read(fd, p)
+		n, err := RawRead(fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -218,7 +218,7 @@ func (l *loop) fromTLS(pr *Pair) {
 				l.finish(pr)
 				return
 			}
-			unix.Shutdown(up, unix.SHUT_WR)
+			rawShutdownWrite(up)
 			return
 		}
 		hf.buf = copyBufs.Get().(*[smallCopy]byte)
