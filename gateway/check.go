@@ -64,6 +64,12 @@ func Warnings(cfg *config.Config) []string {
 				"that certificate proves only that a connection comes from Cloudflare, and any Cloudflare customer can "+
 				"point a zone at this origin; upload a zone-level or per-hostname certificate and pin it", v.Name), "vhosts", i, "client_auth").Error())
 		}
+		if v.Upstream.TLS != nil && v.Upstream.ProxyProtocol == "v2" {
+			ws = append(ws, cfg.ErrAt(fmt.Sprintf("vhost %q sends a PROXY v2 header with the client's TLS facts over upstream.tls: "+
+				"nginx's `listen ... ssl proxy_protocol` reads at most 108 bytes of it and closes every connection "+
+				"(\"header is too large\"); if the origin is nginx, set upstream.proxy_protocol: v1", v.Name),
+				"vhosts", i, "upstream", "proxy_protocol").Error())
+		}
 		for _, w := range config.TLSWarnings(v) {
 			ws = append(ws, cfg.ErrAt(w, "vhosts", i, "tls").Error())
 		}

@@ -415,6 +415,39 @@ vhosts:
 			lines: []int{6},
 		},
 		{
+			name: "PROXY v2 with TLS facts to a TLS upstream",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth: {ca: clients-ca.crt}
+    upstream:
+      address: "127.0.0.1:9002"
+      tls: {ca: clients-ca.crt, server_name: origin.e2e.test}
+`,
+			want:  [][]string{{`vhost "app" sends a PROXY v2 header`, "108 bytes", "upstream.proxy_protocol: v1"}},
+			lines: []int{8},
+		},
+		{
+			name: "PROXY v1 to a TLS upstream",
+			yaml: `
+listen: [{address: "127.0.0.1:0"}]
+vhosts:
+  - name: app
+    hosts: ["app.e2e.test"]
+    mode: mtls
+    tls: {certificates: [{cert: app.crt, key: app.key}]}
+    client_auth: {ca: clients-ca.crt}
+    upstream:
+      address: "127.0.0.1:9002"
+      proxy_protocol: v1
+      tls: {ca: clients-ca.crt, server_name: origin.e2e.test}
+`,
+		},
+		{
 			name: "hosts its certificates do not cover",
 			yaml: `
 listen: [{address: "127.0.0.1:0"}]
