@@ -483,9 +483,10 @@ func (l *loop) progress(pr *Pair, h int) {
 		}
 		if hf.eof {
 			hf.done = true
-			if pr.halves[1-h].done {
-				// Both directions are over: closing sends dst its FIN
-				// (every byte from it has been read), no shutdown needed.
+			if pr.halves[1-h].done || (h == 1 && pr.clientSettled()) {
+				// Both directions are over, or the upstream ended first
+				// and the client has everything: closing sends dst its
+				// FIN, no shutdown needed.
 				l.finish(pr)
 				return
 			}
@@ -524,6 +525,35 @@ func (l *loop) progress(pr *Pair, h int) {
 			hf.pending = int(n)
 		}
 	}
+}
+
+// clientSettled reports, once the upstream has ended and everything it
+// sent is in the client's socket, whether the pair may end at once, as
+// nginx ends it, rather than half-close the client and wait for its FIN: so
+// when no byte from the client is waiting to be read or delivered, and the
+// client has acknowledged every byte sent to it (SIOCOUTQ 0). Closing a
+// socket with unread bytes sends RST and drops what its send queue holds,
+// and bytes the client sends after the close are answered with RST, which
+// drops what is still unacknowledged: with both queues empty neither can
+// cut a byte of the answer. Otherwise (a large answer still in flight, a
+// slow reader) the client is half-closed and the pair waits for its end.
+//
+// What it trades: bytes the client sends after the upstream's end no
+// longer reach the upstream (its read side may still be open). A TLS
+// stream ends with the server's close_notify; the client's only bytes
+// after it are its own close_notify, which the upstream does not need.
+func (pr *Pair) clientSettled() bool {
+	c := &pr.halves[0]
+	if c.readable || c.pending > 0 || c.eof || pr.connecting {
+		return false
+	}
+	fd := pr.fds[0]
+	out, err := rawIoctlInt(fd, unix.SIOCOUTQ)
+	if err != nil || out != 0 {
+		return false
+	}
+	in, err := rawIoctlInt(fd, unix.SIOCINQ)
+	return err == nil && in == 0
 }
 
 // touch records activity: the pair moves to the back of its idle list.
