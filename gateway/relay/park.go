@@ -110,6 +110,14 @@ type half struct {
 	// again reports it.
 	readable bool
 	eof      bool // src has ended; passed on once pending is delivered
+	// hup: src has reported its FIN (EPOLLRDHUP without an error), so
+	// every byte before it is queued: a read that leaves the queue empty
+	// has reached the end, and no read is needed to learn it.
+	hup bool
+	// bulk: a read filled the loop's buffer, so src sends more than a
+	// few bytes at a time: splice through a pipe from now on, rather than
+	// copy through the buffer.
+	bulk bool
 	done     bool // dst has been half-closed
 	moved    int64
 
@@ -229,6 +237,8 @@ type loop struct {
 	// of its own that would hold a P until the scheduler takes it back.
 	set   *os.File
 	setRC syscall.RawConn
+	// buf carries the bytes of copyOnce.
+	buf []byte
 	// Owned by the loop's goroutine, for wait.
 	events   []unix.EpollEvent
 	n        int                // events ready
@@ -299,6 +309,7 @@ func newLoop() (*loop, error) {
 	}
 	l := &loop{epfd: epfd, wake: wake, set: set, setRC: rc, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}
 	l.events = make([]unix.EpollEvent, 128)
+	l.buf = make([]byte, smallCopy)
 	l.poll = l.pollSet
 	return l, nil
 }
@@ -422,6 +433,9 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		pr.halves[side].readable = true
 	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP {
+		pr.halves[side].hup = true
+	}
 	if !pr.listed {
 		// The pair's first event: Park registered it.
 		pr.listed = true
@@ -496,6 +510,12 @@ func (l *loop) progress(pr *Pair, h int) {
 		if !hf.readable {
 			return // an event on src resumes
 		}
+		if !hf.bulk {
+			if !l.copyOnce(pr, h) {
+				return
+			}
+			continue
+		}
 		if hf.pipe == nil {
 			p, err := l.getPipe()
 			if err != nil {
@@ -515,15 +535,84 @@ func (l *loop) progress(pr *Pair, h int) {
 			l.fail(pr, h)
 			return
 		case n == 0:
-			hf.eof = true
-			if pr.first == 0 {
-				pr.first = int32(h) + 1
-			}
+			hf.ended(pr, h)
 			l.putPipe(hf.pipe)
 			hf.pipe = nil
 		default:
 			hf.pending = int(n)
 		}
+	}
+}
+
+// copyOnce moves what src holds, up to the loop's buffer, through the
+// buffer: a read and a write, against a splice's two system calls and its
+// pipe, which is cheaper for the few bytes most connections send at a
+// time. A read that fills the buffer turns the half to splicing. What dst
+// does not take goes into a pipe, to be spliced out as the splice path's
+// bytes are. It reports whether the half may go on.
+func (l *loop) copyOnce(pr *Pair, h int) bool {
+	hf := &pr.halves[h]
+	n, err := rawRecv(pr.fds[h], l.buf)
+	switch {
+	case err == unix.EAGAIN:
+		hf.readable = false
+		return false // EPOLLIN on src resumes
+	case err != nil:
+		l.fail(pr, h)
+		return false
+	case n == 0:
+		hf.ended(pr, h)
+		return true
+	case n == len(l.buf):
+		hf.bulk = true
+	case hf.hup:
+		// The queue is empty and the FIN was behind these bytes.
+		hf.ended(pr, h)
+	default:
+		// The queue is empty: new bytes raise a new event.
+		hf.readable = false
+	}
+	b := l.buf[:n]
+	w, err := rawWrite(pr.fds[1-h], b)
+	if err == unix.EAGAIN {
+		w, err = 0, nil
+	}
+	if err != nil {
+		l.fail(pr, 1-h)
+		return false
+	}
+	if w > 0 {
+		hf.moved += int64(w)
+		pr.touch(l)
+	}
+	if w == n {
+		return true
+	}
+	// An empty pipe takes far more than the buffer holds.
+	p, err := l.getPipe()
+	if err == nil {
+		var m int
+		if m, err = rawWrite(p.w, b[w:]); err == nil && m < n-w {
+			err = unix.EAGAIN
+		}
+		if err != nil {
+			unix.Close(p.r)
+			unix.Close(p.w)
+		}
+	}
+	if err != nil {
+		l.fail(pr, h)
+		return false
+	}
+	hf.pipe, hf.pending = p, n-w
+	return true
+}
+
+// ended records that half h's source has ended.
+func (hf *half) ended(pr *Pair, h int) {
+	hf.eof = true
+	if pr.first == 0 {
+		pr.first = int32(h) + 1
 	}
 }
 

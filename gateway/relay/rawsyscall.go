@@ -78,6 +78,12 @@ func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(r), errno(e)
 }
 
+// rawRecv is recvfrom(2) on a non-blocking socket.
+func rawRecv(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	return int(r), errno(e)
+}
+
 // rawRecvDiscard reads and drops what a socket holds, up to len(p).
 func rawRecvDiscard(fd int, p []byte) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)

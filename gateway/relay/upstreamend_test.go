@@ -115,3 +115,40 @@ func outq(t *testing.T, c *net.TCPConn) int {
 	}
 	return n
 }
+
+// TestRelaySmallWritesSlowReader: small writes, which the loop copies
+// through its buffer rather than splicing, to a client that reads only
+// once the sender has finished: what the client's socket cannot take waits
+// in a pipe, and every byte arrives in order.
+func TestRelaySmallWritesSlowReader(t *testing.T) {
+	for _, rl := range relays(t) {
+		t.Run(rl.name, func(t *testing.T) {
+			gwClient, client := tcpPair(t)
+			gwUp, upstream := tcpPair(t)
+			client.SetReadBuffer(4 << 10)
+			gwClient.SetWriteBuffer(4 << 10)
+			client.SetDeadline(time.Now().Add(20 * time.Second))
+			upstream.SetDeadline(time.Now().Add(20 * time.Second))
+			answer := randomBytes(t, 64<<10)
+			done := make(chan Result, 1)
+			go func() { done <- rl.relay(gwClient, gwUp, time.Minute) }()
+			// More than the client's socket and the gateway's hold, in
+			// writes of 100 bytes, each read on its own when the relay
+			// keeps up.
+			for b := answer; len(b) > 0; b = b[min(100, len(b)):] {
+				if _, err := upstream.Write(b[:min(100, len(b))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			upstream.CloseWrite()
+			got, err := io.ReadAll(client)
+			if err != nil || !bytes.Equal(got, answer) {
+				t.Fatalf("client read %d bytes, %v; want the %d-byte answer and EOF", len(got), err, len(answer))
+			}
+			client.Close()
+			if r := <-done; r.ToClient != int64(len(answer)) {
+				t.Fatalf("result %+v; want %d bytes to the client", r, len(answer))
+			}
+		})
+	}
+}
