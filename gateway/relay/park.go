@@ -117,9 +117,9 @@ type half struct {
 	// bulk: a read filled the loop's buffer, so src sends more than a
 	// few bytes at a time: splice through a pipe from now on, rather than
 	// copy through the buffer.
-	bulk bool
-	done     bool // dst has been half-closed
-	moved    int64
+	bulk  bool
+	done  bool // dst has been half-closed
+	moved int64
 
 	// A TLS pair's halves (parktls.go) hold cleartext in buf, of which
 	// out is not yet written, only until it is written.
