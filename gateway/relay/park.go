@@ -72,6 +72,7 @@ type Pair struct {
 	// dialTimeout bounds the wait.
 	connecting    bool
 	pending       []byte
+	pendingBuf    []byte // pending as given, released once written
 	pendingClient int
 	dialTimeout   time.Duration
 	dialErr       error
@@ -144,11 +145,12 @@ func NewPair(client, upstream net.Conn, idle time.Duration, done func(Result)) *
 // of it, counted in ToUpstream) and relays as NewPair's pairs do. A connect
 // that fails or takes longer than dialTimeout ends the pair with
 // Result.DialErr set; the client socket is then closed without a byte, as
-// CloseSilently does. The pair owns both descriptors from here on.
+// CloseSilently does. The pair owns both descriptors and pending from here
+// on (a buffer from PendingBuffer goes back to its pool).
 func NewDialPair(client, upstream int, pending []byte, pendingClient int, dialTimeout, idle time.Duration, done func(Result)) *Pair {
 	return &Pair{
 		fds: [2]int{client, upstream}, idle: idle, done: done, slot: -1,
-		connecting: true, pending: pending, pendingClient: pendingClient, dialTimeout: dialTimeout,
+		connecting: true, pending: pending, pendingBuf: pending, pendingClient: pendingClient, dialTimeout: dialTimeout,
 	}
 }
 
@@ -685,6 +687,10 @@ func (l *loop) finish(pr *Pair) {
 		l.list(pr.idle).remove(pr)
 		pr.listed = false
 	}
+	if pr.pendingBuf != nil {
+		releasePending(pr.pendingBuf)
+		pr.pending, pr.pendingBuf = nil, nil
+	}
 	// Under mu, so that Park never registers a descriptor this closes.
 	l.mu.Lock()
 	pr.finished = true
@@ -771,7 +777,8 @@ func (l *loop) connected(pr *Pair, events uint32) bool {
 		}
 		pr.pending = pr.pending[n:]
 	}
-	pr.pending = nil
+	releasePending(pr.pendingBuf)
+	pr.pending, pr.pendingBuf = nil, nil
 	pr.connecting = false
 	if pr.Dialed != nil {
 		pr.Dialed(nil)
