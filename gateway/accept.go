@@ -48,7 +48,7 @@ func (s *Server) acceptRaw(l *listener) {
 		fd, client, aerr = accept4(int(lfd))
 		return aerr != unix.EAGAIN
 	}
-	buf := make([]byte, s.state.Load().cfg.Limits.MaxHelloSize)
+	var hb helloBuffers
 	for {
 		if err := rc.Read(accept); err != nil {
 			// The listener was closed (Shutdown, a failed reload's
@@ -62,7 +62,7 @@ func (s *Server) acceptRaw(l *listener) {
 			s.backOff(l, &b, os.NewSyscallError("accept4", aerr))
 			continue
 		}
-		buf = s.accepted(l, fd, client, local, buf)
+		s.accepted(l, fd, client, local, &hb)
 	}
 }
 
@@ -142,10 +142,18 @@ func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// accepted starts one connection's path on the accept loop's goroutine.
-// buf is the loop's hello buffer; it returns the one to use next (resized
-// when a reload changed limits.max_hello_size).
-func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf []byte) []byte {
+// helloBuffers are an accept loop's buffers for the hellos it reads, reused
+// from one connection to the next: buf for the read (limits.max_hello_size
+// bytes), scratch for sni's parse of them, rd to read buf.
+type helloBuffers struct {
+	buf, scratch []byte
+	rd           bytes.Reader
+}
+
+// accepted starts one connection's path on the accept loop's goroutine,
+// with the loop's hello buffers (resized when a reload changed
+// limits.max_hello_size).
+func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, hb *helloBuffers) {
 	ss := &session{start: time.Now(), listener: l.name, client: client, local: local}
 	ss.peer = ss.client.Addr()
 	if !local.IsValid() {
@@ -158,53 +166,55 @@ func (s *Server) accepted(l *listener, fd int, client, local netip.AddrPort, buf
 		closeSilentlyFD(fd, false)
 		s.finish(ss)
 		s.untrack(ss)
-		return buf
+		return
 	}
 	if l.cfg.Load().AcceptProxyProtocol {
 		go s.serveFD(fd, l, ss, nil, nil)
-		return buf
+		return
 	}
 	st := s.state.Load()
-	if len(buf) != st.cfg.Limits.MaxHelloSize {
-		buf = make([]byte, st.cfg.Limits.MaxHelloSize)
+	if len(hb.buf) != st.cfg.Limits.MaxHelloSize {
+		hb.buf = make([]byte, st.cfg.Limits.MaxHelloSize)
+		hb.scratch = make([]byte, st.cfg.Limits.MaxHelloSize)
 	}
+	buf := hb.buf
 	n, err := relay.RawRead(fd, buf)
 	if err == unix.EAGAIN {
 		// Accepted before any byte came (TCP_DEFER_ACCEPT's wait ended).
 		go s.serveFD(fd, l, ss, nil, nil)
-		return buf
+		return
 	}
 	if err != nil {
 		n = 0 // a reset: the hello read below sees an early end
 	}
-	hello, _, herr := sni.ReadFrom(bytes.NewReader(buf[:n]), st.cfg.Limits.MaxHelloSize)
+	hb.rd.Reset(buf[:n])
+	hello, _, herr := sni.ReadFromBuffer(&hb.rd, st.cfg.Limits.MaxHelloSize, hb.scratch)
 	if herr != nil && n > 0 && errors.Is(herr, sni.ErrClosed) {
 		// An incomplete hello: the rest is still to come.
 		go s.serveFD(fd, l, ss, nil, bytes.Clone(buf[:n]))
-		return buf
+		return
 	}
 	helloWait := time.Since(ss.start).Seconds()
 	if herr != nil {
 		s.metrics.unrouted.hello.Observe(helloWait)
 		ss.outcome, ss.err = helloOutcome(herr), herr
 		s.endRaw(ss, fd, false)
-		return buf
+		return
 	}
 	v := s.lookup(ss, st, hello, helloWait)
 	if v == nil {
 		s.endRaw(ss, fd, st.routes.unmatchedReset)
-		return buf
+		return
 	}
 	if v.mode == modeMTLS {
 		go s.serveMTLSFD(fd, ss, st, bytes.Clone(buf[:n]))
-		return buf
+		return
 	}
 	if !v.upAddr.IsValid() || s.parker == nil {
 		go s.serveFD(fd, l, ss, st, bytes.Clone(buf[:n]))
-		return buf
+		return
 	}
 	s.passthroughRaw(ss, fd, buf[:n])
-	return buf
 }
 
 // serveFD is the slow path: the connection becomes a net.Conn and goes the
@@ -256,7 +266,7 @@ func (s *Server) passthroughRaw(ss *session, fd int, hello []byte) {
 	v := ss.vhost
 	// The PROXY header and the hello go to the upstream in one write:
 	// room for both, and for the header's TLVs (SNI, unique ID).
-	pending, reset, ok := passthroughHeader(ss, make([]byte, 0, maxPassthroughHeader+len(ss.sni)+len(hello)))
+	pending, reset, ok := passthroughHeader(ss, relay.PendingBuffer(maxPassthroughHeader+len(ss.sni)+len(hello)))
 	if !ok {
 		s.endRaw(ss, fd, reset)
 		return

@@ -108,10 +108,22 @@ func Read(conn net.Conn, opts Options) (*Hello, []byte, error) {
 // ReadFrom is Read without deadlines, for any reader. maxSize 0 means
 // DefaultMaxSize.
 func ReadFrom(r io.Reader, maxSize int) (*Hello, []byte, error) {
+	return ReadFromBuffer(r, maxSize, nil)
+}
+
+// ReadFromBuffer is ReadFrom reading into scratch (from its start, whatever
+// its length) while the hello fits its capacity, so that a caller that
+// reads hello after hello allocates no buffer for them. The bytes it returns
+// then alias scratch; the Hello never does.
+func ReadFromBuffer(r io.Reader, maxSize int, scratch []byte) (*Hello, []byte, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
-	rd := reader{r: r, max: maxSize, buf: make([]byte, 0, min(initialBuffer, maxSize))}
+	buf := scratch[:0]
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, min(initialBuffer, maxSize))
+	}
+	rd := reader{r: r, max: maxSize, buf: buf}
 	msg, err := rd.readMessage()
 	if err != nil {
 		return nil, rd.buf, err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"syscall"
 	"testing"
@@ -395,4 +397,38 @@ func (s *segmentReader) Read(p []byte) (int, error) {
 	s.data = s.data[n:]
 	s.given += n
 	return n, nil
+}
+
+// TestReadFromBuffer: one scratch buffer reused for hello after hello, of
+// every captured kind (one record, split over three, larger than the
+// scratch), gives ReadFrom's result each time, and the Hello keeps nothing
+// of the scratch: overwriting it changes no field.
+func TestReadFromBuffer(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "hellos", "*.bin"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no captured hellos: %v", err)
+	}
+	for _, size := range []int{0, 512, DefaultMaxSize} {
+		scratch := make([]byte, size)
+		for _, f := range files {
+			wire, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wantPrefix, wantErr := ReadFrom(bytes.NewReader(wire), 0)
+			got, prefix, err := ReadFromBuffer(bytes.NewReader(wire), 0, scratch)
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("%s, scratch %d: error %v, ReadFrom's %v", f, size, err, wantErr)
+			}
+			if !bytes.Equal(prefix, wantPrefix) {
+				t.Fatalf("%s, scratch %d: %d bytes read, ReadFrom read %d", f, size, len(prefix), len(wantPrefix))
+			}
+			for i := range scratch {
+				scratch[i] = 0xAA
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s, scratch %d: %+v, ReadFrom's %+v", f, size, got, want)
+			}
+		}
+	}
 }

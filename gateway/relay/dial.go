@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -48,4 +49,28 @@ func Dialable(address string) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	return ap, true
+}
+
+// pendingSize is the capacity of the buffers PendingBuffer lends: a PROXY
+// header and a hello of up to about 4 KB (a post-quantum hello is about 2).
+const pendingSize = 4 << 10
+
+var pendingBufs = sync.Pool{New: func() any { return new([pendingSize]byte) }}
+
+// PendingBuffer returns an empty buffer with room for n bytes, for the
+// pending bytes of NewDialPair: lent from a pool when n fits, and given back
+// by the pair once they are written, so that a connection allocates none.
+func PendingBuffer(n int) []byte {
+	if n > pendingSize {
+		return make([]byte, 0, n)
+	}
+	return pendingBufs.Get().(*[pendingSize]byte)[:0]
+}
+
+// releasePending gives back a buffer PendingBuffer lent (any other is left
+// to the garbage collector).
+func releasePending(b []byte) {
+	if cap(b) == pendingSize {
+		pendingBufs.Put((*[pendingSize]byte)(b[:pendingSize]))
+	}
 }

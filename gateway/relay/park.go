@@ -72,6 +72,7 @@ type Pair struct {
 	// dialTimeout bounds the wait.
 	connecting    bool
 	pending       []byte
+	pendingBuf    []byte // pending as given, released once written
 	pendingClient int
 	dialTimeout   time.Duration
 	dialErr       error
@@ -110,8 +111,16 @@ type half struct {
 	// again reports it.
 	readable bool
 	eof      bool // src has ended; passed on once pending is delivered
-	done     bool // dst has been half-closed
-	moved    int64
+	// hup: src has reported its FIN (EPOLLRDHUP without an error), so
+	// every byte before it is queued: a read that leaves the queue empty
+	// has reached the end, and no read is needed to learn it.
+	hup bool
+	// bulk: a read filled the loop's buffer, so src sends more than a
+	// few bytes at a time: splice through a pipe from now on, rather than
+	// copy through the buffer.
+	bulk  bool
+	done  bool // dst has been half-closed
+	moved int64
 
 	// A TLS pair's halves (parktls.go) hold cleartext in buf, of which
 	// out is not yet written, only until it is written.
@@ -136,11 +145,12 @@ func NewPair(client, upstream net.Conn, idle time.Duration, done func(Result)) *
 // of it, counted in ToUpstream) and relays as NewPair's pairs do. A connect
 // that fails or takes longer than dialTimeout ends the pair with
 // Result.DialErr set; the client socket is then closed without a byte, as
-// CloseSilently does. The pair owns both descriptors from here on.
+// CloseSilently does. The pair owns both descriptors and pending from here
+// on (a buffer from PendingBuffer goes back to its pool).
 func NewDialPair(client, upstream int, pending []byte, pendingClient int, dialTimeout, idle time.Duration, done func(Result)) *Pair {
 	return &Pair{
 		fds: [2]int{client, upstream}, idle: idle, done: done, slot: -1,
-		connecting: true, pending: pending, pendingClient: pendingClient, dialTimeout: dialTimeout,
+		connecting: true, pending: pending, pendingBuf: pending, pendingClient: pendingClient, dialTimeout: dialTimeout,
 	}
 }
 
@@ -229,6 +239,8 @@ type loop struct {
 	// of its own that would hold a P until the scheduler takes it back.
 	set   *os.File
 	setRC syscall.RawConn
+	// buf carries the bytes of copyOnce.
+	buf []byte
 	// Owned by the loop's goroutine, for wait.
 	events   []unix.EpollEvent
 	n        int                // events ready
@@ -299,6 +311,7 @@ func newLoop() (*loop, error) {
 	}
 	l := &loop{epfd: epfd, wake: wake, set: set, setRC: rc, lists: map[time.Duration]*pairList{}, stopped: make(chan struct{})}
 	l.events = make([]unix.EpollEvent, 128)
+	l.buf = make([]byte, smallCopy)
 	l.poll = l.pollSet
 	return l, nil
 }
@@ -422,6 +435,9 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		pr.halves[side].readable = true
 	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP {
+		pr.halves[side].hup = true
+	}
 	if !pr.listed {
 		// The pair's first event: Park registered it.
 		pr.listed = true
@@ -483,9 +499,10 @@ func (l *loop) progress(pr *Pair, h int) {
 		}
 		if hf.eof {
 			hf.done = true
-			if pr.halves[1-h].done {
-				// Both directions are over: closing sends dst its FIN
-				// (every byte from it has been read), no shutdown needed.
+			if pr.halves[1-h].done || (h == 1 && pr.clientSettled()) {
+				// Both directions are over, or the upstream ended first
+				// and the client has everything: closing sends dst its
+				// FIN, no shutdown needed.
 				l.finish(pr)
 				return
 			}
@@ -494,6 +511,12 @@ func (l *loop) progress(pr *Pair, h int) {
 		}
 		if !hf.readable {
 			return // an event on src resumes
+		}
+		if !hf.bulk {
+			if !l.copyOnce(pr, h) {
+				return
+			}
+			continue
 		}
 		if hf.pipe == nil {
 			p, err := l.getPipe()
@@ -514,16 +537,114 @@ func (l *loop) progress(pr *Pair, h int) {
 			l.fail(pr, h)
 			return
 		case n == 0:
-			hf.eof = true
-			if pr.first == 0 {
-				pr.first = int32(h) + 1
-			}
+			hf.ended(pr, h)
 			l.putPipe(hf.pipe)
 			hf.pipe = nil
 		default:
 			hf.pending = int(n)
 		}
 	}
+}
+
+// copyOnce moves what src holds, up to the loop's buffer, through the
+// buffer: a read and a write, against a splice's two system calls and its
+// pipe, which is cheaper for the few bytes most connections send at a
+// time. A read that fills the buffer turns the half to splicing. What dst
+// does not take goes into a pipe, to be spliced out as the splice path's
+// bytes are. It reports whether the half may go on.
+func (l *loop) copyOnce(pr *Pair, h int) bool {
+	hf := &pr.halves[h]
+	n, err := rawRecv(pr.fds[h], l.buf)
+	switch {
+	case err == unix.EAGAIN:
+		hf.readable = false
+		return false // EPOLLIN on src resumes
+	case err != nil:
+		l.fail(pr, h)
+		return false
+	case n == 0:
+		hf.ended(pr, h)
+		return true
+	case n == len(l.buf):
+		hf.bulk = true
+	case hf.hup:
+		// The queue is empty and the FIN was behind these bytes.
+		hf.ended(pr, h)
+	default:
+		// The queue is empty: new bytes raise a new event.
+		hf.readable = false
+	}
+	b := l.buf[:n]
+	w, err := rawWrite(pr.fds[1-h], b)
+	if err == unix.EAGAIN {
+		w, err = 0, nil
+	}
+	if err != nil {
+		l.fail(pr, 1-h)
+		return false
+	}
+	if w > 0 {
+		hf.moved += int64(w)
+		pr.touch(l)
+	}
+	if w == n {
+		return true
+	}
+	// An empty pipe takes far more than the buffer holds.
+	p, err := l.getPipe()
+	if err == nil {
+		var m int
+		if m, err = rawWrite(p.w, b[w:]); err == nil && m < n-w {
+			err = unix.EAGAIN
+		}
+		if err != nil {
+			unix.Close(p.r)
+			unix.Close(p.w)
+		}
+	}
+	if err != nil {
+		l.fail(pr, h)
+		return false
+	}
+	hf.pipe, hf.pending = p, n-w
+	return true
+}
+
+// ended records that half h's source has ended.
+func (hf *half) ended(pr *Pair, h int) {
+	hf.eof = true
+	if pr.first == 0 {
+		pr.first = int32(h) + 1
+	}
+}
+
+// clientSettled reports, once the upstream has ended and everything it
+// sent is in the client's socket, whether the pair may end at once, as
+// nginx ends it, rather than half-close the client and wait for its FIN: so
+// when no byte from the client is waiting to be read or delivered, and the
+// client has acknowledged every byte sent to it (SIOCOUTQ 0). Closing a
+// socket with unread bytes sends RST and drops what its send queue holds,
+// and bytes the client sends after the close are answered with RST, which
+// drops what is still unacknowledged: with both queues empty neither can
+// cut a byte of the answer. Otherwise (a large answer still in flight, a
+// slow reader) the client is half-closed and the pair waits for its end.
+//
+// What it trades: bytes the client sends after the upstream's end no
+// longer reach the upstream (its read side may still be open). A TLS
+// stream ends with the server's close_notify; the client's only bytes
+// after it are its own close_notify, which the upstream does not need.
+func (pr *Pair) clientSettled() bool {
+	c := &pr.halves[0]
+	if c.readable || c.pending > 0 || c.eof || pr.connecting {
+		return false
+	}
+	fd := pr.fds[0]
+	out, err := rawIoctlInt(fd, unix.SIOCOUTQ)
+	if err != nil || out != 0 {
+		return false
+	}
+	in, err := rawIoctlInt(fd, unix.SIOCINQ)
+	return err == nil && in == 0
 }
 
 // touch records activity: the pair moves to the back of its idle list.
@@ -565,6 +686,10 @@ func (l *loop) finish(pr *Pair) {
 	if pr.listed {
 		l.list(pr.idle).remove(pr)
 		pr.listed = false
+	}
+	if pr.pendingBuf != nil {
+		releasePending(pr.pendingBuf)
+		pr.pending, pr.pendingBuf = nil, nil
 	}
 	// Under mu, so that Park never registers a descriptor this closes.
 	l.mu.Lock()
@@ -652,7 +777,8 @@ func (l *loop) connected(pr *Pair, events uint32) bool {
 		}
 		pr.pending = pr.pending[n:]
 	}
-	pr.pending = nil
+	releasePending(pr.pendingBuf)
+	pr.pending, pr.pendingBuf = nil, nil
 	pr.connecting = false
 	if pr.Dialed != nil {
 		pr.Dialed(nil)

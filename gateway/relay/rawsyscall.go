@@ -59,6 +59,13 @@ func rawShutdownWrite(fd int) {
 	unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 }
 
+// rawIoctlInt is an ioctl(2) that returns an int (SIOCINQ, SIOCOUTQ).
+func rawIoctlInt(fd int, req uint) (int, error) {
+	var v int32
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(&v)))
+	return int(v), errno(e)
+}
+
 // rawEpollAdd registers fd in an epoll set.
 func rawEpollAdd(epfd, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
@@ -68,6 +75,12 @@ func rawEpollAdd(epfd, fd int, ev *unix.EpollEvent) error {
 // rawEpollPoll returns the events ready in an epoll set, without waiting.
 func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(r), errno(e)
+}
+
+// rawRecv is recvfrom(2) on a non-blocking socket.
+func rawRecv(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	return int(r), errno(e)
 }
 
