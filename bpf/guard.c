@@ -518,13 +518,18 @@ static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct f
 {
 	const __u32 *w = (const __u32 *)fk;
 	__u64 h = 0;
+	// The family word is the family, its padding zero: it is taken from
+	// the branch rather than read back (a 4-byte read of a 1-byte store
+	// and part of another waits for both to reach the cache; see map_v4).
 	if (fk->family == FAMILY_IPV4) {
 		h = (__u64)(__u32)(w[FLOW_KEY_V4_SADDR] + hk->k[0]) * (__u32)(w[FLOW_KEY_V4_DADDR] + hk->k[1]) +
-		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(w[FLOW_KEY_FAMILY] + hk->k[3]);
+		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(FAMILY_IPV4 + hk->k[3]);
 	} else {
 #pragma unroll
-		for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
+		for (int i = 0; i + 1 < FLOW_KEY_FAMILY; i += 2)
 			h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+		h += (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[FLOW_KEY_PORTS]) *
+		     (__u32)(FAMILY_IPV6 + hk->k[FLOW_KEY_FAMILY]);
 	}
 	h ^= h >> 31;
 	h *= FLOW_HASH_MIX;
