@@ -189,12 +189,11 @@ struct {
 	__uint(max_entries, PORTS_MAX);
 } ports SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct guard_config);
-	__uint(max_entries, 1);
-} config SEC(".maps");
+// The settings edgegate can change while the guard runs, written by the
+// loader and by Guard.Update. A global variable rather than a map of one
+// entry: reading it is one load, where a map lookup is a helper call in
+// clang's eyes, around which it saves and restores every value it holds.
+struct guard_config config;
 
 // Source address -> block expiry in CLOCK_MONOTONIC nanoseconds
 // (bpf_ktime_get_ns). Pinned: a restart keeps the blocks.
@@ -265,7 +264,10 @@ struct {
 } flow_slots SEC(".maps");
 
 // The key of the flow hash, random, written by the first edgegate to pin
-// it, so that a remote sender cannot aim its flows at others' slots.
+// it, so that a remote sender cannot aim its flows at others' slots. The
+// program reads the key from flow_key, a constant the loader sets to the
+// pinned key before it loads the program (see flow_slot below); the map
+// is where the key is kept.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -276,6 +278,10 @@ struct {
 
 // The number of slots in flow_slots, set by the loader.
 volatile const __u32 flow_slot_count = FLOW_SLOTS_MAX;
+
+// The flow hash key held in flow_hash_key, set by the loader. Read
+// through volatile, or clang folds the reads to the zeros it starts as.
+volatile const struct flow_hash_key flow_key;
 
 static __always_inline enum verdict count(enum verdict v)
 {
@@ -347,9 +353,8 @@ static __always_inline int allowed(struct packet *p)
 // time and at most one tick's worth of SYNs at once.
 static __always_inline int source_over_rate(const struct packet *p)
 {
-	__u32 zero = 0;
-	struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || !(cfg->flags & CONFIG_SOURCE_RATE))
+	const struct guard_config *cfg = &config;
+	if (!(cfg->flags & CONFIG_SOURCE_RATE))
 		return 0;
 
 	struct lpm_key lk = {.prefixlen = ADDR_BITS};
@@ -514,7 +519,7 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct cursor *c
 // independent of each other, then one multiply-xorshift round to spread the
 // bits. An IPv4 key is hashed over the 4 words that are not the same in
 // every IPv4 key. The Go model (model_test.go) computes the same.
-static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct flow_hash_key *hk)
+static __always_inline __u64 flow_hash(const struct flow_key *fk, const volatile struct flow_hash_key *hk)
 {
 	const __u32 *w = (const __u32 *)fk;
 	__u64 h = 0;
@@ -538,15 +543,12 @@ static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct f
 }
 
 // flow_slot returns the flow's slot and sets *id to the bits (tag and
-// in-use) that mark the slot as the flow's; NULL if the maps are not
-// there.
+// in-use) that mark the slot as the flow's; NULL if the map is not there.
+// The key is the constant flow_key, not the map flow_hash_key: a lookup
+// in the map would cost a SYN more than the hash does (see config).
 static __always_inline __u64 *flow_slot(const struct flow_key *fk, __u64 *id)
 {
-	__u32 zero = 0;
-	struct flow_hash_key *hk = bpf_map_lookup_elem(&flow_hash_key, &zero);
-	if (!hk)
-		return NULL;
-	__u64 h = flow_hash(fk, hk);
+	__u64 h = flow_hash(fk, &flow_key);
 	// Multiply-shift maps the high half onto [0, flow_slot_count).
 	__u32 idx = ((h >> 32) * flow_slot_count) >> 32;
 	*id = SLOT_USED | ((h & ((1ULL << SLOT_TAG_BITS) - 1)) << SLOT_TAG_SHIFT);
@@ -876,9 +878,7 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 		return VERDICT_PASS_NOT_GUARDED;
 	case PARSED_FRAGMENT: {
 		// No L4 header, so no port: the setting applies to all of them.
-		__u32 zero = 0;
-		struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
-		if (cfg && (cfg->flags & CONFIG_DROP_FRAGMENTS))
+		if (config.flags & CONFIG_DROP_FRAGMENTS)
 			return VERDICT_DROP_FRAGMENT;
 		return VERDICT_PASS_FRAGMENT;
 	}
