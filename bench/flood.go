@@ -101,6 +101,13 @@ func runNotTLSFlood(ctx context.Context, h *harness, sc *scenario) []Row {
 			// setup: the baseline of their rate during the flood.
 			legitAlone: true,
 			ballast:    ballastOps,
+			// The flood runs in child processes (see floodInChild).
+			flood: func(ctx context.Context, toBallast bool, dur time.Duration, window func(bool)) loopResult {
+				if toBallast {
+					return floodInChild(ctx, ballast, dur, &ballastTotal, &ballastSilent, window)
+				}
+				return floodInChild(ctx, r.addr, dur, &total, &silent, window)
+			},
 			// Only the repetitions' connections count.
 			beforeReps: func() { total.Store(0); silent.Store(0) },
 		})

@@ -42,6 +42,12 @@ func RunChild() {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	case "flood":
+		if err := runFloodChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "flood:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "edgegate":
 		if err := runGatewayChild(os.Getenv(childConfigEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "edgegate (profiled):", err)

@@ -158,6 +158,11 @@ type measureCfg struct {
 	// that many operations per second, with conc workers: every system
 	// gets the same offered load, however fast it turns it away.
 	floodRate float64
+	// flood, when set with floodRate, runs each open loop of the main
+	// load for dur in another process (see floodInChild), or of the
+	// ballast when toBallast; ops then only gives the first operation,
+	// the sanity check.
+	flood func(ctx context.Context, toBallast bool, dur time.Duration, window func(open bool)) loopResult
 	// beforeReps, when set, runs after the warm-up, right before the
 	// repetitions, to reset counters the ops keep.
 	beforeReps func()
@@ -184,8 +189,13 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		h.progress("  %s: %s", m.label, row.Note)
 		return
 	}
-	ops := makeOps(m.conc, m.ops)
-	if m.floodRate > 0 {
+	var ops []op
+	if m.flood == nil {
+		ops = makeOps(m.conc, m.ops)
+	}
+	if m.flood != nil {
+		m.flood(ctx, false, h.opts.Warmup, nil)
+	} else if m.floodRate > 0 {
 		openLoop(ctx, m.floodRate, h.opts.Warmup, ops, nil)
 	} else {
 		closedLoop(ctx, m.conc, h.opts.Warmup, ops, nil)
@@ -216,6 +226,9 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		}
 		noise := startInterference(r.pid, !h.opts.NoPin)
 		load := func(window func(bool)) loopResult {
+			if m.flood != nil {
+				return m.flood(ctx, false, h.opts.Duration, window)
+			}
 			if m.floodRate > 0 {
 				return openLoop(ctx, m.floodRate, h.opts.Duration, ops, window)
 			}
@@ -240,9 +253,11 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			if m.legitAlone {
 				alone.run(ctx, h, r, m, nil)
 				if m.ballast != nil {
-					bops := makeOps(m.conc, m.ballast)
 					ballast.run(ctx, h, r, m, func(func(bool)) loopResult {
-						return openLoop(ctx, m.floodRate, h.opts.Duration, bops, nil)
+						if m.flood != nil {
+							return m.flood(ctx, true, h.opts.Duration, nil)
+						}
+						return openLoop(ctx, m.floodRate, h.opts.Duration, makeOps(m.conc, m.ballast), nil)
 					})
 				}
 				base := alone

@@ -197,14 +197,17 @@ func cpuStat(cpu int) []uint64 {
 	return nil
 }
 
-// selfTicks is the CPU time of the harness process alone (load generator
-// and upstreams), without the systems it started.
+// selfTicks is the CPU time of the harness process (load generator and
+// upstreams) and of the children it has reaped: the flood's processes
+// (floodInChild), which end within the repetition that runs them. The
+// systems it started are reaped only after their measurements, so they do
+// not count here while they are measured.
 func selfTicks() uint64 {
 	st, err := readStat(os.Getpid())
 	if err != nil {
 		return 0
 	}
-	return st.utime + st.stime
+	return st.utime + st.stime + st.cutime + st.cstime
 }
 
 // interference samples how much CPU time processes other than the run's own

@@ -280,8 +280,8 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("verdict %s with allow_only back, want drop_not_allowed", v)
 	}
 	var cfg guardGuardConfig
-	if err := g.objs.Config.Lookup(uint32(0), &cfg); err != nil || cfg.Flags&configDropFragments == 0 {
-		t.Fatalf("config map %+v, %v: want drop fragments set", cfg, err)
+	if err := g.objs.Config.Get(&cfg); err != nil || cfg.Flags&configDropFragments == 0 {
+		t.Fatalf("config %+v, %v: want drop fragments set", cfg, err)
 	}
 	if n := guardedPorts(t, g); n != 1 {
 		t.Fatalf("port map guards %d ports, want 1", n)

@@ -189,12 +189,11 @@ struct {
 	__uint(max_entries, PORTS_MAX);
 } ports SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct guard_config);
-	__uint(max_entries, 1);
-} config SEC(".maps");
+// The settings edgegate can change while the guard runs, written by the
+// loader and by Guard.Update. A global variable rather than a map of one
+// entry: reading it is one load, where a map lookup is a helper call in
+// clang's eyes, around which it saves and restores every value it holds.
+struct guard_config config;
 
 // Source address -> block expiry in CLOCK_MONOTONIC nanoseconds
 // (bpf_ktime_get_ns). Pinned: a restart keeps the blocks.
@@ -265,7 +264,10 @@ struct {
 } flow_slots SEC(".maps");
 
 // The key of the flow hash, random, written by the first edgegate to pin
-// it, so that a remote sender cannot aim its flows at others' slots.
+// it, so that a remote sender cannot aim its flows at others' slots. The
+// program reads the key from flow_key, a constant the loader sets to the
+// pinned key before it loads the program (see flow_slot below); the map
+// is where the key is kept.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -276,6 +278,10 @@ struct {
 
 // The number of slots in flow_slots, set by the loader.
 volatile const __u32 flow_slot_count = FLOW_SLOTS_MAX;
+
+// The flow hash key held in flow_hash_key, set by the loader. Read
+// through volatile, or clang folds the reads to the zeros it starts as.
+volatile const struct flow_hash_key flow_key;
 
 static __always_inline enum verdict count(enum verdict v)
 {
@@ -347,9 +353,8 @@ static __always_inline int allowed(struct packet *p)
 // time and at most one tick's worth of SYNs at once.
 static __always_inline int source_over_rate(const struct packet *p)
 {
-	__u32 zero = 0;
-	struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || !(cfg->flags & CONFIG_SOURCE_RATE))
+	const struct guard_config *cfg = &config;
+	if (!(cfg->flags & CONFIG_SOURCE_RATE))
 		return 0;
 
 	struct lpm_key lk = {.prefixlen = ADDR_BITS};
@@ -514,17 +519,22 @@ static __always_inline int check_payload(void *ctx, int is_xdp, struct cursor *c
 // independent of each other, then one multiply-xorshift round to spread the
 // bits. An IPv4 key is hashed over the 4 words that are not the same in
 // every IPv4 key. The Go model (model_test.go) computes the same.
-static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct flow_hash_key *hk)
+static __always_inline __u64 flow_hash(const struct flow_key *fk, const volatile struct flow_hash_key *hk)
 {
 	const __u32 *w = (const __u32 *)fk;
 	__u64 h = 0;
+	// The family word is the family, its padding zero: it is taken from
+	// the branch rather than read back (a 4-byte read of a 1-byte store
+	// and part of another waits for both to reach the cache; see map_v4).
 	if (fk->family == FAMILY_IPV4) {
 		h = (__u64)(__u32)(w[FLOW_KEY_V4_SADDR] + hk->k[0]) * (__u32)(w[FLOW_KEY_V4_DADDR] + hk->k[1]) +
-		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(w[FLOW_KEY_FAMILY] + hk->k[3]);
+		    (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[2]) * (__u32)(FAMILY_IPV4 + hk->k[3]);
 	} else {
 #pragma unroll
-		for (int i = 0; i + 1 < FLOW_KEY_WORDS; i += 2)
+		for (int i = 0; i + 1 < FLOW_KEY_FAMILY; i += 2)
 			h += (__u64)(__u32)(w[i] + hk->k[i]) * (__u32)(w[i + 1] + hk->k[i + 1]);
+		h += (__u64)(__u32)(w[FLOW_KEY_PORTS] + hk->k[FLOW_KEY_PORTS]) *
+		     (__u32)(FAMILY_IPV6 + hk->k[FLOW_KEY_FAMILY]);
 	}
 	h ^= h >> 31;
 	h *= FLOW_HASH_MIX;
@@ -533,15 +543,12 @@ static __always_inline __u64 flow_hash(const struct flow_key *fk, const struct f
 }
 
 // flow_slot returns the flow's slot and sets *id to the bits (tag and
-// in-use) that mark the slot as the flow's; NULL if the maps are not
-// there.
+// in-use) that mark the slot as the flow's; NULL if the map is not there.
+// The key is the constant flow_key, not the map flow_hash_key: a lookup
+// in the map would cost a SYN more than the hash does (see config).
 static __always_inline __u64 *flow_slot(const struct flow_key *fk, __u64 *id)
 {
-	__u32 zero = 0;
-	struct flow_hash_key *hk = bpf_map_lookup_elem(&flow_hash_key, &zero);
-	if (!hk)
-		return NULL;
-	__u64 h = flow_hash(fk, hk);
+	__u64 h = flow_hash(fk, &flow_key);
 	// Multiply-shift maps the high half onto [0, flow_slot_count).
 	__u32 idx = ((h >> 32) * flow_slot_count) >> 32;
 	*id = SLOT_USED | ((h & ((1ULL << SLOT_TAG_BITS) - 1)) << SLOT_TAG_SHIFT);
@@ -569,29 +576,30 @@ static __always_inline void slot_unpack(__u64 v, struct flow_state *st)
 #define READ_SLOT(p) (*(volatile __u64 *)(p))
 #define WRITE_SLOT(p, v) (*(volatile __u64 *)(p) = (v))
 
-// Ones' complement sums for the RST's checksums (RFC 1071), over words
-// as they lie in memory: the sum is byte-order independent.
+// Ones' complement sums for the RST's checksums (RFC 1071), over 16-bit
+// words as they lie in memory: the sum is byte-order independent. The
+// words are summed from values already in registers, not read back from
+// a header built on the stack: a read that spans several narrower stores
+// waits for them to reach the cache.
 static __always_inline __u16 csum_fold(__u32 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
+	return (__u16)sum;
 }
 
-static __always_inline __u32 csum_add(__u32 sum, const void *buf, __u32 words)
+// csum_words32 adds the two 16-bit words of a 32-bit value as it lies in
+// memory.
+static __always_inline __u32 csum_words32(__u32 v)
 {
-	const __u16 *w = buf;
-#pragma unroll
-	for (__u32 i = 0; i < words; i++)
-		sum += w[i];
-	return sum;
+	return (v & 0xffff) + (v >> 16);
 }
 
 // csum_replace2 is the checksum after a 16-bit field changed from old to
 // new (RFC 1624 equation 3).
 static __always_inline __u16 csum_replace2(__u16 check, __u16 old, __u16 new)
 {
-	return csum_fold((__u16)~check + (__u16)~old + new);
+	return ~csum_fold((__u16)~check + (__u16)~old + new);
 }
 
 // Headers before the TCP header are shorter than this for a reset: the
@@ -599,27 +607,47 @@ static __always_inline __u16 csum_replace2(__u16 check, __u16 old, __u16 new)
 // rewrites' packet offsets.
 #define RESET_L4_OFF_LIMIT 1024
 
-// rst_header lays out the RST reset_segment writes: the segment's ports,
-// sequence number seq, no ACK, no options, its checksum over the
-// pseudo-header (RFC 9293 3.1, RFC 8200 8.1) and itself.
-static __always_inline void rst_header(const struct packet *p, __u32 seq, struct tcphdr *rst)
+// The RST's data offset and flags (bytes 12 and 13 of its header) as the
+// 16-bit word they make in memory: no options, RST alone.
+#define RST_DOFF_RES ((sizeof(struct tcphdr) / TCP_DOFF_UNIT) << TCP_DOFF_SHIFT)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define RST_DOFF_FLAGS_WORD (RST_DOFF_RES | TCP_RST << 8)
+#else
+#define RST_DOFF_FLAGS_WORD (RST_DOFF_RES << 8 | TCP_RST)
+#endif
+
+// rst_check returns the checksum of the RST reset_segment writes over the
+// pseudo-header (RFC 9293 3.1, RFC 8200 8.1) and itself: the segment's
+// ports, sequence number seq_be (network order), no ACK, no options, no
+// window.
+static __always_inline __u16 rst_check(const struct packet *p, __be32 seq_be)
 {
-	*rst = (struct tcphdr){
-		.source = p->key.sport,
-		.dest = p->key.dport,
-		.seq = bpf_htonl(seq),
-		.doff_res = (sizeof(struct tcphdr) / TCP_DOFF_UNIT) << TCP_DOFF_SHIFT,
-		.flags = TCP_RST,
-	};
+	const __u32 *s = (const __u32 *)p->key.saddr;
+	const __u32 *d = (const __u32 *)p->key.daddr;
 	__u32 sum = bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(struct tcphdr));
 	if (p->key.family == FAMILY_IPV4) {
-		sum = csum_add(sum, p->key.saddr + V4MAPPED_ZEROS + V4MAPPED_ONES, 2);
-		sum = csum_add(sum, p->key.daddr + V4MAPPED_ZEROS + V4MAPPED_ONES, 2);
+		sum += csum_words32(s[ADDR_LEN / 4 - 1]) + csum_words32(d[ADDR_LEN / 4 - 1]);
 	} else {
-		sum = csum_add(sum, p->key.saddr, ADDR_LEN / 2);
-		sum = csum_add(sum, p->key.daddr, ADDR_LEN / 2);
+#pragma unroll
+		for (int i = 0; i < ADDR_LEN / 4; i++)
+			sum += csum_words32(s[i]) + csum_words32(d[i]);
 	}
-	rst->check = csum_fold(csum_add(sum, rst, sizeof(*rst) / 2));
+	sum += csum_words32(*(const __u32 *)&p->key.sport); // both ports
+	sum += csum_words32(seq_be) + RST_DOFF_FLAGS_WORD;
+	return ~csum_fold(sum);
+}
+
+// write_rst turns the TCP header th into the RST rst_check summed: the
+// ports stay, every other field is written.
+static __always_inline void write_rst(struct tcphdr *th, __be32 seq_be, __u16 check)
+{
+	th->seq = seq_be;
+	th->ack_seq = 0;
+	th->doff_res = RST_DOFF_RES;
+	th->flags = TCP_RST;
+	th->window = 0;
+	th->check = check;
+	th->urg_ptr = 0;
 }
 
 // reset_offsets checks the offsets of the IP and TCP headers for a reset
@@ -663,12 +691,14 @@ __noinline int reset_segment_xdp(struct xdp_md *ctx, const struct packet *p, __u
 	__u32 l3_off;
 	if (!ctx || !p || !reset_offsets(p, &l3_off, &l4_off))
 		return 0;
-	struct tcphdr rst;
-	rst_header(p, seq, &rst);
+	__be32 seq_be = bpf_htonl(seq);
 	__be16 ip_len = bpf_htons(l4_off - l3_off + sizeof(struct tcphdr));
 
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
+	struct tcphdr *th = data + l4_off;
+	if ((void *)(th + 1) > end)
+		return 0;
 	if (p->key.family == FAMILY_IPV4) {
 		struct iphdr *ip = data + l3_off;
 		if ((void *)(ip + 1) > end)
@@ -681,68 +711,65 @@ __noinline int reset_segment_xdp(struct xdp_md *ctx, const struct packet *p, __u
 			return 0;
 		ip6->payload_len = bpf_htons(bpf_ntohs(ip_len) - sizeof(*ip6));
 	}
-	struct tcphdr *th = data + l4_off;
-	if ((void *)(th + 1) > end)
-		return 0;
-	*th = rst;
+	write_rst(th, seq_be, rst_check(p, seq_be));
 	return 1;
 }
 
-// At TC, bpf_skb_store_bytes keeps skb->csum in step with the bytes, which
-// a NIC's CHECKSUM_COMPLETE needs. The IP header and the RST go in one
-// store when they are adjacent (no IPv4 options, no IPv6 extension
-// headers), as they nearly always are. An skb that GRO made of several
-// segments is cut with bpf_skb_change_tail, which also clears its
-// segmentation; any other is left for the IP layer to cut (see
-// reset_segment_xdp).
+// At TC the headers are rewritten in place as at XDP, and skb->csum is
+// kept in step with the bytes, which a NIC's CHECKSUM_COMPLETE needs:
+// bpf_csum_update adds the difference the rewrite made to the sum of the
+// packet's 16-bit words, if the skb carries such a sum (and does nothing
+// otherwise). The rewritten words start at even offsets from the IP
+// header, where that sum starts. An skb that GRO made of several segments
+// is cut with bpf_skb_change_tail, which also clears its segmentation;
+// any other is left for the IP layer to cut (see reset_segment_xdp).
 __noinline int reset_segment_tc(struct __sk_buff *skb, const struct packet *p, __u32 l4_off,
 				__u32 seq)
 {
 	__u32 l3_off;
 	if (!skb || !p || !reset_offsets(p, &l3_off, &l4_off))
 		return 0;
+	__be32 seq_be = bpf_htonl(seq);
 	__be16 ip_len = bpf_htons(l4_off - l3_off + sizeof(struct tcphdr));
+
+	// The first HDR_PULL_LEN bytes are linear (guard_tc); IPv6
+	// extension headers can push the TCP header past them.
+	if (skb->data + l4_off + sizeof(struct tcphdr) > skb->data_end &&
+	    bpf_skb_pull_data(skb, l4_off + sizeof(struct tcphdr)))
+		return 0;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
+	struct tcphdr *th = data + l4_off;
+	if ((void *)(th + 1) > end)
+		return 0;
 
+	// old and new: the sums of the words the rewrite changes, before and
+	// after (the ports stay).
+	__u32 old = csum_words32(*(__u32 *)&th->seq) + csum_words32(*(__u32 *)&th->ack_seq) +
+		    *(__u16 *)&th->doff_res + th->window + th->check + th->urg_ptr;
+	__u16 check = rst_check(p, seq_be);
+	__u32 new = csum_words32(seq_be) + RST_DOFF_FLAGS_WORD + check;
 	if (p->key.family == FAMILY_IPV4) {
-		struct {
-			struct iphdr ip;
-			struct tcphdr tcp;
-		} h;
 		struct iphdr *ip = data + l3_off;
 		if ((void *)(ip + 1) > end)
 			return 0;
-		h.ip = *ip;
-		h.ip.check = csum_replace2(ip->check, ip->tot_len, ip_len);
-		h.ip.tot_len = ip_len;
-		rst_header(p, seq, &h.tcp);
-		if (l4_off == l3_off + sizeof(h.ip)) {
-			if (bpf_skb_store_bytes(skb, l3_off, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM))
-				return 0;
-		} else if (bpf_skb_store_bytes(skb, l3_off, &h.ip, sizeof(h.ip), BPF_F_RECOMPUTE_CSUM) ||
-			   bpf_skb_store_bytes(skb, l4_off, &h.tcp, sizeof(h.tcp), BPF_F_RECOMPUTE_CSUM)) {
-			return 0;
-		}
+		__u16 ip_check = csum_replace2(ip->check, ip->tot_len, ip_len);
+		old += ip->tot_len + ip->check;
+		new += ip_len + ip_check;
+		ip->check = ip_check;
+		ip->tot_len = ip_len;
 	} else {
-		struct {
-			struct ipv6hdr ip6;
-			struct tcphdr tcp;
-		} h;
 		struct ipv6hdr *ip6 = data + l3_off;
 		if ((void *)(ip6 + 1) > end)
 			return 0;
-		h.ip6 = *ip6;
-		h.ip6.payload_len = bpf_htons(bpf_ntohs(ip_len) - sizeof(h.ip6));
-		rst_header(p, seq, &h.tcp);
-		if (l4_off == l3_off + sizeof(h.ip6)) {
-			if (bpf_skb_store_bytes(skb, l3_off, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM))
-				return 0;
-		} else if (bpf_skb_store_bytes(skb, l3_off, &h.ip6, sizeof(h.ip6), BPF_F_RECOMPUTE_CSUM) ||
-			   bpf_skb_store_bytes(skb, l4_off, &h.tcp, sizeof(h.tcp), BPF_F_RECOMPUTE_CSUM)) {
-			return 0;
-		}
+		__be16 payload_len = bpf_htons(bpf_ntohs(ip_len) - sizeof(*ip6));
+		old += ip6->payload_len;
+		new += payload_len;
+		ip6->payload_len = payload_len;
 	}
+	write_rst(th, seq_be, check);
+	bpf_csum_update(skb, csum_fold(new) + (__u16)~csum_fold(old));
+
 	if (skb->gso_size)
 		return bpf_skb_change_tail(skb, l4_off + sizeof(struct tcphdr), 0) == 0;
 	return 1;
@@ -851,9 +878,7 @@ static __always_inline enum verdict guard(void *ctx, int is_xdp, void *data, voi
 		return VERDICT_PASS_NOT_GUARDED;
 	case PARSED_FRAGMENT: {
 		// No L4 header, so no port: the setting applies to all of them.
-		__u32 zero = 0;
-		struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
-		if (cfg && (cfg->flags & CONFIG_DROP_FRAGMENTS))
+		if (config.flags & CONFIG_DROP_FRAGMENTS)
 			return VERDICT_DROP_FRAGMENT;
 		return VERDICT_PASS_FRAGMENT;
 	}

@@ -240,8 +240,8 @@ func (g *Guard) Update(s Settings) error {
 	return nil
 }
 
-// apply writes s into the port, allow-list, rate-exemption and config
-// maps, removing what the settings in force had and s has not. The
+// apply writes s into the port, allow-list and rate-exemption maps and
+// the config variable, removing what the settings in force had and s has not. The
 // exemptions go in before the limit is turned on, so no exempt source is
 // ever limited; a new rate empties the rate table, so every source starts
 // afresh under it rather than paying for what it sent under the old one.
@@ -258,8 +258,8 @@ func (g *Guard) apply(s Settings) error {
 		cfg.Flags |= configSourceRate
 		cfg.RateIntervalNs, cfg.RateBurstNs = s.SourceRate.rateParams()
 	}
-	if err := g.objs.Config.Put(uint32(0), cfg); err != nil {
-		return fmt.Errorf("bpf: write config map: %w", err)
+	if err := g.objs.Config.Set(cfg); err != nil {
+		return fmt.Errorf("bpf: write config: %w", err)
 	}
 	oldInterval, oldBurst := g.settings.SourceRate.rateParams()
 	if cfg.RateIntervalNs != oldInterval || cfg.RateBurstNs != oldBurst {

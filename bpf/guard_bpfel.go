@@ -72,7 +72,6 @@ const (
 	guardMapAllow         = "allow"
 	guardMapBlockHints    = "block_hints"
 	guardMapBlocklist     = "blocklist"
-	guardMapConfig        = "config"
 	guardMapCounters      = "counters"
 	guardMapFlowHashKey   = "flow_hash_key"
 	guardMapFlowSlots     = "flow_slots"
@@ -81,6 +80,8 @@ const (
 	guardMapSourceRate    = "source_rate"
 	guardProgGuardTc      = "guard_tc"
 	guardProgGuardXdp     = "guard_xdp"
+	guardVarConfig        = "config"
+	guardVarFlowKey       = "flow_key"
 	guardVarFlowSlotCount = "flow_slot_count"
 )
 
@@ -137,7 +138,6 @@ type guardMapSpecs struct {
 	Allow       *ebpf.MapSpec `ebpf:"allow"`
 	BlockHints  *ebpf.MapSpec `ebpf:"block_hints"`
 	Blocklist   *ebpf.MapSpec `ebpf:"blocklist"`
-	Config      *ebpf.MapSpec `ebpf:"config"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	FlowHashKey *ebpf.MapSpec `ebpf:"flow_hash_key"`
 	FlowSlots   *ebpf.MapSpec `ebpf:"flow_slots"`
@@ -150,6 +150,8 @@ type guardMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardVariableSpecs struct {
+	Config        *ebpf.VariableSpec `ebpf:"config"`
+	FlowKey       *ebpf.VariableSpec `ebpf:"flow_key"`
 	FlowSlotCount *ebpf.VariableSpec `ebpf:"flow_slot_count"`
 }
 
@@ -176,7 +178,6 @@ type guardMaps struct {
 	Allow       *ebpf.Map `ebpf:"allow"`
 	BlockHints  *ebpf.Map `ebpf:"block_hints"`
 	Blocklist   *ebpf.Map `ebpf:"blocklist"`
-	Config      *ebpf.Map `ebpf:"config"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	FlowHashKey *ebpf.Map `ebpf:"flow_hash_key"`
 	FlowSlots   *ebpf.Map `ebpf:"flow_slots"`
@@ -190,7 +191,6 @@ func (m *guardMaps) Close() error {
 		m.Allow,
 		m.BlockHints,
 		m.Blocklist,
-		m.Config,
 		m.Counters,
 		m.FlowHashKey,
 		m.FlowSlots,
@@ -204,6 +204,8 @@ func (m *guardMaps) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardVariables struct {
+	Config        *ebpf.Variable `ebpf:"config"`
+	FlowKey       *ebpf.Variable `ebpf:"flow_key"`
 	FlowSlotCount *ebpf.Variable `ebpf:"flow_slot_count"`
 }
 

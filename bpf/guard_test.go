@@ -209,7 +209,7 @@ func resetState(t testing.TB, g *Guard) {
 	if err := g.clearSourceRate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.objs.Config.Put(uint32(0), guardGuardConfig{}); err != nil {
+	if err := g.objs.Config.Set(guardGuardConfig{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -515,7 +515,7 @@ func tlsTable(t testing.TB) []struct {
 			one(func() pkt { p := f4.data(0, httpGet); p.moreFrags = true; return p }(), "pass_untracked"),
 		)},
 		{name: "fragments dropped when configured", setup: func(t testing.TB, g *Guard) {
-			if err := g.objs.Config.Put(uint32(0), guardGuardConfig{Flags: configDropFragments}); err != nil {
+			if err := g.objs.Config.Set(guardGuardConfig{Flags: configDropFragments}); err != nil {
 				t.Fatal(err)
 			}
 		}, steps: seq(

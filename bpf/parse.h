@@ -33,7 +33,7 @@
 #define FAMILY_IPV6 6
 
 struct flow_key {
-	__u8 saddr[ADDR_LEN];
+	__u8 saddr[ADDR_LEN] __attribute__((aligned(8)));
 	__u8 daddr[ADDR_LEN];
 	__be16 sport;
 	__be16 dport;
@@ -179,11 +179,20 @@ static __always_inline int parse_eth(struct cursor *c)
 	return bpf_ntohs(proto);
 }
 
+// map_v4 writes addr v4-mapped to dst (ADDR_LEN bytes, 8-byte aligned) in
+// two 8-byte stores, rather than byte ranges: a later read of 8 bytes that
+// spans two narrower stores cannot take its bytes from the store buffer
+// and waits for both stores to reach the cache, which costs more than the
+// rest of a SYN's hashing.
 static __always_inline void map_v4(__u8 *dst, __be32 addr)
 {
-	__builtin_memset(dst, 0, V4MAPPED_ZEROS);
-	__builtin_memset(dst + V4MAPPED_ZEROS, 0xff, V4MAPPED_ONES);
-	__builtin_memcpy(dst + V4MAPPED_ZEROS + V4MAPPED_ONES, &addr, sizeof(addr));
+	__u64 *w = (__u64 *)dst;
+	w[0] = 0; // the first 8 of the V4MAPPED_ZEROS zero bytes
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	w[1] = (__u64)addr << 32 | 0xffff0000; // 0, 0, 0xff, 0xff, then the address
+#else
+	w[1] = 0xffff00000000ULL | addr;
+#endif
 }
 
 // parse_ipv4 skips the header including options. Returns 0, or -1 if the
@@ -354,8 +363,9 @@ static __always_inline enum parsed parse_packet(struct cursor *c, struct packet 
 	struct l4_ports *ports_hdr = c->pos;
 	if ((void *)(ports_hdr + 1) > c->end || p->l4_len < sizeof(*ports_hdr))
 		return PARSED_MALFORMED;
-	p->key.sport = ports_hdr->source;
-	p->key.dport = ports_hdr->dest;
+	// Both ports in one 4-byte store (see map_v4): the flow hash reads
+	// them as one word.
+	*(__u32 *)&p->key.sport = *(__u32 *)ports_hdr;
 	return PARSED_PORTS;
 }
 

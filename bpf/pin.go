@@ -33,17 +33,25 @@ func (g *Guard) load() error {
 	g.dropIncompatiblePin(guardMapFlowSlots, slots)
 	g.dropOldFlowTable()
 
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: g.cfg.PinPath}}
+	keyMap, key, err := g.openFlowHashKey(spec.Maps[guardMapFlowHashKey])
+	if err != nil {
+		return err
+	}
+	defer keyMap.Close()
+	if err := spec.Variables[guardVarFlowKey].Set(key); err != nil {
+		return fmt.Errorf("bpf: set the flow hash key: %w", err)
+	}
+
+	opts := &ebpf.CollectionOptions{
+		Maps:            ebpf.MapOptions{PinPath: g.cfg.PinPath},
+		MapReplacements: map[string]*ebpf.Map{guardMapFlowHashKey: keyMap},
+	}
 	if err := spec.LoadAndAssign(&g.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return fmt.Errorf("bpf: load guard: %+v", ve)
 		}
 		return fmt.Errorf("bpf: load guard: %w", err)
-	}
-	if err := g.ensureFlowHashKey(); err != nil {
-		g.objs.Close()
-		return err
 	}
 	if err := g.mapBlockHints(); err != nil {
 		g.objs.Close()
@@ -65,28 +73,49 @@ func (g *Guard) unmapBlockHints() {
 	}
 }
 
-// ensureFlowHashKey gives the flow hash its secret key the first time the
-// key map is created; a pinned key is kept, since the pinned slots were
-// placed with it.
-func (g *Guard) ensureFlowHashKey() error {
+// openFlowHashKey opens the pinned map that keeps the flow hash's secret
+// key, creating and pinning it if there is none, and returns it with the
+// key, which it writes first if the map holds none: a pinned key is kept,
+// since the pinned slots were placed with it. The program does not read
+// the map but a constant the key is copied into before it is loaded
+// (flow_key in guard.c): the map is where the key outlives the program,
+// for a restart or an upgrade. Two edgegates that start at the same moment
+// on an empty pin directory may each write a key and keep its own; their
+// programs then place the same flows in different slots, and a stream one
+// of them started is judged by the other as untracked (userspace judges
+// it still).
+func (g *Guard) openFlowHashKey(spec *ebpf.MapSpec) (*ebpf.Map, guardFlowHashKey, error) {
 	var key guardFlowHashKey
-	if err := g.objs.FlowHashKey.Lookup(uint32(0), &key); err != nil {
-		return fmt.Errorf("bpf: read the flow hash key: %w", err)
+	m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: g.cfg.PinPath})
+	if err != nil {
+		return nil, key, fmt.Errorf("bpf: open the flow hash key map: %w", err)
+	}
+	if err := m.Lookup(uint32(0), &key); err != nil {
+		m.Close()
+		return nil, key, fmt.Errorf("bpf: read the flow hash key: %w", err)
 	}
 	if key != (guardFlowHashKey{}) {
-		return nil
+		return m, key, nil
 	}
 	var b [len(key.K) * 4]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return fmt.Errorf("bpf: make a flow hash key: %w", err)
+		m.Close()
+		return nil, key, fmt.Errorf("bpf: make a flow hash key: %w", err)
 	}
 	for i := range key.K {
 		key.K[i] = binary.LittleEndian.Uint32(b[4*i:])
 	}
-	if err := g.objs.FlowHashKey.Put(uint32(0), key); err != nil {
-		return fmt.Errorf("bpf: write the flow hash key: %w", err)
+	if err := m.Put(uint32(0), key); err != nil {
+		m.Close()
+		return nil, key, fmt.Errorf("bpf: write the flow hash key: %w", err)
 	}
-	return nil
+	// Should another edgegate have written its key meanwhile, take
+	// whichever is in the map now.
+	if err := m.Lookup(uint32(0), &key); err != nil {
+		m.Close()
+		return nil, key, fmt.Errorf("bpf: read the flow hash key: %w", err)
+	}
+	return m, key, nil
 }
 
 // oldFlowTable is the pin name of the flow table before it became an array
