@@ -589,7 +589,7 @@ func TestMTLSCertificateChoice(t *testing.T) {
 	cfg = strings.Replace(cfg, "certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}]",
 		"certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}, {cert: "+strconvQuote(rsaFile)+", key: "+strconvQuote(rsaKey)+"}]", 1)
 	s := startServer(t, cfg)
-	if n := len(s.state.Load().vhosts["app"].mtls.tls.Certificates); n != 2 {
+	if n := len(s.state.Load().vhosts["app"].mtls.certs); n != 2 {
 		t.Fatalf("vhost loaded %d certificates, want 2", n)
 	}
 	addr := s.addr(t, "127.0.0.1:0")
