@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"syscall"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/relay"
+	"github.com/edgegate/edgegate/gateway/upstream"
 )
 
 // forward is the tail both modes share once a connection may go upstream:
@@ -26,6 +28,9 @@ import (
 // speaks TLS too is relayed by Pipe, on this goroutine.
 func (s *Server) forward(ss *session, st *state, client net.Conn, raw clientConn, hdr, first []byte) (parked bool) {
 	v := ss.vhost
+	if tc, ok := client.(*tls.Conn); ok && s.parker != nil && v.upAddr.IsValid() && len(first) == 0 {
+		return s.forwardDialing(ss, tc, raw, hdr)
+	}
 	dialStart := time.Now()
 	up, srv, err := v.pool.Dial(ss.client.Addr(), v.timeouts.UpstreamDial.D(), relay.Dial)
 	if err == nil {
@@ -70,6 +75,48 @@ func (s *Server) forward(ss *session, st *state, client net.Conn, raw clientConn
 	}
 	s.relayed(ss, len(first), relay.Pipe(client, up, idle))
 	return false
+}
+
+// forwardDialing is forward for a terminated connection whose upstream is
+// one server named by IP (v.upAddr): the connect is started without
+// blocking and the pair parked at once, the relay's loop finishing the
+// connect and writing hdr, as passthroughRaw does. The handshake's
+// goroutine neither waits for the connect nor puts the upstream socket in
+// Go's poller. A connect that fails closes the client without a byte.
+func (s *Server) forwardDialing(ss *session, tc *tls.Conn, raw clientConn, hdr []byte) bool {
+	v := ss.vhost
+	w := v.pool.Walk(ss.client.Addr())
+	srv := w.Next()
+	if srv == nil {
+		ss.outcome, ss.err = OutcomeUpstreamUnreachable, fmt.Errorf("vhost %s: %w", v.name, upstream.ErrNoServer)
+		closeSilently(raw, false)
+		return false
+	}
+	dialStart := time.Now()
+	up, err := relay.DialStart(v.upAddr)
+	if err != nil {
+		srv.Report(err)
+		ss.outcome, ss.err = OutcomeUpstreamUnreachable, err
+		closeSilently(raw, false)
+		return false
+	}
+	pr := relay.NewTLSDialPair(tc, tc.NetConn().(*heldConn).Socket, up, hdr, v.timeouts.UpstreamDial.D(), v.timeouts.Idle.D(), func(r relay.Result) {
+		if r.DialErr != nil {
+			ss.outcome, ss.err = OutcomeUpstreamUnreachable, r.DialErr
+		} else {
+			s.relayed(ss, 0, r)
+		}
+		s.end(ss)
+	})
+	pr.Dialed = func(err error) {
+		srv.Report(err)
+		if err == nil {
+			ss.server = srv
+			s.metrics.of(v).connect.Observe(time.Since(dialStart).Seconds())
+		}
+	}
+	s.park(ss, pr)
+	return true
 }
 
 // park hands a connection's pair to the relay's loops, which end the

@@ -19,8 +19,9 @@ import (
 // from the SNI edgegate already read, who may connect, and how client
 // certificates are judged.
 type mtlsHost struct {
-	tls  *tls.Config
-	auth *clientauth.Verifier
+	tls   *tls.Config       // shared by the vhost's connections; see terminate
+	certs []tls.Certificate // what tls serves, chosen by certificate
+	auth  *clientauth.Verifier
 	// trust digests what the vhost trusts (CA, pins); a reload that keeps
 	// it keeps auth's cache of verified chains and its generation.
 	trust [32]byte
@@ -136,19 +137,22 @@ func newMTLSHost(cfg *config.Config, i int, prev *mtlsHost) (*mtlsHost, error) {
 	if vc.TLS.MinVersion == "1.3" {
 		minVersion = tls.VersionTLS13
 	}
+	m := &mtlsHost{auth: auth, trust: trustSum, certs: certs}
 	tc := &tls.Config{
-		Certificates: certs,
-		MinVersion:   minVersion,
-		NextProtos:   vc.TLS.ALPN,
+		GetCertificate: m.certificate,
+		MinVersion:     minVersion,
+		NextProtos:     vc.TLS.ALPN,
 		// The handshake asks for a certificate but judges it itself, in
 		// VerifyConnection, which also runs on resumption; Go's own
 		// "certificate required" path is never taken.
 		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: m.verifyConnection,
 		CipherSuites:     vc.TLS.SuiteIDs,
 		CurvePreferences: vc.TLS.CurveIDs,
 	}
 	tc.SetSessionTicketKeys(keys)
-	return &mtlsHost{tls: tc, auth: auth, trust: trustSum}, nil
+	m.tls = tc
+	return m, nil
 }
 
 // loadKeyPair loads a certificate chain and its private key.

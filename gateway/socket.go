@@ -8,6 +8,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -34,8 +35,17 @@ type clientConn interface {
 // as a *net.TCPConn's would (net.ErrClosed once closed), it inherits
 // TCP_NODELAY from the listener, and like a fast-path connection it has no
 // TCP keepalive (the vhost's idle timeout ends a dead one).
+//
+// Its reads and writes are raw system calls on the non-blocking socket
+// (relay/rawsyscall.go says why), waiting in Go's poller only when the
+// socket would block: through os.File they would be blocking system calls
+// to the scheduler (entersyscall), each of which wakes sysmon from its
+// deep sleep when the process was idle, and sysmon then polls every 20 µs
+// for a millisecond (perf: nanosleep and futex, about a tenth of the
+// process's CPU in mtls-full at partial load).
 type fileConn struct {
 	f             *os.File
+	rc            syscall.RawConn
 	local, remote netip.AddrPort
 }
 
@@ -44,21 +54,88 @@ type fileConn struct {
 // that it could not wait for the client.
 func newFileConn(fd int, local, remote netip.AddrPort) *fileConn {
 	f := os.NewFile(uintptr(fd), "tcp")
-	if f.SetDeadline(time.Time{}) != nil {
+	rc, err := f.SyscallConn()
+	if err != nil || f.SetDeadline(time.Time{}) != nil {
 		f.Close()
 		return nil
 	}
-	return &fileConn{f: f, local: local, remote: remote}
+	return &fileConn{f: f, rc: rc, local: local, remote: remote}
 }
 
 func (c *fileConn) Read(p []byte) (int, error) {
-	n, err := c.f.Read(p)
-	return n, c.opError("read", err)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, errno = relay.RawRead(int(fd), p)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, c.waitError("read", err)
+	case errno != nil:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 func (c *fileConn) Write(p []byte) (int, error) {
-	n, err := c.f.Write(p)
-	return n, c.opError("write", err)
+	total := 0
+	var errno error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for total < len(p) {
+			var n int
+			n, errno = rawWrite(int(fd), p[total:])
+			switch errno {
+			case nil:
+				total += n
+			case unix.EINTR:
+			case unix.EAGAIN:
+				errno = nil
+				return false // wait until the socket is writable
+			default:
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return total, c.waitError("write", err)
+	case errno != nil:
+		return total, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return total, nil
+}
+
+// rawWrite is write(2) as a raw system call, for a non-blocking socket.
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// waitError is opError for an error of the poller's wait: the deadline
+// (os.ErrDeadlineExceeded, a timeout) or the file closed meanwhile, the
+// only two it returns for a pollable socket.
+func (c *fileConn) waitError(op string, err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		err = net.ErrClosed
+	}
+	return c.opError(op, err)
 }
 
 // Close closes the socket.

@@ -30,35 +30,10 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 	}
 
 	hc := &heldConn{Socket: relay.NewSocket(c), prefix: prefix, holding: true}
-	cfg := m.tls.Clone()
-	var reason clientauth.Reason
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		// Recorded before the verdict, so that a refusal's log line
-		// names the certificate it refused (the SPKI to pin, say).
-		ss.tls.set(cs)
-		r, err := m.auth.Verify(cs.PeerCertificates, time.Now())
-		if err != nil {
-			reason = r
-			return err
-		}
-		return nil
-	}
-	// The served certificate is recorded for the PROXY header (SSL_SIG_ALG
-	// and SSL_KEY_ALG describe the frontend's certificate); the choice is
-	// crypto/tls's own: the first certificate the client supports.
-	var served *x509.Certificate
-	cfg.Certificates = nil
-	cfg.GetCertificate = func(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		for i := range m.tls.Certificates {
-			c := &m.tls.Certificates[i]
-			if chi.SupportsCertificate(c) == nil || i == len(m.tls.Certificates)-1 {
-				served = c.Leaf
-				return c, nil
-			}
-		}
-		return nil, errors.New("no certificate")
-	}
-	tc := tls.Server(hc, cfg)
+	// m.tls is the vhost's, shared: its hooks (mtlsHost.certificate and
+	// verifyConnection) reach this connection through hc and the
+	// handshake's error, so no per-connection Config is made.
+	tc := tls.Server(hc, m.tls)
 	// The handshake's time limit is a deadline on the socket, which the
 	// poller keeps: a context with a deadline would cost a timer and an
 	// AfterFunc registration (a dozen allocations) on every handshake.
@@ -69,8 +44,11 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 	c.SetDeadline(time.Time{})
 	if err != nil {
 		hc.discard()
-		if reason != "" {
-			s.refuse(ss, c, OutcomeClientCert, string(reason), err)
+		if r, ok := errors.AsType[*certRefused](err); ok {
+			// The refused certificate goes into the log line (the
+			// SPKI to pin, say).
+			ss.tls.set(r.cs)
+			s.refuse(ss, c, OutcomeClientCert, string(r.reason), err)
 		} else {
 			s.refuse(ss, c, OutcomeHandshake, handshakeReason(err), err)
 		}
@@ -84,7 +62,7 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 
 	cs := tc.ConnectionState()
 	ss.tls.set(cs)
-	tlvs, err := proxyheader.TLSTLVs(ss.sni, cs, served, ss.uniqueID(v.upstream))
+	tlvs, err := proxyheader.TLSTLVs(ss.sni, cs, hc.served, ss.uniqueID(v.upstream))
 	var hdr []byte
 	if err == nil {
 		hdr, err = proxyheader.Encode(v.upstream.ProxyProtocol, ss.client, ss.local, tlvs)
@@ -95,6 +73,43 @@ func (s *Server) terminate(ss *session, st *state, c clientConn, prefix []byte) 
 		return false
 	}
 	return s.forward(ss, st, tc, c, hdr, nil)
+}
+
+// certRefused is the handshake's error when mtlsHost.verifyConnection
+// refuses the client's certificate: why, and the state it judged.
+type certRefused struct {
+	reason clientauth.Reason
+	cs     tls.ConnectionState
+	err    error
+}
+
+func (e *certRefused) Error() string { return e.err.Error() }
+func (e *certRefused) Unwrap() error { return e.err }
+
+// verifyConnection judges the client's certificate chain with the vhost's
+// verifier, on full and resumed handshakes alike.
+func (m *mtlsHost) verifyConnection(cs tls.ConnectionState) error {
+	r, err := m.auth.Verify(cs.PeerCertificates, time.Now())
+	if err != nil {
+		return &certRefused{reason: r, cs: cs, err: err}
+	}
+	return nil
+}
+
+// certificate chooses the certificate to serve the way crypto/tls would
+// from Config.Certificates (the first one the client supports, else the
+// last), and records it in the connection's heldConn.
+func (m *mtlsHost) certificate(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	for i := range m.certs {
+		c := &m.certs[i]
+		if chi.SupportsCertificate(c) == nil || i == len(m.certs)-1 {
+			if hc, ok := chi.Conn.(*heldConn); ok {
+				hc.served = c.Leaf
+			}
+			return c, nil
+		}
+	}
+	return nil, errors.New("no certificate")
 }
 
 // tlsFacts is what an mtls handshake established, for the connection's log
@@ -155,6 +170,10 @@ type heldConn struct {
 	prefix  []byte
 	held    []byte
 	holding bool
+	// served is the certificate the handshake presented, for the PROXY
+	// header (SSL_SIG_ALG and SSL_KEY_ALG describe it); set by
+	// mtlsHost.certificate.
+	served *x509.Certificate
 }
 
 func (c *heldConn) Read(p []byte) (int, error) {

@@ -333,6 +333,28 @@ vhosts:
 	up.expectNone(t)
 }
 
+// TestMTLSUpstreamUnreachable: a verified client whose vhost's upstream
+// refuses the connection (the relay's loop finishes the connect) is closed
+// with a FIN and nothing else, no close_notify, and counted as
+// upstream_unreachable.
+func TestMTLSUpstreamUnreachable(t *testing.T) {
+	p := newPKI(t)
+	s := startServer(t, mtlsConfig(p, "127.0.0.1:0", deadAddress(t), ""))
+	addr := s.addr(t, "127.0.0.1:0")
+	for i := range 20 {
+		// TLS 1.2: the server's last handshake bytes come before the
+		// client's first write, so any byte after PING is one too many.
+		c, rc, err := dialTLS(t, addr, &tls.Config{ServerName: "app.example.test", RootCAs: p.roots,
+			Certificates: []tls.Certificate{p.clients["valid"]}, MaxVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		c.Write([]byte("PING\n"))
+		expectRefused(t, c, rc, nil)
+		s.waitCount(t, "127.0.0.1:0", "app", OutcomeUpstreamUnreachable, float64(i+1))
+	}
+}
+
 // stallConn lets a TLS client send its ClientHello, then swallows every
 // later write so the server waits for a flight that never comes.
 type stallConn struct {
@@ -567,7 +589,7 @@ func TestMTLSCertificateChoice(t *testing.T) {
 	cfg = strings.Replace(cfg, "certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}]",
 		"certificates: [{cert: "+strconvQuote(p.certFile)+", key: "+strconvQuote(p.keyFile)+"}, {cert: "+strconvQuote(rsaFile)+", key: "+strconvQuote(rsaKey)+"}]", 1)
 	s := startServer(t, cfg)
-	if n := len(s.state.Load().vhosts["app"].mtls.tls.Certificates); n != 2 {
+	if n := len(s.state.Load().vhosts["app"].mtls.certs); n != 2 {
 		t.Fatalf("vhost loaded %d certificates, want 2", n)
 	}
 	addr := s.addr(t, "127.0.0.1:0")

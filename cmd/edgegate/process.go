@@ -57,6 +57,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if err := startHeapFloor(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	out := &logOutput{stderr: stderr}
 	if err := out.setPath(cfg.Path(cfg.Log.File)); err != nil {
 		fmt.Fprintln(stderr, cfg.ErrAt(fmt.Sprintf("log.file %q: %v", cfg.Log.File, err), "log", "file"))

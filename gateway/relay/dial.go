@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -73,4 +74,19 @@ func releasePending(b []byte) {
 	if cap(b) == pendingSize {
 		pendingBufs.Put((*[pendingSize]byte)(b[:pendingSize]))
 	}
+}
+
+// NewTLSDialPair is NewDialPair for a terminated client: tc and sock are
+// as for NewTLSPair, upstream a socket from DialStart whose connect is in
+// progress, pending the PROXY header to write once it is connected. The
+// loop finishes the connect, so that the goroutine which did the
+// handshake neither waits for it nor registers the upstream socket in
+// Go's poller. A connect that fails or times out ends the pair with
+// Result.DialErr set, the client closed without a byte (no close_notify).
+func NewTLSDialPair(tc *tls.Conn, sock *Socket, upstream int, pending []byte, dialTimeout, idle time.Duration, done func(Result)) *Pair {
+	pr := NewDialPair(-1, upstream, pending, 0, dialTimeout, idle, done)
+	pr.conns[0], pr.tls, pr.sock = tc, tc, sock
+	// The header was not lent by PendingBuffer: not the pool's to take.
+	pr.pendingBuf = nil
+	return pr
 }

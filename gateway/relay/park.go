@@ -708,8 +708,20 @@ func (l *loop) finish(pr *Pair) {
 // one, else directly. A client whose upstream could not be reached is
 // closed without a byte, as CloseSilently does.
 func (pr *Pair) closeSides() {
-	if pr.connecting && pr.conns[0] == nil && pr.fds[0] >= 0 {
-		CloseFD(pr.fds[0])
+	if pr.connecting {
+		switch {
+		case pr.sock != nil:
+			// A terminated client (NewTLSDialPair): no close_notify,
+			// the socket closed as CloseFD does, through its Conn.
+			if pr.fds[0] >= 0 {
+				rawShutdownWrite(pr.fds[0])
+				discardQueuedFD(pr.fds[0])
+			}
+			pr.sock.Conn.Close()
+			pr.conns[0] = nil
+		case pr.conns[0] == nil && pr.fds[0] >= 0:
+			CloseFD(pr.fds[0])
+		}
 		pr.fds[0] = -1
 	}
 	for side, c := range pr.conns {
@@ -791,7 +803,7 @@ func (l *loop) connected(pr *Pair, events uint32) bool {
 	pr.listed = true
 	// The client's bytes that arrived while connecting: its edge has
 	// passed, so read them now.
-	l.progress(pr, 0)
+	l.move(pr, 0)
 	return !pr.finished
 }
 
