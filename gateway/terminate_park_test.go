@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -474,7 +475,8 @@ func TestMTLSParkedStress(t *testing.T) {
 	p := newPKI(t)
 	up := newEchoUpstream(t)
 	dir := t.TempDir()
-	s := startServerIn(t, dir, mtlsConfig(p, "127.0.0.1:0", up.address(), ""))
+	logs := &logLines{}
+	s := startServerLogging(t, dir, mtlsConfig(p, "127.0.0.1:0", up.address(), ""), slog.New(slog.NewJSONHandler(logs, nil)))
 	addr := s.addr(t, "127.0.0.1:0")
 	cache := tls.NewLRUClientSessionCache(64)
 
@@ -495,13 +497,13 @@ func TestMTLSParkedStress(t *testing.T) {
 	for i := range n {
 		go func() {
 			errs <- func() (err error) {
-				waited := false
+				waited, local := false, ""
 				defer func() {
 					if !waited {
 						parked.Done()
 					}
 					if err != nil {
-						err = fmt.Errorf("connection %d: %w", i, err)
+						err = fmt.Errorf("connection %d (%s): %w", i, local, err)
 					}
 				}()
 				raw, err := net.Dial("tcp", addr)
@@ -509,6 +511,7 @@ func TestMTLSParkedStress(t *testing.T) {
 					return err
 				}
 				defer raw.Close()
+				local = raw.LocalAddr().String()
 				fc := &flightConn{Conn: raw}
 				cfg := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}}
 				tls13 := i%5 != 4
@@ -585,9 +588,20 @@ func TestMTLSParkedStress(t *testing.T) {
 		t.Fatalf("reload: %v", err)
 	}
 	reloaded.Done()
+	failed := false
 	for range n {
 		if err := <-errs; err != nil {
 			t.Error(err)
+			failed = true
+		}
+	}
+	if failed {
+		// The gateway's account of the connections that did not end as
+		// proxied.
+		for _, l := range logs.connections(t) {
+			if l["outcome"] != string(OutcomeProxied) {
+				t.Logf("gateway: %v", l)
+			}
 		}
 	}
 	s.waitCount(t, "127.0.0.1:0", "app", OutcomeProxied, float64(n))
