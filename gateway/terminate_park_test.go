@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -475,8 +476,15 @@ func TestMTLSParkedStress(t *testing.T) {
 	p := newPKI(t)
 	up := newEchoUpstream(t)
 	dir := t.TempDir()
+	// A loaded machine (the race detector, 2 cores shared) can take longer
+	// than the usual limits to run this many handshakes and dials at once:
+	// the test is after lost wake-ups, not slow handshakes.
+	config := func(extra string) string {
+		return strings.Replace(mtlsConfig(p, "127.0.0.1:0", up.address(), extra),
+			"timeouts: {handshake: 5s}", "timeouts: {handshake: 1m, upstream_dial: 1m, client_hello: 1m}", 1)
+	}
 	logs := &logLines{}
-	s := startServerLogging(t, dir, mtlsConfig(p, "127.0.0.1:0", up.address(), ""), slog.New(slog.NewJSONHandler(logs, nil)))
+	s := startServerLogging(t, dir, config(""), slog.New(slog.NewJSONHandler(logs, nil)))
 	addr := s.addr(t, "127.0.0.1:0")
 	cache := tls.NewLRUClientSessionCache(64)
 
@@ -581,7 +589,7 @@ func TestMTLSParkedStress(t *testing.T) {
 	}
 	parked.Wait()
 	cfgPath := filepath.Join(dir, "edgegate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(mtlsConfig(p, "127.0.0.1:0", up.address(), "    timeouts: {idle: 5m}\n")), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(config("    timeouts: {idle: 5m}\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ReloadFile(cfgPath); err != nil {
