@@ -114,7 +114,7 @@ type half struct {
 	moved    int64
 
 	// A TLS pair's halves (parktls.go); their buffers are in the Socket.
-	broken  bool // src ended with an error: both directions end once out is written
+	broken  bool // src ended with an error: both directions end once its cleartext is written
 	closing bool // close_notify is written (to the client)
 }
 
