@@ -26,8 +26,9 @@ import (
 //     written when the socket is writable again; it reports everything
 //     written, because crypto/tls treats a short write as the end of the
 //     connection. The loop writes no more through the TLS connection while
-//     out holds bytes, so out holds at most one write's records, and is
-//     released as soon as it is empty.
+//     out holds bytes, so out holds at most one write's records (a chunk's,
+//     gathered into one write: see toTLS), and is released as soon as it
+//     is empty.
 type Socket struct {
 	Conn
 	parked bool
