@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -370,4 +375,242 @@ func TestMTLSRecordInPieces(t *testing.T) {
 		u.Write([]byte("ok\n"))
 		readFull(t, "client", c, "ok\n")
 	}
+}
+
+// flightConn is a client's socket that can hold its writes back and send
+// them in one segment: the client's last handshake flight together with
+// the records written after it, or records together with close_notify. In
+// trickle mode each byte goes in a segment of its own, so records arrive
+// split across reads.
+type flightConn struct {
+	net.Conn
+	mu      sync.Mutex
+	writes  int
+	holdAt  int // writes from this one on are held (0: none)
+	held    []byte
+	trickle bool
+}
+
+func (c *flightConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	if c.holdAt > 0 && c.writes >= c.holdAt {
+		c.held = append(c.held, p...)
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	trickle := c.trickle
+	c.mu.Unlock()
+	return len(p), send(c.Conn, p, trickle)
+}
+
+// hold holds every write from now on until release.
+func (c *flightConn) hold() {
+	c.mu.Lock()
+	c.holdAt = c.writes + 1
+	c.mu.Unlock()
+}
+
+// release sends what was held, in one write, and stops holding.
+func (c *flightConn) release() error {
+	c.mu.Lock()
+	held := c.held
+	c.held, c.holdAt = nil, 0
+	c.mu.Unlock()
+	_, err := c.Conn.Write(held)
+	return err
+}
+
+// stressRound writes the requests through c, pipelined (each its own
+// records, all sent before any echo is read) and checks that the upstream's
+// echo of all of them comes back intact.
+func stressRound(c *tls.Conn, fc *flightConn, reqs [][]byte, coalesce bool) error {
+	var want []byte
+	for _, r := range reqs {
+		want = append(want, r...)
+	}
+	echoed := make(chan error, 1)
+	go func() {
+		got := make([]byte, len(want))
+		n, err := io.ReadFull(c, got)
+		switch {
+		case err != nil:
+			echoed <- fmt.Errorf("echo: read %d of %d bytes: %w", n, len(want), err)
+		case !bytes.Equal(got, want):
+			echoed <- fmt.Errorf("echo: %d bytes differ from what was sent", len(want))
+		default:
+			echoed <- nil
+		}
+	}()
+	if coalesce {
+		fc.hold()
+	}
+	for _, r := range reqs {
+		if _, err := c.Write(r); err != nil {
+			return err
+		}
+	}
+	if coalesce {
+		if err := fc.release(); err != nil {
+			return err
+		}
+	}
+	return <-echoed
+}
+
+// TestMTLSParkedStress hunts lost wake-ups in parked mtls connections:
+// many connections at once, each sending pipelined requests that must all
+// come back from an echo upstream. Connections send their first records in
+// the same segment as the handshake's last flight (crypto/tls reads them
+// with it, so no event announces them once parked), some send records a
+// byte per segment, some big enough to fill the sockets (partial writes),
+// some resume, some speak TLS 1.2; a reload happens while they are parked,
+// and each ends with close_notify sent with its last records, after which
+// the echo and the upstream's end (close_notify) must arrive. A hung
+// connection fails the test at its deadline, naming what it waited for.
+func TestMTLSParkedStress(t *testing.T) {
+	n := 150
+	if testing.Short() {
+		n = 40
+	}
+	p := newPKI(t)
+	up := newEchoUpstream(t)
+	dir := t.TempDir()
+	// A loaded machine (the race detector, 2 cores shared) can take longer
+	// than the usual limits to run this many handshakes and dials at once:
+	// the test is after lost wake-ups, not slow handshakes.
+	config := func(extra string) string {
+		return strings.Replace(mtlsConfig(p, "127.0.0.1:0", up.address(), extra),
+			"timeouts: {handshake: 5s}", "timeouts: {handshake: 1m, upstream_dial: 1m, client_hello: 1m}", 1)
+	}
+	logs := &logLines{}
+	s := startServerLogging(t, dir, config(""), slog.New(slog.NewJSONHandler(logs, nil)))
+	addr := s.addr(t, "127.0.0.1:0")
+	cache := tls.NewLRUClientSessionCache(64)
+
+	requests := func(i, round int) [][]byte {
+		sizes := [][]int{{1, 100, 1000}, {16 << 10, 1}, {17 << 10, 5, 40 << 10}, {300 << 10}, {7, 7, 7, 7, 7, 7, 7, 7}}
+		var reqs [][]byte
+		for j, size := range sizes[(i+round)%len(sizes)] {
+			r := make([]byte, size)
+			io.ReadFull(seeded(byte(i*7+round*3+j)), r)
+			reqs = append(reqs, r)
+		}
+		return reqs
+	}
+	var parked, reloaded sync.WaitGroup
+	reloaded.Add(1)
+	parked.Add(n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- func() (err error) {
+				waited, local := false, ""
+				defer func() {
+					if !waited {
+						parked.Done()
+					}
+					if err != nil {
+						err = fmt.Errorf("connection %d (%s): %w", i, local, err)
+					}
+				}()
+				raw, err := net.Dial("tcp", addr)
+				if err != nil {
+					return err
+				}
+				defer raw.Close()
+				local = raw.LocalAddr().String()
+				fc := &flightConn{Conn: raw}
+				cfg := &tls.Config{ServerName: "app.example.test", RootCAs: p.roots, Certificates: []tls.Certificate{p.clients["valid"]}}
+				tls13 := i%5 != 4
+				if !tls13 {
+					cfg.MaxVersion = tls.VersionTLS12
+				}
+				if i%3 == 1 {
+					cfg.ClientSessionCache = cache
+				}
+				c := tls.Client(fc, cfg)
+				c.SetDeadline(time.Now().Add(time.Minute))
+				if tls13 {
+					// The client's last flight waits for the first requests.
+					fc.holdAt = 2
+				}
+				if err := c.Handshake(); err != nil {
+					return fmt.Errorf("handshake: %w", err)
+				}
+				if err := stressRound(c, fc, requests(i, 0), tls13); err != nil {
+					return fmt.Errorf("first round: %w", err)
+				}
+				if i%4 != 0 {
+					// Parked and idle until the reload is done.
+					waited = true
+					parked.Done()
+					reloaded.Wait()
+				}
+				fc.trickle = i%6 == 2
+				if err := stressRound(c, fc, requests(i, 1), i%2 == 0); err != nil {
+					return fmt.Errorf("second round: %w", err)
+				}
+				fc.trickle = false
+				last := requests(i, 2)
+				fc.hold()
+				for _, r := range last[:len(last)-1] {
+					c.Write(r)
+				}
+				// The last request, close_notify and the echo's end.
+				r := last[len(last)-1]
+				echoed := make(chan error, 1)
+				go func() {
+					var want []byte
+					for _, r := range last {
+						want = append(want, r...)
+					}
+					got, err := io.ReadAll(c)
+					switch {
+					case err != nil:
+						echoed <- fmt.Errorf("last echo: read %d of %d bytes: %w", len(got), len(want), err)
+					case !bytes.Equal(got, want):
+						echoed <- fmt.Errorf("last echo: %d bytes back, want %d intact", len(got), len(want))
+					default:
+						echoed <- nil
+					}
+				}()
+				c.Write(r)
+				c.CloseWrite()
+				// CloseWrite ends the socket's write deadline once
+				// close_notify is (held) written.
+				raw.SetWriteDeadline(time.Now().Add(time.Minute))
+				if err := fc.release(); err != nil {
+					return err
+				}
+				return <-echoed
+			}()
+		}()
+	}
+	parked.Wait()
+	cfgPath := filepath.Join(dir, "edgegate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(config("    timeouts: {idle: 5m}\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadFile(cfgPath); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	reloaded.Done()
+	failed := false
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+			failed = true
+		}
+	}
+	if failed {
+		// The gateway's account of the connections that did not end as
+		// proxied.
+		for _, l := range logs.connections(t) {
+			if l["outcome"] != string(OutcomeProxied) {
+				t.Logf("gateway: %v", l)
+			}
+		}
+	}
+	s.waitCount(t, "127.0.0.1:0", "app", OutcomeProxied, float64(n))
 }

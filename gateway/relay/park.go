@@ -122,11 +122,8 @@ type half struct {
 	done  bool // dst has been half-closed
 	moved int64
 
-	// A TLS pair's halves (parktls.go) hold cleartext in buf, of which
-	// out is not yet written, only until it is written.
-	buf     *[smallCopy]byte
-	out     []byte
-	broken  bool // src ended with an error: both directions end once out is written
+	// A TLS pair's halves (parktls.go); their buffers are in the Socket.
+	broken  bool // src ended with an error: both directions end once its cleartext is written
 	closing bool // close_notify is written (to the client)
 }
 
@@ -452,23 +449,19 @@ func (l *loop) service(pr *Pair, side int, events uint32) {
 			return
 		}
 	}
-	l.move(pr, side)
-	if !pr.finished {
-		l.move(pr, 1-side)
+	if pr.tls != nil {
+		// Both directions, in turns (parktls.go).
+		l.progressTLS(pr)
+	} else {
+		l.progress(pr, side)
+		if !pr.finished {
+			l.progress(pr, 1-side)
+		}
 	}
 	if !pr.finished && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && pr.halves[side].eof {
 		// The peer on side reset after it had finished sending: nothing
 		// more can be delivered to it.
 		l.fail(pr, side)
-	}
-}
-
-// move moves what it can of half h (from side h to side 1-h).
-func (l *loop) move(pr *Pair, h int) {
-	if pr.tls != nil {
-		l.progressTLS(pr, h)
-	} else {
-		l.progress(pr, h)
 	}
 }
 
@@ -677,10 +670,6 @@ func (l *loop) finish(pr *Pair) {
 			unix.Close(p.r)
 			unix.Close(p.w)
 			pr.halves[i].pipe = nil
-		}
-		if b := pr.halves[i].buf; b != nil {
-			copyBufs.Put(b)
-			pr.halves[i].buf, pr.halves[i].out = nil, nil
 		}
 	}
 	if pr.listed {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,13 +26,21 @@ import (
 //     written when the socket is writable again; it reports everything
 //     written, because crypto/tls treats a short write as the end of the
 //     connection. The loop writes no more through the TLS connection while
-//     out holds bytes, so out holds at most one write's records, and is
-//     released as soon as it is empty.
+//     out holds bytes, so out holds at most one write's records (a chunk's,
+//     gathered into one write: see toTLS), and is released as soon as it
+//     is empty.
 type Socket struct {
 	Conn
 	parked bool
 	fd     int
 	out    []byte
+	// While parked, the buffers of bytes on the move: out is in outBuf
+	// when gathered, plain (the client's cleartext not yet written to the
+	// upstream) in plainBuf.
+	outBuf    *[tlsOut]byte
+	gathering bool
+	plain     []byte
+	plainBuf  *[tlsChunk]byte
 }
 
 // NewSocket returns c as a Socket, for tls.Server (directly or under a
@@ -83,6 +92,11 @@ func (s *Socket) Write(p []byte) (int, error) {
 	if !s.parked {
 		return s.Conn.Write(p)
 	}
+	if s.gathering {
+		// A chunk's records, written at once by flush.
+		s.out = append(s.out, p...)
+		return len(p), nil
+	}
 	if len(s.out) == 0 {
 		n, err := writeFD(s.fd, p)
 		if err != nil {
@@ -107,8 +121,22 @@ func (s *Socket) flush() error {
 	s.out = s.out[n:]
 	if len(s.out) == 0 {
 		s.out = nil
+		if s.outBuf != nil {
+			recordBufs.Put(s.outBuf)
+			s.outBuf = nil
+		}
 	}
 	return err
+}
+
+// gather makes the records crypto/tls writes next wait in out, in a pooled
+// buffer, until flush writes them all at once. out is empty.
+func (s *Socket) gather() {
+	if s.outBuf == nil {
+		s.outBuf = recordBufs.Get().(*[tlsOut]byte)
+	}
+	s.out = s.outBuf[:0]
+	s.gathering = true
 }
 
 // writeFD writes p to a non-blocking socket until it is all written or the
@@ -171,71 +199,106 @@ func (s *Socket) park() (int, error) {
 	return fd, nil
 }
 
-// progressTLS is progress for a pair whose client side is crypto/tls.
-func (l *loop) progressTLS(pr *Pair, h int) {
-	if h == 0 {
-		l.fromTLS(pr)
-	} else {
-		l.toTLS(pr)
+// tlsChunk is how much cleartext a TLS pair moves per turn each way: four
+// full records. The client's records are decrypted into one buffer of it
+// and written to the upstream in one write; as much of the upstream's
+// bytes is read at once, encrypted into records gathered in one buffer
+// (tlsOut) and written to the client in one write. Both buffers come from
+// pools while bytes move and go back as soon as they are written.
+const (
+	tlsChunk = 64 << 10
+	tlsOut   = tlsChunk + 4*(5+1+16) + 1024 // the records' headers, content types and tags
+)
+
+var (
+	plainBufs  = sync.Pool{New: func() any { return new([tlsChunk]byte) }}
+	recordBufs = sync.Pool{New: func() any { return new([tlsOut]byte) }}
+)
+
+// progressTLS moves what it can both ways for a pair whose client side is
+// crypto/tls: a chunk each way in turns, so that a direction that always
+// has bytes (a bulk download) does not hold up the other (the upload)
+// until its socket fills, and until both would block or wait for room.
+func (l *loop) progressTLS(pr *Pair) {
+	for !pr.finished {
+		more := l.fromTLS(pr)
+		if pr.finished {
+			return
+		}
+		if !l.toTLS(pr) && !more {
+			return
+		}
 	}
 }
 
-// fromTLS moves the client's bytes to the upstream: decrypts what the
-// client's socket holds, a record at a time, and writes the cleartext to
-// the upstream. Cleartext the upstream cannot take yet stays in the half's
-// buffer, and nothing more is decrypted until it is written (EPOLLOUT on
-// the upstream resumes).
-func (l *loop) fromTLS(pr *Pair) {
+// fromTLS moves a chunk of the client's bytes to the upstream: decrypts
+// what the client's socket holds, up to tlsChunk of cleartext, and writes
+// it to the upstream in one write. Cleartext the upstream cannot take yet
+// stays in the Socket's plain, and nothing more is decrypted until it is
+// written (EPOLLOUT on the upstream resumes). It reports whether it
+// stopped with a full chunk, before the client's socket would block.
+func (l *loop) fromTLS(pr *Pair) (more bool) {
 	hf := &pr.halves[0]
+	s := pr.sock
 	up := pr.fds[1]
-	for !hf.done && !pr.finished {
-		if len(hf.out) > 0 {
-			n, err := writeFD(up, hf.out)
+	for turn := false; !hf.done && !pr.finished; turn = true {
+		if len(s.plain) > 0 {
+			n, err := writeFD(up, s.plain)
 			if n > 0 {
-				hf.out = hf.out[n:]
+				s.plain = s.plain[n:]
 				hf.moved += int64(n)
 				pr.touch(l)
 			}
 			if err != nil {
 				l.fail(pr, 1)
-				return
+				return false
 			}
-			if len(hf.out) > 0 {
-				return
+			if len(s.plain) > 0 {
+				return false
 			}
 		}
-		if hf.buf != nil {
-			copyBufs.Put(hf.buf)
-			hf.buf, hf.out = nil, nil
+		if s.plainBuf != nil {
+			plainBufs.Put(s.plainBuf)
+			s.plainBuf, s.plain = nil, nil
 		}
 		if hf.eof {
 			hf.done = true
 			if hf.broken {
 				l.fail(pr, 0)
-				return
+				return false
 			}
 			if pr.halves[1].done {
 				l.finish(pr)
-				return
+				return false
 			}
 			rawShutdownWrite(up)
-			return
+			return false
 		}
-		hf.buf = copyBufs.Get().(*[smallCopy]byte)
-		n, err := pr.tls.Read(hf.buf[:])
-		hf.out = hf.buf[:n]
+		if turn {
+			return more
+		}
+		// Decrypt up to a chunk: crypto/tls gives a record's cleartext
+		// per Read, and reads the socket only when it holds no whole
+		// record.
+		s.plainBuf = plainBufs.Get().(*[tlsChunk]byte)
+		var err error
+		n := 0
+		for n < len(s.plainBuf) && err == nil {
+			var m int
+			m, err = pr.tls.Read(s.plainBuf[n:])
+			n += m
+		}
+		s.plain = s.plainBuf[:n]
 		switch {
 		case err == nil:
+			more = true
 		case errors.Is(err, ErrWouldBlock):
 			if n == 0 {
-				copyBufs.Put(hf.buf)
-				hf.buf, hf.out = nil, nil
-				if len(pr.sock.out) > 0 {
-					// A post-handshake message (a KeyUpdate) made
-					// crypto/tls answer; the other half writes it.
-					l.toTLS(pr)
-				}
-				return // EPOLLIN on the client resumes
+				plainBufs.Put(s.plainBuf)
+				s.plainBuf, s.plain = nil, nil
+				// A post-handshake message (a KeyUpdate) may have made
+				// crypto/tls answer; toTLS writes what waits in out.
+				return false // EPOLLIN on the client resumes
 			}
 		default:
 			// io.EOF: close_notify, or a FIN at a record boundary. Anything
@@ -247,29 +310,32 @@ func (l *loop) fromTLS(pr *Pair) {
 			}
 		}
 	}
+	return false
 }
 
-// toTLS moves the upstream's bytes to the client: reads what the
-// upstream's socket holds and writes it through crypto/tls, whose records
-// the client's socket does not take yet wait in the Socket (and nothing
-// more is read from the upstream until they are written: EPOLLOUT on the
-// client resumes). The upstream's end of stream sends close_notify, as
-// Pipe's CloseWrite does.
-func (l *loop) toTLS(pr *Pair) {
+// toTLS moves a chunk of the upstream's bytes to the client: reads up to
+// tlsChunk from the upstream's socket and writes it through crypto/tls,
+// whose records are gathered (Socket.gather) and written to the client in
+// one write. Records the client's socket does not take yet wait in the
+// Socket, and nothing more is read from the upstream until they are
+// written (EPOLLOUT on the client resumes). The upstream's end of stream
+// sends close_notify, as Pipe's CloseWrite does. It reports whether it
+// stopped after a chunk, before the upstream's socket would block.
+func (l *loop) toTLS(pr *Pair) (more bool) {
 	hf := &pr.halves[1]
 	s := pr.sock
-	for !pr.finished {
+	for turn := false; !pr.finished; turn = true {
 		if len(s.out) > 0 {
 			if err := s.flush(); err != nil {
 				l.fail(pr, 0)
-				return
+				return false
 			}
 			if len(s.out) > 0 {
-				return
+				return false
 			}
 		}
 		if hf.done {
-			return
+			return false
 		}
 		if hf.eof {
 			if !hf.closing {
@@ -281,33 +347,41 @@ func (l *loop) toTLS(pr *Pair) {
 			if pr.halves[0].done {
 				l.finish(pr)
 			}
-			return
+			return false
 		}
-		buf := copyBufs.Get().(*[smallCopy]byte)
+		if turn {
+			// The read may not have emptied the upstream's socket: the
+			// next turn reads until it would block (edge-triggered).
+			return true
+		}
+		buf := plainBufs.Get().(*[tlsChunk]byte)
 		n, ok, err := readFD(pr.fds[1], buf[:])
 		if !ok {
-			copyBufs.Put(buf)
-			return // EPOLLIN on the upstream resumes
+			plainBufs.Put(buf)
+			return false // EPOLLIN on the upstream resumes
 		}
 		if err != nil || n == 0 {
-			copyBufs.Put(buf)
+			plainBufs.Put(buf)
 			if pr.first == 0 {
 				pr.first = fromUpstream
 			}
 			if err != nil {
 				l.fail(pr, 1)
-				return
+				return false
 			}
 			hf.eof = true
 			continue
 		}
+		s.gather()
 		_, err = pr.tls.Write(buf[:n])
-		copyBufs.Put(buf)
+		s.gathering = false
+		plainBufs.Put(buf)
 		if err != nil {
 			l.fail(pr, 0)
-			return
+			return false
 		}
 		hf.moved += int64(n)
 		pr.touch(l)
 	}
+	return false
 }
