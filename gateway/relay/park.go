@@ -791,8 +791,12 @@ func (l *loop) connected(pr *Pair, events uint32) bool {
 	l.list(pr.idle).push(pr)
 	pr.listed = true
 	// The client's bytes that arrived while connecting: its edge has
-	// passed, so read them now.
-	l.move(pr, 0)
+	// passed, so read them now (a terminated pair: both ways, in turns).
+	if pr.tls != nil {
+		l.progressTLS(pr)
+	} else {
+		l.progress(pr, 0)
+	}
 	return !pr.finished
 }
 
