@@ -100,35 +100,46 @@ func In[T any](name string, f func() (T, error)) (T, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
-			return
-		}
-		defer unix.Close(home)
-		target, err := unix.Open(filepath.Join("/run/netns", name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open netns %s: %w", name, err)}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("setns %s: %w", name, err)}
-			return
-		}
-		var r result
-		r.v, r.err = f()
-		if err := unix.Setns(home, unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
+		// The result is sent only after both namespace descriptors are
+		// closed: a caller counting its descriptors must not see them.
+		r := inOnThread(name, func() (r result) {
+			r.v, r.err = f()
+			return r
+		}, func(err error) result { return result{err: err} })
 		ch <- r
 	}()
 	r := <-ch
 	return r.v, r.err
+}
+
+// inOnThread runs f on the calling goroutine's thread moved into the
+// network namespace name, and moves the thread back; a thread that cannot
+// be moved back stays locked, so that it ends with its goroutine. Failures
+// before f runs are given to fail. Both namespace descriptors are closed
+// when it returns.
+func inOnThread[R any](name string, f func() R, fail func(error) R) R {
+	runtime.LockOSThread()
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fail(fmt.Errorf("open own netns: %w", err))
+	}
+	defer unix.Close(home)
+	target, err := unix.Open(filepath.Join("/run/netns", name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fail(fmt.Errorf("open netns %s: %w", name, err))
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fail(fmt.Errorf("setns %s: %w", name, err))
+	}
+	r := f()
+	if err := unix.Setns(home, unix.CLONE_NEWNET); err == nil {
+		runtime.UnlockOSThread()
+	}
+	return r
 }
 
 // NeedBPF skips the test without root or BPF, and fails it instead when
