@@ -10,9 +10,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -528,5 +530,36 @@ func TestFloodInNetnsWithGuard(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+	}
+}
+
+// freePorts hands out distinct, bindable ports below the ephemeral range, so
+// no client connection of the run can hold one while a system restarts.
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	addrs, err := freePorts(14)
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := ephemeralLow()
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		_, p, err := net.SplitHostPort(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, _ := strconv.Atoi(p)
+		if port < 10000 || port >= low {
+			t.Errorf("port %d is outside [10000, %d)", port, low)
+		}
+		if seen[a] {
+			t.Errorf("%s handed out twice", a)
+		}
+		seen[a] = true
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Errorf("%s cannot be bound after the reservation: %v", a, err)
+			continue
+		}
+		l.Close()
 	}
 }

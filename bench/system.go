@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -125,7 +127,12 @@ func startProcess(ctx context.Context, system string, f flavor, addr, logPath st
 }
 
 // freePorts reserves n loopback ports by listening on them all at once, and
-// releases them for the systems to bind.
+// releases them for the systems to bind. The ports come from below the
+// kernel's ephemeral range: a system is stopped and started again many times
+// in a run, and a port from that range can meanwhile be taken as the local
+// port of some connection (or sit in TIME_WAIT after one), so the next start
+// would fail to bind it. Ports outside the range are never handed out by
+// connect or by a listen on port 0.
 func freePorts(n int) ([]string, error) {
 	var lns []net.Listener
 	defer func() {
@@ -133,16 +140,45 @@ func freePorts(n int) ([]string, error) {
 			l.Close()
 		}
 	}()
+	low := ephemeralLow()
+	const first = 10000
+	if low-first < 2*n {
+		return nil, fmt.Errorf("reserve port: the ephemeral range starts at %d, leaving too few ports below it", low)
+	}
+	start := first + rand.IntN(low-first)
 	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := 0; i < low-first && len(addrs) < n; i++ {
+		port := first + (start-first+i)%(low-first)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			return nil, fmt.Errorf("reserve port: %w", err)
+			continue // in use: try the next one
 		}
 		lns = append(lns, l)
 		addrs = append(addrs, l.Addr().String())
 	}
+	if len(addrs) < n {
+		return nil, fmt.Errorf("reserve port: only %d of %d ports below %d are free", len(addrs), n, low)
+	}
 	return addrs, nil
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), or Linux's default 32768 when it cannot be
+// read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= 0 {
+		return 32768
+	}
+	return low
 }
 
 // moduleRoot finds the edgegate module's folder above the working directory,
