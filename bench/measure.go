@@ -50,9 +50,15 @@ const (
 	mPerCoreSec = "ops_per_core_s"
 	mP50        = "p50_ms" // open-loop latency
 	mP99        = "p99_ms"
-	mAddedP50   = "added_p50_ms" // over direct in the same run
-	mAddedP99   = "added_p99_ms"
-	mLegitRate  = "legit_rate" // legitimate operations per second during a flood
+	// mCPUAtRate is the system's CPU µs per operation during the
+	// open-loop latency run: every system gets the same offered rate
+	// there, below every system's capacity, so it compares the cost per
+	// operation at one partial load, where the closed loop compares each
+	// system at whatever load the load generator reaches against it.
+	mCPUAtRate = "cpu_us_per_op_at_rate"
+	mAddedP50  = "added_p50_ms" // over direct in the same run
+	mAddedP99  = "added_p99_ms"
+	mLegitRate = "legit_rate" // legitimate operations per second during a flood
 	// The legitimate clients' baselines, measured in each repetition
 	// against the same system: mLegitAlone with no flood at all,
 	// mLegitBallast with the same flood sent elsewhere (ballast: it keeps
@@ -84,7 +90,11 @@ const (
 	// repetitions: a busy machine, not a property of the system.
 	mOthersSys  = "others_on_system_cpu"
 	mOthersLoad = "others_on_load_cpu"
-	mNsPerPkt   = "ns_per_pkt"
+	// mLoadBusy is the load generator's CPU busy (every process, and
+	// interrupts and softirqs) in a stream's repetitions: at 100% the
+	// load generator, not the system, bounds the throughput.
+	mLoadBusy = "load_cpu_busy"
+	mNsPerPkt = "ns_per_pkt"
 	// mCacheHit is the share (percent) of edgegate's chain lookups that
 	// its verified-chain cache answered over the row; mLegitCacheHit the
 	// share of the legitimate client's handshakes it answered during a
@@ -205,7 +215,7 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 		m.beforeReps()
 	}
 	var oks int64
-	var rates, cpus, shares, perCore, p50s, p99s, legits, othersSys, othersLoad []float64
+	var rates, cpus, shares, perCore, p50s, p99s, atRate, legits, othersSys, othersLoad []float64
 	var during, alone, ballast legitRuns
 	var legitPcts, legitPctsAlone []float64
 	var totalTicks uint64
@@ -313,12 +323,28 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			line += fmt.Sprintf(" [machine busy: others took %.0f%% of CPU %d, %.0f%% of CPU %d]", oSys*100, systemCPU, oLoad*100, loadCPU)
 		}
 		if m.latencyRate > 0 {
-			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops), nil)
+			var l0, l1 uint64
+			latWindow := func(open bool) {
+				if r.pid == 0 {
+					return
+				}
+				if open {
+					l0 = cpuTicks(r.pid)
+				} else {
+					l1 = cpuTicks(r.pid)
+				}
+			}
+			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops), latWindow)
 			failed += lat.failed
 			if lat.ok > 0 {
 				p50s = append(p50s, ms(percentile(lat.latencies, 0.50)))
 				p99s = append(p99s, ms(percentile(lat.latencies, 0.99)))
 				line += fmt.Sprintf(", at %.0f/s p50 %.2f ms p99 %.2f ms", m.latencyRate, p50s[len(p50s)-1], p99s[len(p99s)-1])
+				if l1 > l0 {
+					us := float64(l1-l0) / clockTicks * 1e6 / float64(lat.ok)
+					atRate = append(atRate, us)
+					line += fmt.Sprintf(", %.0f µs CPU each", us)
+				}
 			}
 			if lat.dropped > 0 {
 				line += fmt.Sprintf(" (%d arrivals dropped)", lat.dropped)
@@ -337,6 +363,9 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	if len(p50s) > 0 {
 		row.Metrics[mP50] = statOf(p50s)
 		row.Metrics[mP99] = statOf(p99s)
+	}
+	if len(atRate) > 0 {
+		row.Metrics[mCPUAtRate] = statOf(atRate)
 	}
 	if len(legits) > 0 {
 		row.Metrics[mLegitRate] = statOf(legits)

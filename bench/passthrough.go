@@ -181,11 +181,12 @@ func (h *harness) measureStream(ctx context.Context, r *running, row *Row, c net
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(h.opts.Warmup)
-	var mibs, cpuPerGiB, shares, othersSys, othersLoad []float64
+	var mibs, cpuPerGiB, shares, othersSys, othersLoad, loadBusy []float64
 	var totalTicks uint64
 	for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
 		noise := startInterference(r.pid, !h.opts.NoPin)
 		u0, d0, w0 := up.Load(), down.Load(), time.Now()
+		l0 := cpuAllBusy(loadCPU)
 		var t0 uint64
 		if r.pid != 0 {
 			t0 = cpuTicks(r.pid)
@@ -200,8 +201,10 @@ func (h *harness) measureStream(ctx context.Context, r *running, row *Row, c net
 		bytesMoved := float64(u1 - u0 + d1 - d0)
 		el := w1.Sub(w0).Seconds()
 		mibs = append(mibs, bytesMoved/el/(1<<20))
-		line := fmt.Sprintf("  %s rep %d/%d: %.0f MiB/s up, %.0f MiB/s down", r.system, rep, h.opts.Reps,
-			float64(u1-u0)/el/(1<<20), float64(d1-d0)/el/(1<<20))
+		busy := float64(cpuAllBusy(loadCPU)-l0) / clockTicks / el
+		loadBusy = append(loadBusy, busy)
+		line := fmt.Sprintf("  %s rep %d/%d: %.0f MiB/s up, %.0f MiB/s down, load CPU %.0f%% busy", r.system, rep, h.opts.Reps,
+			float64(u1-u0)/el/(1<<20), float64(d1-d0)/el/(1<<20), busy*100)
 		if r.pid != 0 {
 			ticks := max(cpuTicks(r.pid), t0) - t0
 			totalTicks += ticks
@@ -214,7 +217,7 @@ func (h *harness) measureStream(ctx context.Context, r *running, row *Row, c net
 		}
 		h.progress("%s", line)
 	}
-	row.Metrics = map[string]Stat{mMiBs: statOf(mibs), mOthersSys: statOf(othersSys), mOthersLoad: statOf(othersLoad)}
+	row.Metrics = map[string]Stat{mMiBs: statOf(mibs), mLoadBusy: statOf(loadBusy), mOthersSys: statOf(othersSys), mOthersLoad: statOf(othersLoad)}
 	if len(shares) > 0 {
 		row.Metrics[mCoreShare] = statOf(shares)
 		row.Metrics[mCPUPerGiB] = statOf(cpuPerGiB)

@@ -33,6 +33,7 @@ var (
 	colShare     = column{mCoreShare, "core used", "%.0f%%", 100}
 	colP50       = column{mP50, "p50 ms", "%.2f", 1}
 	colP99       = column{mP99, "p99 ms", "%.2f", 1}
+	colCPUAtRate = column{mCPUAtRate, "CPU µs / op at the p50 run's fixed rate", "%.0f", 1}
 	colAddedP50  = column{mAddedP50, "+p50 ms vs direct", "%.2f", 1}
 	colAddedP99  = column{mAddedP99, "+p99 ms vs direct", "%.2f", 1}
 	colLegit     = column{mLegitRate, "legit ops/s during flood", "%.0f", 1}
@@ -43,6 +44,7 @@ var (
 	colSilent    = column{mSilent, "dropped silently", "%.0f%%", 1}
 	colMiBs      = column{mMiBs, "MiB/s (both ways)", "%.0f", 1}
 	colCPUPerGiB = column{mCPUPerGiB, "CPU s / GiB", "%.2f", 1}
+	colLoadBusy  = column{mLoadBusy, "load CPU busy", "%.0f%%", 100}
 	colKiB       = column{mKiBPerConn, "KiB / conn (Pss)", "%.1f", 1}
 	colFD        = column{mFDPerConn, "fds / conn", "%.2f", 1}
 	colConns     = column{mConns, "idle conns", "%.0f", 1}
@@ -61,7 +63,7 @@ var scenarios = []*scenario{
 		about:        "new connection, captured ClientHello, upstream's fixed reply, close",
 		primary:      mPerCoreSec,
 		higherBetter: true,
-		columns:      []column{colPerCore, colRate, colCPU, colShare, colP50, colP99, colAddedP50, colAddedP99},
+		columns:      []column{colPerCore, colRate, colCPU, colShare, colP50, colP99, colCPUAtRate, colAddedP50, colAddedP99},
 		run:          runPassthroughConnect,
 	},
 	{
@@ -69,7 +71,7 @@ var scenarios = []*scenario{
 		about:        "one long passthrough stream each way",
 		primary:      mCPUPerGiB,
 		higherBetter: false,
-		columns:      []column{colMiBs, colCPUPerGiB, colShare},
+		columns:      []column{colMiBs, colCPUPerGiB, colShare, colLoadBusy},
 		run:          runPassthroughBulk,
 	},
 	{
@@ -77,7 +79,7 @@ var scenarios = []*scenario{
 		about:        "TLS 1.3 full handshake with a client certificate, one request, close",
 		primary:      mPerCoreSec,
 		higherBetter: true,
-		columns:      []column{colPerCore, colRate, colCPU, colShare, colCacheHit, colP50, colP99, colAddedP50, colAddedP99},
+		columns:      []column{colPerCore, colRate, colCPU, colShare, colCacheHit, colP50, colP99, colCPUAtRate, colAddedP50, colAddedP99},
 		run:          runMTLSFull,
 	},
 	{
@@ -85,7 +87,7 @@ var scenarios = []*scenario{
 		about:        "the same with TLS 1.3 session resumption",
 		primary:      mPerCoreSec,
 		higherBetter: true,
-		columns:      []column{colPerCore, colRate, colCPU, colShare, colResumed, colCacheHit, colP50, colP99, colAddedP50, colAddedP99},
+		columns:      []column{colPerCore, colRate, colCPU, colShare, colResumed, colCacheHit, colP50, colP99, colCPUAtRate, colAddedP50, colAddedP99},
 		run:          runMTLSResumed,
 	},
 	{
@@ -109,7 +111,7 @@ var scenarios = []*scenario{
 		about:        "one long terminated stream each way (client ↔ system with TLS 1.3 ↔ cleartext upstream)",
 		primary:      mCPUPerGiB,
 		higherBetter: false,
-		columns:      []column{colMiBs, colCPUPerGiB, colShare},
+		columns:      []column{colMiBs, colCPUPerGiB, colShare, colLoadBusy},
 		run:          runMTLSBulk,
 	},
 	{
