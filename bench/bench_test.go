@@ -282,6 +282,10 @@ func TestQuickHarness(t *testing.T) {
 			if v := row.Metrics[mMiBs]; v.Median <= 0 || v.N != 2 {
 				t.Errorf("%s %s: throughput %+v; want two repetitions with data", row.Scenario, row.System, v)
 			}
+			// The load generator moved those bytes, so its core was busy.
+			if v := row.Metrics[mLoadBusy]; v.Median <= 0 || v.N != 2 {
+				t.Errorf("%s %s: load CPU busy %+v; want two repetitions above zero", row.Scenario, row.System, v)
+			}
 		case "idle-connections":
 			// Each connection costs a proxy at least its two sockets.
 			if c, f := row.Metrics[mConns], row.Metrics[mFDPerConn]; c.Median != 1500 || f.Median < 1.9 {
@@ -301,6 +305,12 @@ func TestQuickHarness(t *testing.T) {
 		if row.System != sysDirect {
 			if _, ok := row.Metrics[mCoreShare]; !ok {
 				t.Errorf("%s/%s %s: no CPU share measured", row.Scenario, row.Variant, row.System)
+			}
+		}
+		// The fixed-rate run costs every system some CPU per operation.
+		if (row.Scenario == "passthrough-connect" || row.Scenario == "mtls-full") && row.System != sysDirect {
+			if v := row.Metrics[mCPUAtRate]; v.Median <= 0 || v.N < 1 {
+				t.Errorf("%s/%s %s: CPU per operation at the fixed rate %+v; want a figure above zero", row.Scenario, row.Variant, row.System, v)
 			}
 		}
 	}
