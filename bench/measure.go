@@ -222,18 +222,8 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 	var failed int64
 	var firstErr error
 	for rep := 1; rep <= h.opts.Reps && ctx.Err() == nil; rep++ {
-		var t0, t1 uint64
-		var w0, w1 time.Time
-		window := func(open bool) {
-			if r.pid == 0 {
-				return
-			}
-			if open {
-				t0, w0 = cpuTicks(r.pid), time.Now()
-			} else {
-				t1, w1 = cpuTicks(r.pid), time.Now()
-			}
-		}
+		span := cpuSpan{pid: r.pid}
+		window := span.window
 		noise := startInterference(r.pid, !h.opts.NoPin)
 		load := func(window func(bool)) loopResult {
 			if m.flood != nil {
@@ -304,11 +294,11 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 				line += "; flood elsewhere " + ballast.last()
 			}
 		}
-		if r.pid != 0 && t1 >= t0 {
-			ticks := t1 - t0
+		if r.pid != 0 && span.t1 >= span.t0 {
+			ticks := span.t1 - span.t0
 			totalTicks += ticks
 			sec := float64(ticks) / clockTicks
-			share := sec / w1.Sub(w0).Seconds()
+			share := sec / span.w1.Sub(span.w0).Seconds()
 			shares = append(shares, share)
 			if res.ok > 0 && ticks > 0 {
 				cpus = append(cpus, sec*1000/float64(res.ok)*1000)
@@ -323,25 +313,15 @@ func (h *harness) measure(ctx context.Context, r *running, row *Row, m measureCf
 			line += fmt.Sprintf(" [machine busy: others took %.0f%% of CPU %d, %.0f%% of CPU %d]", oSys*100, systemCPU, oLoad*100, loadCPU)
 		}
 		if m.latencyRate > 0 {
-			var l0, l1 uint64
-			latWindow := func(open bool) {
-				if r.pid == 0 {
-					return
-				}
-				if open {
-					l0 = cpuTicks(r.pid)
-				} else {
-					l1 = cpuTicks(r.pid)
-				}
-			}
-			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops), latWindow)
+			latSpan := cpuSpan{pid: r.pid}
+			lat := openLoop(ctx, m.latencyRate, h.opts.Duration, makeOps(min(128, m.conc*4), m.ops), latSpan.window)
 			failed += lat.failed
 			if lat.ok > 0 {
 				p50s = append(p50s, ms(percentile(lat.latencies, 0.50)))
 				p99s = append(p99s, ms(percentile(lat.latencies, 0.99)))
 				line += fmt.Sprintf(", at %.0f/s p50 %.2f ms p99 %.2f ms", m.latencyRate, p50s[len(p50s)-1], p99s[len(p99s)-1])
-				if l1 > l0 {
-					us := float64(l1-l0) / clockTicks * 1e6 / float64(lat.ok)
+				if latSpan.t1 > latSpan.t0 {
+					us := float64(latSpan.t1-latSpan.t0) / clockTicks * 1e6 / float64(lat.ok)
 					atRate = append(atRate, us)
 					line += fmt.Sprintf(", %.0f µs CPU each", us)
 				}
@@ -497,3 +477,23 @@ func judge(r *running, metrics map[string]Stat, ticks uint64) string {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuSpan is a process's CPU ticks and the wall clock when a load's
+// measured window opens and closes; window is the loops' window callback.
+// A span of process 0 (no process of its own, as direct) stays zero.
+type cpuSpan struct {
+	pid    int
+	t0, t1 uint64
+	w0, w1 time.Time
+}
+
+func (s *cpuSpan) window(open bool) {
+	if s.pid == 0 {
+		return
+	}
+	if open {
+		s.t0, s.w0 = cpuTicks(s.pid), time.Now()
+	} else {
+		s.t1, s.w1 = cpuTicks(s.pid), time.Now()
+	}
+}
