@@ -375,22 +375,20 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 	pin := !h.opts.NoPin
 	switch s {
 	case sysEdgegate:
-		if h.opts.Profile {
-			// The gateway package in a child of the harness, which
-			// writes a CPU profile (see runGatewayChild).
-			prof := filepath.Join(h.out, "profiles", "edgegate-"+tag+".pprof")
-			env := []string{"GOMAXPROCS=1", childEnv + "=edgegate", childConfigEnv + "=" + cfg, childProfileEnv + "=" + prof}
-			self, err := os.Executable()
-			if err != nil {
+		r, err := h.startEdgegate(ctx, f, addr, cfg, logPath, pin, tag)
+		if err != nil {
+			return nil, err
+		}
+		// A listener takes connections into its backlog once bound,
+		// and the gateway binds its metrics endpoint after its
+		// listeners (and the guard): the scenarios that read the
+		// metrics wait for that too.
+		if m, ok := h.ports[s+"/"+f.String()+"/metrics"]; ok {
+			if err := r.waitAccepting(ctx, m, logPath); err != nil {
 				return nil, err
 			}
-			r, err := startProcess(ctx, s, f, addr, logPath, pin, env, self)
-			if r != nil {
-				r.profile = prof
-			}
-			return r, err
 		}
-		return startProcess(ctx, s, f, addr, logPath, pin, []string{"GOMAXPROCS=1"}, h.bin[s], "run", "--config", cfg)
+		return r, nil
 	case sysNginx:
 		return startProcess(ctx, s, f, addr, logPath, pin, nil, h.bin[s], "-c", cfg, "-e", filepath.Join(h.out, "logs", "nginx-error.log"))
 	case sysHAProxy:
@@ -412,4 +410,24 @@ func (h *harness) start(ctx context.Context, s string, f flavor, tag string) (*r
 		return r, err
 	}
 	return nil, fmt.Errorf("unknown system %s", s)
+}
+
+// startEdgegate starts the gateway for job f: its binary, or with --profile
+// the gateway package in a child of the harness, which writes a CPU profile
+// (see runGatewayChild).
+func (h *harness) startEdgegate(ctx context.Context, f flavor, addr, cfg, logPath string, pin bool, tag string) (*running, error) {
+	if !h.opts.Profile {
+		return startProcess(ctx, sysEdgegate, f, addr, logPath, pin, []string{"GOMAXPROCS=1"}, h.bin[sysEdgegate], "run", "--config", cfg)
+	}
+	prof := filepath.Join(h.out, "profiles", "edgegate-"+tag+".pprof")
+	env := []string{"GOMAXPROCS=1", childEnv + "=edgegate", childConfigEnv + "=" + cfg, childProfileEnv + "=" + prof}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	r, err := startProcess(ctx, sysEdgegate, f, addr, logPath, pin, env, self)
+	if r != nil {
+		r.profile = prof
+	}
+	return r, err
 }

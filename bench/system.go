@@ -105,22 +105,32 @@ func startProcess(ctx context.Context, system string, f flavor, addr, logPath st
 		// fallback, and the report shows which way was used.
 		pinTree(r.pid, systemCPU)
 	}
+	if err := r.waitAccepting(ctx, addr, logPath); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// waitAccepting waits until addr, one of the addresses r serves, accepts
+// connections. On failure r is stopped (its log closed) and the error says
+// why and points at logPath.
+func (r *running) waitAccepting(ctx context.Context, addr, logPath string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
 		case <-r.exited:
 			r.log.Close()
-			return nil, fmt.Errorf("%s exited during start-up (%s); see %s", system, cmd.ProcessState, logPath)
+			return fmt.Errorf("%s exited during start-up (%s); see %s", r.system, r.cmd.ProcessState, logPath)
 		default:
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return r, nil
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			r.stop()
-			return nil, fmt.Errorf("%s did not accept on %s within 20s: %v; see %s", system, addr, err, logPath)
+			return fmt.Errorf("%s did not accept on %s within 20s: %v; see %s", r.system, addr, err, logPath)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
